@@ -2,7 +2,7 @@
 // GSI routing, irqfd) and what a minimal VMM needs to run a guest (memory, vCPUs, KVM_RUN).
 import { _IO, _IOR, _IOW, defineConstants, defineIoctls } from './ioctl.js';
 import { type Target, ioctl, ioctlInt } from './libc.js';
-import { anonUnion, array, flex, encode, encodeInto, decode, inlineStruct, inlineUnion, s32, struct, u16, u32, u64, u8, type Value } from './layout.js';
+import { anonUnion, array, flex, encode, encodeInto, decode, inlineStruct, inlineUnion, s32, struct, u16, u32, u64, u8, type Init, type Value } from './layout.js';
 
 const KVMIO = 0xae;
 
@@ -114,7 +114,7 @@ export function irqLine(t: Target, irq: number, level: number): void {
 }
 
 /** Replace the VM's whole GSI routing table (KVM has no incremental update). */
-export function setGsiRouting(t: Target, entries: readonly Partial<RoutingEntry>[]): void {
+export function setGsiRouting(t: Target, entries: readonly Init<RoutingEntry>[]): void {
   const buf = encode(kvm_irq_routing, { nr: entries.length }, entries.length * kvm_irq_routing_entry.size);
   entries.forEach((e, i) => encodeInto(kvm_irq_routing_entry, buf, e, kvm_irq_routing.size + i * kvm_irq_routing_entry.size));
   ioctl(t, 'KVM_SET_GSI_ROUTING', KVM.KVM_SET_GSI_ROUTING, buf);

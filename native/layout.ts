@@ -29,6 +29,8 @@ type ValueOf<T> = T extends ScalarType<infer V> ? V : T extends ArrayType<infer 
 type Members = Record<string, LayoutType>;
 export type StructValue<M extends Members> = { [K in keyof M as M[K] extends FlexType ? never : K]: ValueOf<M[K]> };
 export type Value<S> = S extends StructType<infer V> ? V : never;
+/** What encode() accepts: any member may be left out (it stays zero). */
+export type Init<T> = T extends number | bigint ? T : T extends readonly unknown[] ? T : { [K in keyof T]?: Init<T[K]> };
 
 const scalar = <V>(s: ScalarKind, size: number): ScalarType<V> => ({ kind: 'scalar', scalar: s, size, align: size });
 export const u8 = scalar<number>('u8', 1);
@@ -149,14 +151,14 @@ export function decode<V>(t: StructType<V>, buf: Buffer, off = 0): V {
 }
 
 /** Encode into a new zeroed Buffer of sizeof(t) + `extra` bytes (room for a flexible array). */
-export function encode<V>(t: StructType<V>, value: Partial<V>, extra = 0): Buffer {
+export function encode<V>(t: StructType<V>, value: Init<V>, extra = 0): Buffer {
   const buf = Buffer.alloc(t.size + extra);
   encodeType(buf, 0, t, value);
   return buf;
 }
 
 /** Encode into an existing buffer at `off`. */
-export function encodeInto<V>(t: StructType<V>, buf: Buffer, value: Partial<V>, off = 0): void {
+export function encodeInto<V>(t: StructType<V>, buf: Buffer, value: Init<V>, off = 0): void {
   encodeType(buf, off, t, value);
 }
 

@@ -2,7 +2,7 @@
 // and one thin wrapper per ioctl (encode, call, decode, throw SysError). No policy here.
 import { _IO, defineConstants, defineIoctls } from './ioctl.js';
 import { type Target, ioctl, ioctlInt, check, raw } from './libc.js';
-import { anonUnion, decode, encode, flex, offsetOf, s32, struct, u16, u32, u64, u8, type Value } from './layout.js';
+import { anonUnion, decode, encode, flex, offsetOf, s32, struct, u16, u32, u64, u8, type Init, type StructType, type Value } from './layout.js';
 
 const VFIO_TYPE = ';';
 const VFIO_BASE = 100;
@@ -142,12 +142,12 @@ export function capChain(buf: Buffer, first: number): InfoCap[] {
 }
 
 /** Call an argsz-sized info ioctl, growing the buffer when the kernel asks for more (capabilities). */
-function infoIoctl<V extends { argsz: number }>(t: Target, name: string, req: number, type: Parameters<typeof encode<V>>[0], value: Partial<V>): Buffer {
-  let buf = encode(type, { ...value, argsz: type.size } as Partial<V>);
+function infoIoctl<V extends { argsz: number }>(t: Target, name: string, req: number, type: StructType<V>, value: Init<V>): Buffer {
+  let buf = encode(type, { ...value, argsz: type.size } as Init<V>);
   ioctl(t, name, req, buf);
   const want = buf.readUInt32LE(0);
   if (want > buf.length) {
-    buf = encode(type, { ...value, argsz: want } as Partial<V>, want - type.size);
+    buf = encode(type, { ...value, argsz: want } as Init<V>, want - type.size);
     ioctl(t, name, req, buf);
   }
   return buf;
