@@ -1,0 +1,178 @@
+// An assigned PCI device as its worker serves it: region and IRQ info from VFIO, virtualized
+// config space, BAR MMIO by pread/pwrite on the device fd, and the MSI-X table and PBA
+// emulated where they sit in their BARs (split-BAR dispatch). handle() is the ring handler:
+// it validates every request before anything reaches the device, and never throws.
+import { raw, errno, type Target } from '../../native/libc.js';
+import * as vfio from '../../native/vfio.js';
+import { OP, STATUS } from '../ring/protocol.js';
+import type { Request } from '../ring/server.js';
+import { ConfigSpace, type ConfigIo, type ConfigHooks } from './config-space.js';
+import { MsixTable } from './msix.js';
+import { STAT, STATE, stateViews, type DeviceMemory } from './shared-state.js';
+
+const V = vfio.VFIO_C;
+
+interface Bar {
+  index: number;
+  size: number;
+  /** Offset of the BAR's region in the device fd. */
+  fdOffset: number;
+  io: boolean;
+  /** [start, end) of the MSI-X table / PBA inside this BAR, when they live here. */
+  table?: [number, number];
+  pba?: [number, number];
+}
+
+export interface DeviceDescription {
+  name: string;
+  path: string;
+  configSize: number;
+  bars: { index: number; size: string; io: boolean; is64: boolean; prefetch: boolean; msixTable: boolean; msixPba: boolean }[];
+  romSize: string;
+  capabilities: { id: number; offset: number }[];
+  extendedCapabilities: { id: number; offset: number; hidden: boolean }[];
+  msix?: { vectors: number; tableBar: number; tableOffset: number; pbaBar: number; pbaOffset: number };
+  msi?: { vectors: number; is64: boolean; maskable: boolean };
+  irqs: { index: number; count: number; flags: number }[];
+}
+
+export class AssignedDevice {
+  readonly config: ConfigSpace;
+  readonly msix: MsixTable | undefined;
+  readonly regions: vfio.RegionInfoWithCaps[];
+  readonly irqs: vfio.IrqInfo[];
+  readonly #bars: (Bar | undefined)[] = [];
+  readonly #stats: Float64Array;
+  readonly #cfgOffset: number;
+  readonly #scratch = Buffer.alloc(8);
+
+  constructor(readonly dev: Target, readonly name: string, memory: DeviceMemory, hooks: ConfigHooks = {}) {
+    this.#stats = new Float64Array(memory.stats);
+    const info = vfio.deviceGetInfo(dev);
+    if (!(info.flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${dev.path} is not a vfio-pci device`);
+    this.regions = Array.from({ length: Math.min(info.num_regions, V.VFIO_PCI_NUM_REGIONS) }, (_, i) => vfio.deviceGetRegionInfo(dev, i));
+    this.irqs = Array.from({ length: Math.min(info.num_irqs, V.VFIO_PCI_NUM_IRQS) }, (_, i) => vfio.deviceGetIrqInfo(dev, i));
+    const cfgRegion = this.regions[V.VFIO_PCI_CONFIG_REGION_INDEX];
+    if (!cfgRegion || cfgRegion.size === 0n) throw new Error(`${dev.path} has no config region`);
+    this.#cfgOffset = Number(cfgRegion.offset);
+    const cfgSize = Math.min(Number(cfgRegion.size), 4096);
+
+    const phys = Buffer.alloc(cfgSize);
+    this.#check(raw.pread(dev.fd, phys, cfgSize, this.#cfgOffset), cfgSize, 'pread config space');
+    const views = stateViews(memory.state);
+    const restore = Atomics.load(views.flags, STATE.INITIALIZED) === 1;
+    this.config = new ConfigSpace(this.#configIo(), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
+    const m = this.config.msix;
+    this.msix = m ? new MsixTable(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;
+    for (const b of this.config.bars) {
+      const r = this.regions[b.index]!;
+      const bar: Bar = { index: b.index, size: Number(b.size), fdOffset: Number(r.offset), io: b.io };
+      if (m && m.tableBar === b.index) bar.table = [m.tableOffset, m.tableOffset + m.tableSize * 16];
+      if (m && m.pbaBar === b.index) bar.pba = [m.pbaOffset, m.pbaOffset + MsixTable.pbaBytes(m.tableSize)];
+      this.#bars[b.index] = bar;
+    }
+    Atomics.store(views.flags, STATE.INITIALIZED, 1);
+  }
+
+  #configIo(): ConfigIo {
+    const buf = this.#scratch, fd = this.dev.fd, base = this.#cfgOffset;
+    return {
+      read: (offset, size) => {
+        this.#check(raw.pread(fd, buf, size, base + offset), size, `pread config 0x${offset.toString(16)}`);
+        return size === 4 ? buf.readUInt32LE(0) : size === 2 ? buf.readUInt16LE(0) : buf[0]!;
+      },
+      write: (offset, size, value) => {
+        if (size === 4) buf.writeUInt32LE(value >>> 0); else if (size === 2) buf.writeUInt16LE(value & 0xffff); else buf[0] = value & 0xff;
+        this.#check(raw.pwrite(fd, buf, size, base + offset), size, `pwrite config 0x${offset.toString(16)}`);
+      },
+    };
+  }
+
+  #check(got: number, want: number, what: string): void {
+    if (got !== want) throw new Error(`${what} on ${this.dev.path}: ${got < 0 ? `errno ${errno()}` : `short transfer ${got}/${want}`}`);
+  }
+
+  // ---- the ring handler (hot path: no allocation, no throw)
+
+  handle = (req: Request): number => {
+    const s = this.#stats;
+    switch (req.op) {
+      case OP.BAR_READ: { s[STAT.BAR_READ]!++; return this.#count(this.#bar(req, false)); }
+      case OP.BAR_WRITE: { s[STAT.BAR_WRITE]!++; return this.#count(this.#bar(req, true)); }
+      case OP.CFG_READ: { s[STAT.CFG_READ]!++; return this.#count(this.#cfg(req, false)); }
+      case OP.CFG_WRITE: { s[STAT.CFG_WRITE]!++; return this.#count(this.#cfg(req, true)); }
+      case OP.NOP: { s[STAT.NOP]!++; return STATUS.OK; }
+      default: return this.#count(STATUS.BAD_OP);
+    }
+  };
+
+  #count(status: number): number {
+    // STATUS.BAD_OP (-1) .. NOT_READY (-7) map onto STAT.ERR_BAD_OP .. ERR_NOT_READY.
+    if (status !== STATUS.OK) this.#stats[STAT.ERR_BAD_OP - 1 - status]!++;
+    return status;
+  }
+
+  #bar(req: Request, write: boolean): number {
+    const bar = this.#bars[req.index];
+    if (bar === undefined || req.index < 0) return STATUS.BAD_BAR;
+    const { offset, size } = req;
+    if (size <= 8) {
+      if (size !== 1 && size !== 2 && size !== 4 && size !== 8) return STATUS.BAD_WIDTH;
+      if (offset % size !== 0) return STATUS.MISALIGNED;
+    }
+    if (size === 0 || offset < 0 || offset + size > bar.size) return STATUS.OUT_OF_RANGE;
+    if (bar.table && offset < bar.table[1] && bar.table[0] < offset + size) return this.#msix(req, write, bar.table, true);
+    if (bar.pba && offset < bar.pba[1] && bar.pba[0] < offset + size) return this.#msix(req, write, bar.pba, false);
+    const n = write ? raw.pwrite(this.dev.fd, req.data, size, bar.fdOffset + offset) : raw.pread(this.dev.fd, req.data, size, bar.fdOffset + offset);
+    if (n !== size) return this.#ioError(req);
+    this.#stats[write ? STAT.BYTES_WRITTEN : STAT.BYTES_READ]! += size;
+    return STATUS.OK;
+  }
+
+  #msix(req: Request, write: boolean, range: [number, number], table: boolean): number {
+    const m = this.msix!;
+    const off = req.offset - range[0];
+    // An access straddling the table/PBA boundary, or wider than 8 bytes, is not one a guest makes.
+    if (off < 0 || !MsixTable.fits(off, req.size, range[1] - range[0])) return STATUS.OUT_OF_RANGE;
+    this.#stats[table ? STAT.MSIX_TABLE : STAT.MSIX_PBA]!++;
+    if (table) { if (write) m.writeTable(off, req.data, req.size); else m.readTable(off, req.data, req.size); }
+    else if (!write) m.readPba(off, req.data, req.size); // PBA writes are ignored (read-only)
+    return STATUS.OK;
+  }
+
+  #cfg(req: Request, write: boolean): number {
+    const v = ConfigSpace.validAccess(req.offset, req.size, this.config.size);
+    if (v !== 'ok') return v === 'width' ? STATUS.BAD_WIDTH : v === 'align' ? STATUS.MISALIGNED : STATUS.OUT_OF_RANGE;
+    const size = req.size as 1 | 2 | 4;
+    const w = req.words!;
+    try {
+      if (write) this.config.write(req.offset, size, w[0]!);
+      else w[0] = this.config.read(req.offset, size);
+    } catch { return this.#ioError(req); }
+    return STATUS.OK;
+  }
+
+  /** The errno of the failed device call goes back in the request's first data word. */
+  #ioError(req: Request): number {
+    const e = errno();
+    req.data[0] = e & 0xff; req.data[1] = (e >> 8) & 0xff; req.data[2] = 0; req.data[3] = 0;
+    return STATUS.IO_ERROR;
+  }
+
+  describe(): DeviceDescription {
+    const c = this.config, m = c.msix;
+    return {
+      name: this.name, path: this.dev.path, configSize: c.size,
+      bars: c.bars.map((b) => ({ index: b.index, size: `0x${b.size.toString(16)}`, io: b.io, is64: b.is64, prefetch: b.prefetch, msixTable: m?.tableBar === b.index, msixPba: m?.pbaBar === b.index })),
+      romSize: `0x${c.romSize.toString(16)}`,
+      capabilities: c.caps, extendedCapabilities: c.extCaps,
+      ...(m ? { msix: { vectors: m.tableSize, tableBar: m.tableBar, tableOffset: m.tableOffset, pbaBar: m.pbaBar, pbaOffset: m.pbaOffset } } : {}),
+      ...(c.msi ? { msi: { vectors: c.msi.vectors, is64: c.msi.is64, maskable: c.msi.maskable } } : {}),
+      irqs: this.irqs.map((i) => ({ index: i.index, count: i.count, flags: i.flags })),
+    };
+  }
+
+  stats(): Record<keyof typeof STAT, number> {
+    return Object.fromEntries(Object.entries(STAT).map(([k, i]) => [k, this.#stats[i]!])) as Record<keyof typeof STAT, number>;
+  }
+}

@@ -1,0 +1,45 @@
+// Per-device shared memory the coordinator allocates and every worker incarnation reuses:
+// the request counters (read by metrics at scrape time, no message per request) and the
+// device state a restarted worker resumes from (virtual config space, MSI-X table and PBA).
+import { PCI } from '../../native/pci-regs.js';
+
+/** Counter slots in the stats Float64Array (single writer: the device worker). */
+export const STAT = {
+  CFG_READ: 0, CFG_WRITE: 1, BAR_READ: 2, BAR_WRITE: 3, NOP: 4,
+  BYTES_READ: 5, BYTES_WRITTEN: 6, MSIX_TABLE: 7, MSIX_PBA: 8,
+  ERR_BAD_OP: 9, ERR_BAD_BAR: 10, ERR_OUT_OF_RANGE: 11, ERR_BAD_WIDTH: 12, ERR_MISALIGNED: 13, ERR_IO: 14, ERR_NOT_READY: 15,
+  WORKER_STARTS: 16,
+} as const;
+export const STAT_COUNT = 24;
+
+const MAX_MSIX = 2048;
+const CONFIG_BYTES = PCI.PCI_CFG_SPACE_EXP_SIZE;
+const TABLE_BYTES = MAX_MSIX * PCI.PCI_MSIX_ENTRY_SIZE;
+const PBA_BYTES = MAX_MSIX / 8;
+
+/** Layout of the state buffer: [flags:int32 ×4][config 4 KiB][MSI-X table][PBA]. */
+export const STATE = { FLAGS_BYTES: 16, INITIALIZED: 0 } as const;
+
+export interface DeviceMemory {
+  stats: SharedArrayBuffer;
+  state: SharedArrayBuffer;
+}
+
+export function createDeviceMemory(): DeviceMemory {
+  return {
+    stats: new SharedArrayBuffer(STAT_COUNT * 8),
+    state: new SharedArrayBuffer(STATE.FLAGS_BYTES + CONFIG_BYTES + TABLE_BYTES + PBA_BYTES),
+  };
+}
+
+export interface StateViews { flags: Int32Array; config: Uint8Array; msixTable: (n: number) => Uint8Array; pba: (n: number) => Uint8Array }
+
+export function stateViews(state: SharedArrayBuffer): StateViews {
+  const base = STATE.FLAGS_BYTES;
+  return {
+    flags: new Int32Array(state, 0, STATE.FLAGS_BYTES / 4),
+    config: new Uint8Array(state, base, CONFIG_BYTES),
+    msixTable: (n) => new Uint8Array(state, base + CONFIG_BYTES, n * PCI.PCI_MSIX_ENTRY_SIZE),
+    pba: (n) => new Uint8Array(state, base + CONFIG_BYTES + TABLE_BYTES, Math.ceil(n / 64) * 8),
+  };
+}

@@ -1,0 +1,207 @@
+// The producer side of a device ring, usable from any thread holding the SharedArrayBuffer
+// (a VMM's vCPU threads): claim a slot, publish a request, wait for its completion, release.
+// Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
+// sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
+import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
+
+export class RingError extends Error {
+  override readonly name = 'RingError';
+  constructor(readonly status: number, readonly request: string) {
+    super(`${request}: ${statusName(status)} (${statusText(status)})`);
+  }
+}
+
+export class RingClosedError extends Error {
+  override readonly name = 'RingClosedError';
+}
+
+const OP_NAME: Record<number, string> = { [OP.NOP]: 'NOP', [OP.CFG_READ]: 'CFG_READ', [OP.CFG_WRITE]: 'CFG_WRITE', [OP.BAR_READ]: 'BAR_READ', [OP.BAR_WRITE]: 'BAR_WRITE' };
+const describe = (op: number, index: number, offset: number, size: number): string =>
+  `${OP_NAME[op] ?? `op ${op}`}${op === OP.BAR_READ || op === OP.BAR_WRITE ? ` BAR${index}` : ''} offset 0x${offset.toString(16)} size ${size}`;
+
+export interface RingClientOptions {
+  /** Loads of the sequence word before sleeping on it. */
+  spin?: number;
+  /** How long one sleep lasts before the ring state is checked again (ms). */
+  waitSliceMs?: number;
+}
+
+export class RingClient {
+  readonly geometry: RingGeometry;
+  readonly #i32: Int32Array;
+  readonly #u8: Uint8Array;
+  readonly #mask: number;
+  readonly #spin: number;
+  readonly #slice: number;
+  /** Results of the last completed call() (inline data words 0 and 1). */
+  lo = 0;
+  hi = 0;
+
+  constructor(readonly sab: SharedArrayBuffer, opts: RingClientOptions = {}) {
+    this.geometry = ringGeometry(sab);
+    this.#i32 = new Int32Array(sab);
+    this.#u8 = new Uint8Array(sab);
+    this.#mask = this.geometry.capacity - 1;
+    this.#spin = opts.spin ?? 4000;
+    this.#slice = opts.waitSliceMs ?? 100;
+  }
+
+  // ---- the three steps, public for pipelining (several requests in flight from one thread)
+
+  /** Claim a slot and publish a request; returns its ticket. Blocks while the ring is full. */
+  submit(op: Op | number, index: number, offset: number, size: number, lo = 0, hi = 0, id = 0): number {
+    const t = this.#claim();
+    const w = this.#fill(t, op, index, offset, size, id);
+    this.#i32[w + S.DATA] = lo;
+    this.#i32[w + S.DATA + 1] = hi;
+    this.#publish(t);
+    return t;
+  }
+
+  /** Submit with a payload copied into the slot (inline up to 16 bytes, else its bulk block). */
+  submitBulk(op: Op, index: number, offset: number, src: Uint8Array | undefined, size: number): number {
+    const t = this.#claim();
+    if (src) this.#u8.set(src.subarray(0, size), this.#dataAt(t, size));
+    this.#fill(t, op, index, offset, size, 0);
+    this.#publish(t);
+    return t;
+  }
+
+  #claim(): number {
+    const h = this.#i32;
+    for (let spins = 0; ; ) {
+      const t = Atomics.load(h, H.TAIL);
+      const w = slotWord(t & this.#mask);
+      const seq = Atomics.load(h, w + S.SEQ);
+      const diff = (seq - t) | 0;
+      if (diff === 0) {
+        if (Atomics.compareExchange(h, H.TAIL, t, (t + 1) | 0) === t) return t;
+      } else if (diff < 0) {
+        // Full: this slot still holds the request from one lap ago. Wait for its release.
+        if (++spins < this.#spin) continue;
+        this.#checkOpen();
+        Atomics.add(h, H.FULL_WAITERS, 1);
+        if (Atomics.load(h, w + S.SEQ) === seq) Atomics.wait(h, w + S.SEQ, seq, this.#slice);
+        Atomics.sub(h, H.FULL_WAITERS, 1);
+      }
+    }
+  }
+
+  #fill(t: number, op: number, index: number, offset: number, size: number, id: number): number {
+    const h = this.#i32;
+    const w = slotWord(t & this.#mask);
+    h[w + S.OP] = op;
+    h[w + S.INDEX] = index;
+    h[w + S.SIZE] = size;
+    h[w + S.OFF_LO] = offset % 0x100000000;
+    h[w + S.OFF_HI] = Math.floor(offset / 0x100000000);
+    h[w + S.ID] = id;
+    h[w + S.STATUS] = 0;
+    return w;
+  }
+
+  #publish(t: number): void {
+    const h = this.#i32;
+    Atomics.store(h, slotWord(t & this.#mask) + S.SEQ, (t + 1) | 0);
+    Atomics.add(h, H.DOORBELL, 1);
+    if (Atomics.load(h, H.SLEEPING) !== 0) Atomics.notify(h, H.DOORBELL, 1);
+  }
+
+  /** Wait for a ticket's completion; returns its status (data stays readable until release). */
+  await(t: number): number {
+    const h = this.#i32;
+    const w = slotWord(t & this.#mask);
+    const done = (t + 2) | 0;
+    for (let i = 0; i < this.#spin; i++) if (Atomics.load(h, w + S.SEQ) === done) return h[w + S.STATUS]!;
+    for (;;) {
+      Atomics.store(h, w + S.WAITER, 1);
+      const seq = Atomics.load(h, w + S.SEQ);
+      if (seq === done) break;
+      Atomics.wait(h, w + S.SEQ, seq, this.#slice);
+      if (Atomics.load(h, w + S.SEQ) !== done) this.#checkOpen();
+    }
+    Atomics.store(h, w + S.WAITER, 0);
+    return h[w + S.STATUS]!;
+  }
+
+  /** Copy a completed ticket's inline result into lo/hi and hand the slot back. */
+  release(t: number): void {
+    const h = this.#i32;
+    const w = slotWord(t & this.#mask);
+    this.lo = h[w + S.DATA]!;
+    this.hi = h[w + S.DATA + 1]!;
+    Atomics.store(h, w + S.SEQ, (t + this.geometry.capacity) | 0);
+    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, w + S.SEQ);
+  }
+
+  /** One request, start to finish. Returns the status; inline results land in lo/hi. */
+  call(op: Op | number, index: number, offset: number, size: number, lo = 0, hi = 0, id = 0): number {
+    const t = this.submit(op, index, offset, size, lo, hi, id);
+    const status = this.await(t);
+    this.release(t);
+    return status;
+  }
+
+  // ---- typed accessors (throw RingError on a non-OK status)
+
+  cfgRead(offset: number, size: 1 | 2 | 4): number {
+    this.#ok(this.call(OP.CFG_READ, 0, offset, size), OP.CFG_READ, 0, offset, size);
+    return size === 4 ? this.lo >>> 0 : this.lo & (size === 2 ? 0xffff : 0xff);
+  }
+
+  cfgWrite(offset: number, size: 1 | 2 | 4, value: number): void {
+    this.#ok(this.call(OP.CFG_WRITE, 0, offset, size, value | 0), OP.CFG_WRITE, 0, offset, size);
+  }
+
+  barRead(bar: number, offset: number, size: 1 | 2 | 4): number {
+    this.#ok(this.call(OP.BAR_READ, bar, offset, size), OP.BAR_READ, bar, offset, size);
+    return size === 4 ? this.lo >>> 0 : this.lo & (size === 2 ? 0xffff : 0xff);
+  }
+
+  barRead64(bar: number, offset: number): bigint {
+    this.#ok(this.call(OP.BAR_READ, bar, offset, 8), OP.BAR_READ, bar, offset, 8);
+    return (BigInt(this.hi >>> 0) << 32n) | BigInt(this.lo >>> 0);
+  }
+
+  barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
+    this.#ok(this.call(OP.BAR_WRITE, bar, offset, size, value | 0), OP.BAR_WRITE, bar, offset, size);
+  }
+
+  barWrite64(bar: number, offset: number, value: bigint): void {
+    const lo = Number(value & 0xffffffffn) | 0, hi = Number((value >> 32n) & 0xffffffffn) | 0;
+    this.#ok(this.call(OP.BAR_WRITE, bar, offset, 8, lo, hi), OP.BAR_WRITE, bar, offset, 8);
+  }
+
+  /** Read dst.length bytes (up to the ring's bulk size) starting at offset. */
+  barReadBulk(bar: number, offset: number, dst: Uint8Array): void {
+    this.#bulk(OP.BAR_READ, bar, offset, dst, false);
+  }
+
+  barWriteBulk(bar: number, offset: number, src: Uint8Array): void {
+    this.#bulk(OP.BAR_WRITE, bar, offset, src, true);
+  }
+
+  #bulk(op: Op, bar: number, offset: number, data: Uint8Array, write: boolean): void {
+    const n = data.length;
+    if (n > this.geometry.bulkBytes) throw new RingError(STATUS.BAD_WIDTH, `${describe(op, bar, offset, n)} (ring bulk limit ${this.geometry.bulkBytes})`);
+    const t = this.submitBulk(op, bar, offset, write ? data : undefined, n);
+    const status = this.await(t);
+    if (status === STATUS.OK && !write) data.set(this.#u8.subarray(this.#dataAt(t, n), this.#dataAt(t, n) + n));
+    this.release(t);
+    this.#ok(status, op, bar, offset, n);
+  }
+
+  /** Byte offset of a ticket's data: inline in the slot, or its bulk block. */
+  #dataAt(t: number, size: number): number {
+    const slot = t & this.#mask;
+    return size <= INLINE_BYTES ? (slotWord(slot) + S.DATA) * 4 : bulkOffset(this.geometry, slot);
+  }
+
+  #ok(status: number, op: number, index: number, offset: number, size: number): void {
+    if (status !== STATUS.OK) throw new RingError(status, describe(op, index, offset, size));
+  }
+
+  #checkOpen(): void {
+    if (Atomics.load(this.#i32, H.STATE) === RING_STATE.CLOSED) throw new RingClosedError('device ring is closed (device shut down)');
+  }
+}

@@ -1,0 +1,97 @@
+// The device ring's shared-memory layout: a header, fixed 64-byte request slots, and a bulk
+// data area (one block per slot). Both sides index the same Int32Array with these constants.
+
+/** Header words (Int32 indexes). */
+export const H = {
+  MAGIC: 0,
+  CAPACITY: 1,
+  BULK_BYTES: 2,
+  TAIL: 3, // next ticket a producer claims
+  HEAD: 4, // next ticket the consumer serves
+  DOORBELL: 5, // bumped by producers after publishing; the consumer waits on it
+  SLEEPING: 6, // 1 while the consumer is (about to be) waiting on DOORBELL
+  FULL_WAITERS: 7, // producers waiting for a free slot
+  STATE: 8, // RING_STATE
+  EPOCH: 9, // bumped by each consumer that attaches (a restarted worker)
+} as const;
+export const HEADER_BYTES = 64;
+export const RING_MAGIC = 0x56464952; // "RIFV"
+export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
+
+/** Slot words, relative to the slot's first word. */
+export const S = {
+  SEQ: 0, // ticket: free when == ticket, published at +1, completed at +2
+  OP: 1,
+  INDEX: 2, // BAR index for BAR ops
+  SIZE: 3,
+  OFF_LO: 4,
+  OFF_HI: 5,
+  STATUS: 6,
+  ID: 7, // caller's request id, echoed back
+  WAITER: 8, // 1 while the producer waits on SEQ
+  DATA: 12, // 16 bytes of inline data (words 12..15)
+} as const;
+export const SLOT_BYTES = 64;
+export const SLOT_WORDS = SLOT_BYTES / 4;
+export const INLINE_BYTES = 16;
+
+export const OP = {
+  NOP: 0,
+  CFG_READ: 1,
+  CFG_WRITE: 2,
+  BAR_READ: 3,
+  BAR_WRITE: 4,
+} as const;
+export type Op = (typeof OP)[keyof typeof OP];
+
+/** Completion status: 0 is success, negatives name what was wrong with the request. */
+export const STATUS = {
+  OK: 0,
+  BAD_OP: -1,
+  BAD_BAR: -2,
+  OUT_OF_RANGE: -3,
+  BAD_WIDTH: -4,
+  MISALIGNED: -5,
+  IO_ERROR: -6, // the device call failed; the errno is in DATA word 0
+  NOT_READY: -7, // the device is not set up yet (or is being restarted)
+} as const;
+
+const STATUS_TEXT: Record<number, string> = {
+  [STATUS.BAD_OP]: 'unknown operation',
+  [STATUS.BAD_BAR]: 'BAR index is not an implemented memory BAR',
+  [STATUS.OUT_OF_RANGE]: 'offset/size outside the region',
+  [STATUS.BAD_WIDTH]: 'unsupported access width',
+  [STATUS.MISALIGNED]: 'access not naturally aligned',
+  [STATUS.IO_ERROR]: 'device I/O failed',
+  [STATUS.NOT_READY]: 'device not ready',
+};
+export const statusText = (s: number): string => STATUS_TEXT[s] ?? (s === 0 ? 'ok' : `status ${s}`);
+export const statusName = (s: number): string => Object.entries(STATUS).find(([, v]) => v === s)?.[0] ?? `STATUS_${s}`;
+
+export interface RingGeometry { capacity: number; bulkBytes: number }
+
+export function ringBytes(g: RingGeometry): number {
+  return HEADER_BYTES + g.capacity * SLOT_BYTES + g.capacity * g.bulkBytes;
+}
+
+/** A new ring in a fresh SharedArrayBuffer. `capacity` must be a power of two ≥ 4. */
+export function createRingBuffer(g: RingGeometry = { capacity: 64, bulkBytes: 4096 }): SharedArrayBuffer {
+  if (g.capacity < 4 || (g.capacity & (g.capacity - 1)) !== 0) throw new RangeError(`ring capacity ${g.capacity} must be a power of two ≥ 4`);
+  if (g.bulkBytes % 8 !== 0) throw new RangeError(`ring bulk size ${g.bulkBytes} must be a multiple of 8`);
+  const sab = new SharedArrayBuffer(ringBytes(g));
+  const h = new Int32Array(sab);
+  h[H.CAPACITY] = g.capacity;
+  h[H.BULK_BYTES] = g.bulkBytes;
+  for (let i = 0; i < g.capacity; i++) h[HEADER_BYTES / 4 + i * SLOT_WORDS + S.SEQ] = i;
+  Atomics.store(h, H.MAGIC, RING_MAGIC);
+  return sab;
+}
+
+export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
+  const h = new Int32Array(sab);
+  if (Atomics.load(h, H.MAGIC) !== RING_MAGIC) throw new Error('not a device ring (bad magic)');
+  return { capacity: h[H.CAPACITY]!, bulkBytes: h[H.BULK_BYTES]! };
+}
+
+export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;
+export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + slot * g.bulkBytes;
