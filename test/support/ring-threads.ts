@@ -1,0 +1,83 @@
+// Threads for ring tests: a producer that issues mixed requests against one or more rings and
+// checks every answer, and a simulated-device server (a BAR in memory) for unit tests.
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
+import { RingClient } from '../../src/ring/client.js';
+import { OP, STATUS } from '../../src/ring/protocol.js';
+import { RingServer, type Request } from '../../src/ring/server.js';
+
+export interface ProducerJob {
+  role: 'producer';
+  rings: SharedArrayBuffer[];
+  /** Per ring: a scratch BAR window [offset, offset+bytes) this producer may write. */
+  scratch: { bar: number; offset: number; bytes: number }[];
+  /** Per ring: a read-only register and its expected value (e.g. NVMe VS). */
+  probe: { bar: number; offset: number; value: number }[];
+  requests: number;
+  seed: number;
+}
+export interface ProducerResult { done: number; mismatches: string[]; errors: string[] }
+
+/** A simulated device: BAR0 of `bytes` bytes in memory; reads of an unwritten word give its offset. */
+export function simulatedHandler(bytes = 65536): (req: Request) => number {
+  const bar = new Uint8Array(bytes);
+  const view = new DataView(bar.buffer);
+  for (let o = 0; o < bytes; o += 4) view.setUint32(o, o, true);
+  return (req) => {
+    if (req.op === OP.NOP) return STATUS.OK;
+    if (req.op !== OP.BAR_READ && req.op !== OP.BAR_WRITE) return STATUS.BAD_OP;
+    if (req.index !== 0) return STATUS.BAD_BAR;
+    if (req.size <= 8 && ![1, 2, 4, 8].includes(req.size)) return STATUS.BAD_WIDTH;
+    if (req.offset + req.size > bytes || req.size === 0) return STATUS.OUT_OF_RANGE;
+    if (req.op === OP.BAR_READ) req.data.set(bar.subarray(req.offset, req.offset + req.size));
+    else bar.set(req.data.subarray(0, req.size), req.offset);
+    return STATUS.OK;
+  };
+}
+
+function runProducer(job: ProducerJob): ProducerResult {
+  const clients = job.rings.map((r) => new RingClient(r));
+  const mismatches: string[] = [], errors: string[] = [];
+  let x = job.seed >>> 0 || 1;
+  const rnd = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  let done = 0;
+  for (let i = 0; i < job.requests; i++) {
+    const d = i % clients.length;
+    const c = clients[d]!, s = job.scratch[d]!, p = job.probe[d]!;
+    try {
+      switch (rnd() % 4) {
+        case 0: { // read a known register
+          const v = c.barRead(p.bar, p.offset, 4);
+          if (v !== p.value) mismatches.push(`ring ${d} probe read 0x${v.toString(16)}, want 0x${p.value.toString(16)}`);
+          break;
+        }
+        case 1: { // write then read back a word in this producer's own window
+          const off = s.offset + (rnd() % (s.bytes / 4)) * 4, val = rnd() >>> 0;
+          c.barWrite(s.bar, off, 4, val);
+          const back = c.barRead(s.bar, off, 4);
+          if (back !== val) mismatches.push(`ring ${d} offset 0x${off.toString(16)} read back 0x${back.toString(16)}, wrote 0x${val.toString(16)}`);
+          break;
+        }
+        case 2: { // a request that must fail with OUT_OF_RANGE, without harm
+          const st = c.call(OP.BAR_READ, p.bar, 0x7ffffff0, 4);
+          if (st !== STATUS.OUT_OF_RANGE) mismatches.push(`ring ${d} out-of-range read got status ${st}`);
+          break;
+        }
+        default: { // config-space read of the vendor id, or a NOP on rings without config space
+          const st = c.call(OP.NOP, 0, 0, 0);
+          if (st !== STATUS.OK) mismatches.push(`ring ${d} NOP got status ${st}`);
+        }
+      }
+      done++;
+    } catch (e) { errors.push(String(e)); if (errors.length > 5) break; }
+  }
+  return { done, mismatches: mismatches.slice(0, 20), errors };
+}
+
+if (!isMainThread && (workerData as { role?: string })?.role === 'producer') {
+  parentPort!.postMessage(runProducer(workerData as ProducerJob));
+}
+if (!isMainThread && (workerData as { role?: string })?.role === 'sim-server') {
+  const server = new RingServer((workerData as { ring: SharedArrayBuffer }).ring, simulatedHandler());
+  server.start();
+  parentPort!.on('message', async (m) => { if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); } });
+}

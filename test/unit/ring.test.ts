@@ -1,0 +1,92 @@
+// The ring across real threads: a simulated device served in a worker, several producer
+// threads, every request completed exactly once with the right answer; malformed requests,
+// back-pressure on a small ring, and closing.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Worker } from 'node:worker_threads';
+import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
+import { H, OP, STATUS, createRingBuffer } from '../../src/ring/protocol.js';
+import { RingServer, closeRing } from '../../src/ring/server.js';
+import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
+import { runThread, supportUrl } from '../support/threads.js';
+import { simulatedHandler } from '../support/ring-threads.js';
+
+function simServer(ring: SharedArrayBuffer): { stop: () => Promise<number> } {
+  const w = new Worker(supportUrl('ring-threads.js'), { workerData: { role: 'sim-server', ring } });
+  return {
+    stop: () => new Promise((resolve) => { w.once('message', (m: { served: number }) => { void w.terminate(); resolve(m.served); }); w.postMessage('stop'); }),
+  };
+}
+
+test('4 producer threads × 2 rings: every request completes once, correctly', async () => {
+  const rings = [createRingBuffer({ capacity: 16, bulkBytes: 256 }), createRingBuffer({ capacity: 16, bulkBytes: 256 })];
+  const servers = rings.map(simServer);
+  const perProducer = 10_000;
+  const jobs: ProducerJob[] = [0, 1, 2, 3].map((p) => ({
+    role: 'producer', rings, requests: perProducer, seed: 1234 + p,
+    scratch: rings.map(() => ({ bar: 0, offset: 0x1000 + p * 0x400, bytes: 0x400 })),
+    probe: rings.map(() => ({ bar: 0, offset: 0x40, value: 0x40 })),
+  }));
+  const results = await Promise.all(jobs.map((j) => runThread<ProducerResult>('ring-threads.js', j)));
+  const served = await Promise.all(servers.map((s) => s.stop()));
+  for (const r of results) { assert.equal(r.errors, []); assert.equal(r.mismatches, []); assert.is(r.done, perProducer); }
+  // Each producer request is one ring call, except write+read-back which is two.
+  assert.ok(served[0]! + served[1]! >= 4 * perProducer, `served ${served}`);
+  for (const ring of rings) assert.is(Atomics.load(new Int32Array(ring), H.TAIL), Atomics.load(new Int32Array(ring), H.HEAD), 'tail == head: nothing left in flight');
+});
+
+test('malformed requests get their status and the server keeps serving', async () => {
+  const ring = createRingBuffer({ capacity: 8, bulkBytes: 64 });
+  const w = simServer(ring);
+  const c = new RingClient(ring);
+  assert.is(c.call(99, 0, 0, 4), STATUS.BAD_OP);
+  assert.is(c.call(OP.BAR_READ, 3, 0, 4), STATUS.BAD_BAR);
+  assert.is(c.call(OP.BAR_READ, 0, 65536, 4), STATUS.OUT_OF_RANGE);
+  assert.is(c.call(OP.BAR_READ, 0, 0, 3), STATUS.BAD_WIDTH);
+  assert.is(c.call(OP.BAR_READ, 0, 0, 65), STATUS.BAD_WIDTH, 'larger than the bulk area');
+  assert.is(c.call(OP.BAR_READ, 0, 0x40, 4), STATUS.OK);
+  assert.is(c.lo, 0x40);
+  await w.stop();
+});
+
+test('typed accessors throw RingError naming the request', async () => {
+  const ring = createRingBuffer({ capacity: 8, bulkBytes: 64 });
+  const w = simServer(ring);
+  const c = new RingClient(ring);
+  assert.is(c.barRead(0, 0x80, 4), 0x80);
+  c.barWrite64(0, 0x100, 0x1122334455667788n);
+  assert.is(c.barRead64(0, 0x100), 0x1122334455667788n);
+  const bulk = new Uint8Array(48).map((_, i) => i);
+  c.barWriteBulk(0, 0x200, bulk);
+  const back = new Uint8Array(48);
+  c.barReadBulk(0, 0x200, back);
+  assert.equal([...back], [...bulk]);
+  try { c.barRead(0, 0x10000, 4); assert.unreachable(); } catch (e) {
+    assert.instance(e, RingError);
+    assert.is((e as RingError).status, STATUS.OUT_OF_RANGE);
+    assert.match((e as Error).message, 'BAR_READ BAR0 offset 0x10000 size 4: OUT_OF_RANGE');
+  }
+  await w.stop();
+});
+
+test('a full ring applies back-pressure; requests queued while no server runs are served by the next one', async () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
+  // A fifth submit would block: the ring is full. Check that it is, without blocking.
+  const h = new Int32Array(ring);
+  assert.is(Atomics.load(h, H.TAIL) - Atomics.load(h, H.HEAD), 4, '4 in flight');
+  const server = new RingServer(ring, simulatedHandler(4096));
+  assert.is(server.drain(), 4, 'a later server serves what was queued');
+  for (const [i, t] of tickets.entries()) { assert.is(c.await(t), STATUS.OK); c.release(t); assert.is(c.lo, 0x10 * i); }
+});
+
+test('closing the ring wakes a waiting producer with RingClosedError', () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const t = c.submit(OP.NOP, 0, 0, 0);
+  closeRing(ring);
+  assert.throws(() => c.await(t), (e: unknown) => e instanceof RingClosedError);
+});
+
+test.run();
