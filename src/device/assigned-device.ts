@@ -34,6 +34,8 @@ export interface DeviceDescription {
   msix?: { vectors: number; tableBar: number; tableOffset: number; pbaBar: number; pbaOffset: number };
   msi?: { vectors: number; is64: boolean; maskable: boolean };
   irqs: { index: number; count: number; flags: number }[];
+  /** Config-space bytes answered by the runtime rather than the device, as [start, end). */
+  emulatedConfig: [number, number][];
 }
 
 export class AssignedDevice {
@@ -50,7 +52,8 @@ export class AssignedDevice {
     this.#stats = new Float64Array(memory.stats);
     const info = vfio.deviceGetInfo(dev);
     if (!(info.flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${dev.path} is not a vfio-pci device`);
-    this.regions = Array.from({ length: Math.min(info.num_regions, V.VFIO_PCI_NUM_REGIONS) }, (_, i) => vfio.deviceGetRegionInfo(dev, i));
+    // BARs 0-5, the ROM and config space; the VGA region (8) exists only on VGA-class devices.
+    this.regions = Array.from({ length: Math.min(info.num_regions, V.VFIO_PCI_CONFIG_REGION_INDEX + 1) }, (_, i) => vfio.deviceGetRegionInfo(dev, i));
     this.irqs = Array.from({ length: Math.min(info.num_irqs, V.VFIO_PCI_NUM_IRQS) }, (_, i) => vfio.deviceGetIrqInfo(dev, i));
     const cfgRegion = this.regions[V.VFIO_PCI_CONFIG_REGION_INDEX];
     if (!cfgRegion || cfgRegion.size === 0n) throw new Error(`${dev.path} has no config region`);
@@ -169,6 +172,7 @@ export class AssignedDevice {
       ...(m ? { msix: { vectors: m.tableSize, tableBar: m.tableBar, tableOffset: m.tableOffset, pbaBar: m.pbaBar, pbaOffset: m.pbaOffset } } : {}),
       ...(c.msi ? { msi: { vectors: c.msi.vectors, is64: c.msi.is64, maskable: c.msi.maskable } } : {}),
       irqs: this.irqs.map((i) => ({ index: i.index, count: i.count, flags: i.flags })),
+      emulatedConfig: c.emulatedRanges(),
     };
   }
 

@@ -265,6 +265,17 @@ export class ConfigSpace {
   get msixEnabled(): boolean { return !!this.msix && (this.virt16(this.msix.offset + PCI.PCI_MSIX_FLAGS) & PCI.PCI_MSIX_FLAGS_ENABLE) !== 0; }
   get msixFunctionMasked(): boolean { return !!this.msix && (this.virt16(this.msix.offset + PCI.PCI_MSIX_FLAGS) & PCI.PCI_MSIX_FLAGS_MASKALL) !== 0; }
 
-  /** Is byte `offset` emulated (not passed through)? For tests and describe(). */
+  /** Is byte `offset` emulated (not passed through)? */
   isEmulated(offset: number): boolean { return this.#emulated[offset] === 1; }
+
+  /** The emulated bytes as [start, end) ranges, for describe(). */
+  emulatedRanges(): [number, number][] {
+    const out: [number, number][] = [];
+    for (let i = 0; i < this.size; i++) {
+      if (!this.#emulated[i]) continue;
+      const last = out[out.length - 1];
+      if (last && last[1] === i) last[1] = i + 1; else out.push([i, i + 1]);
+    }
+    return out;
+  }
 }

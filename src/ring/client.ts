@@ -2,6 +2,7 @@
 // (a VMM's vCPU threads): claim a slot, publish a request, wait for its completion, release.
 // Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
 // sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
+import { SpinBudget } from './spin.js';
 import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
@@ -32,6 +33,7 @@ export class RingClient {
   readonly #u8: Uint8Array;
   readonly #mask: number;
   readonly #spin: number;
+  readonly #await: SpinBudget;
   readonly #slice: number;
   /** Results of the last completed call() (inline data words 0 and 1). */
   lo = 0;
@@ -43,6 +45,7 @@ export class RingClient {
     this.#u8 = new Uint8Array(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#spin = opts.spin ?? 4000;
+    this.#await = new SpinBudget(this.#spin);
     this.#slice = opts.waitSliceMs ?? 100;
   }
 
@@ -112,7 +115,9 @@ export class RingClient {
     const h = this.#i32;
     const w = slotWord(t & this.#mask);
     const done = (t + 2) | 0;
-    for (let i = 0; i < this.#spin; i++) if (Atomics.load(h, w + S.SEQ) === done) return h[w + S.STATUS]!;
+    const budget = this.#await;
+    for (let i = 0; i < budget.n; i++) if (Atomics.load(h, w + S.SEQ) === done) { budget.hit(); return h[w + S.STATUS]!; }
+    budget.miss();
     for (;;) {
       Atomics.store(h, w + S.WAITER, 1);
       const seq = Atomics.load(h, w + S.SEQ);

@@ -1,6 +1,7 @@
 // The consumer side of a device ring, run by the device's worker: serve published requests in
 // ticket order, complete each in its slot, and sleep with Atomics.waitAsync when idle so the
 // worker's event loop stays free for control calls and interrupt relays.
+import { SpinBudget } from './spin.js';
 import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
@@ -33,7 +34,7 @@ export class RingServer {
   readonly #inlineWords: Int32Array[];
   readonly #bulk: Uint8Array[];
   readonly #req: Request = { op: 0, index: 0, offset: 0, size: 0, data: new Uint8Array(0), words: undefined };
-  readonly #spin: number;
+  readonly #spin: SpinBudget;
   readonly #batch: number;
   #running = false;
   #stopped: Promise<void> | undefined;
@@ -44,7 +45,7 @@ export class RingServer {
     this.geometry = ringGeometry(sab);
     this.#i32 = new Int32Array(sab);
     this.#mask = this.geometry.capacity - 1;
-    this.#spin = opts.spin ?? 4000;
+    this.#spin = new SpinBudget(opts.spin ?? 4000);
     this.#batch = opts.batch ?? 1024;
     const n = this.geometry.capacity;
     this.#inline = Array.from({ length: n }, (_, i) => new Uint8Array(sab, (slotWord(i) + S.DATA) * 4, INLINE_BYTES));
@@ -101,9 +102,11 @@ export class RingServer {
     while (this.#running) {
       let served = this.drain(this.#batch);
       // Busy: keep polling the next slot for a short while before sleeping.
-      for (let i = 0; served < this.#batch && i < this.#spin && this.#running; i++) {
-        if (this.#ready()) { served += this.drain(this.#batch - served); i = 0; }
+      const spin = this.#spin;
+      for (let i = 0; served < this.#batch && i < spin.n && this.#running; i++) {
+        if (this.#ready()) { served += this.drain(this.#batch - served); i = 0; spin.hit(); }
       }
+      if (served < this.#batch) spin.miss();
       if (served >= this.#batch) { await new Promise<void>((r) => setImmediate(r)); continue; }
       // Idle: read the doorbell before the last check, then sleep only if it has not moved.
       const bell = Atomics.load(h, H.DOORBELL);

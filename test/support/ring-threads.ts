@@ -10,8 +10,10 @@ export interface ProducerJob {
   rings: SharedArrayBuffer[];
   /** Per ring: a scratch BAR window [offset, offset+bytes) this producer may write. */
   scratch: { bar: number; offset: number; bytes: number }[];
-  /** Per ring: a read-only register and its expected value (e.g. NVMe VS). */
-  probe: { bar: number; offset: number; value: number }[];
+  /** Per ring: a read-only register and its expected value (e.g. NVMe VS); `vendor` for a config read. */
+  probe: { bar: number; offset: number; value: number; vendor?: number }[];
+  /** Skip scratch words at this offset modulo 16 (an MSI-X vector control word keeps only its mask bit). */
+  avoidMod16?: number;
   requests: number;
   seed: number;
 }
@@ -51,7 +53,9 @@ function runProducer(job: ProducerJob): ProducerResult {
           break;
         }
         case 1: { // write then read back a word in this producer's own window
-          const off = s.offset + (rnd() % (s.bytes / 4)) * 4, val = rnd() >>> 0;
+          let off = s.offset + (rnd() % (s.bytes / 4)) * 4;
+          if (job.avoidMod16 !== undefined && off % 16 === job.avoidMod16) off -= 4;
+          const val = rnd() >>> 0;
           c.barWrite(s.bar, off, 4, val);
           const back = c.barRead(s.bar, off, 4);
           if (back !== val) mismatches.push(`ring ${d} offset 0x${off.toString(16)} read back 0x${back.toString(16)}, wrote 0x${val.toString(16)}`);
@@ -63,8 +67,13 @@ function runProducer(job: ProducerJob): ProducerResult {
           break;
         }
         default: { // config-space read of the vendor id, or a NOP on rings without config space
-          const st = c.call(OP.NOP, 0, 0, 0);
-          if (st !== STATUS.OK) mismatches.push(`ring ${d} NOP got status ${st}`);
+          if (p.vendor !== undefined) {
+            const v = c.cfgRead(0, 2);
+            if (v !== p.vendor) mismatches.push(`ring ${d} vendor id 0x${v.toString(16)}, want 0x${p.vendor.toString(16)}`);
+          } else {
+            const st = c.call(OP.NOP, 0, 0, 0);
+            if (st !== STATUS.OK) mismatches.push(`ring ${d} NOP got status ${st}`);
+          }
         }
       }
       done++;
