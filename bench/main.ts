@@ -1,9 +1,11 @@
 // npm run bench [-- ffi|ring ...]: runs the named benchmarks (all by default); the last line
 // printed is one JSON object with every figure, ratios measured against a baseline in the same run.
 import { benchFfi } from './ffi.js';
+import { benchRing } from './ring.js';
 
 const all: Record<string, () => Record<string, number> | Promise<Record<string, number>>> = {
   ffi: () => benchFfi(),
+  ring: () => benchRing(),
 };
 
 const wanted = process.argv.slice(2);

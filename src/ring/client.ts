@@ -106,8 +106,12 @@ export class RingClient {
   #publish(t: number): void {
     const h = this.#i32;
     Atomics.store(h, slotWord(t & this.#mask) + S.SEQ, (t + 1) | 0);
-    Atomics.add(h, H.DOORBELL, 1);
-    if (Atomics.load(h, H.SLEEPING) !== 0) Atomics.notify(h, H.DOORBELL, 1);
+    // Ring only a sleeping consumer. No wake-up is lost: a consumer announces SLEEPING before
+    // its last look at the queue, and that look sees this slot if this load missed the flag.
+    if (Atomics.load(h, H.SLEEPING) !== 0) {
+      Atomics.add(h, H.DOORBELL, 1);
+      Atomics.notify(h, H.DOORBELL, 1);
+    }
   }
 
   /** Wait for a ticket's completion; returns its status (data stays readable until release). */

@@ -1,20 +1,26 @@
 // The device ring's shared-memory layout: a header, fixed 64-byte request slots, and a bulk
 // data area (one block per slot). Both sides index the same Int32Array with these constants.
 
-/** Header words (Int32 indexes). */
+/**
+ * Header words (Int32 indexes). Words written by producers and words written by the consumer
+ * sit on separate 64-byte cache lines, so neither side's writes evict the other's.
+ */
 export const H = {
+  // line 0: read-mostly
   MAGIC: 0,
   CAPACITY: 1,
   BULK_BYTES: 2,
-  TAIL: 3, // next ticket a producer claims
-  HEAD: 4, // next ticket the consumer serves
-  DOORBELL: 5, // bumped by producers after publishing; the consumer waits on it
-  SLEEPING: 6, // 1 while the consumer is (about to be) waiting on DOORBELL
-  FULL_WAITERS: 7, // producers waiting for a free slot
-  STATE: 8, // RING_STATE
-  EPOCH: 9, // bumped by each consumer that attaches (a restarted worker)
+  STATE: 3, // RING_STATE
+  EPOCH: 4, // bumped by each consumer that attaches (a restarted worker)
+  // line 1: producers
+  TAIL: 16, // next ticket a producer claims
+  DOORBELL: 17, // bumped by a producer that finds the consumer sleeping; the consumer waits on it
+  FULL_WAITERS: 18, // producers waiting for a free slot
+  // line 2: the consumer
+  HEAD: 32, // next ticket the consumer serves
+  SLEEPING: 33, // 1 while the consumer is (about to be) waiting on DOORBELL
 } as const;
-export const HEADER_BYTES = 64;
+export const HEADER_BYTES = 192;
 export const RING_MAGIC = 0x56464952; // "RIFV"
 export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
 

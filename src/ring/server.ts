@@ -103,10 +103,12 @@ export class RingServer {
       let served = this.drain(this.#batch);
       // Busy: keep polling the next slot for a short while before sleeping.
       const spin = this.#spin;
+      let caught = false;
       for (let i = 0; served < this.#batch && i < spin.n && this.#running; i++) {
-        if (this.#ready()) { served += this.drain(this.#batch - served); i = 0; spin.hit(); }
+        if (this.#ready()) { served += this.drain(this.#batch - served); i = 0; caught = true; }
       }
-      if (served < this.#batch) spin.miss();
+      if (caught) spin.hit(); else spin.miss();
+
       if (served >= this.#batch) { await new Promise<void>((r) => setImmediate(r)); continue; }
       // Idle: read the doorbell before the last check, then sleep only if it has not moved.
       const bell = Atomics.load(h, H.DOORBELL);

@@ -1,9 +1,27 @@
-// An adaptive spin budget: how many polls to make before sleeping. A spin that catches the
-// event grows it; one that ends in sleep shrinks it, so oversubscribed threads (more busy
-// threads than cores) stop burning the time slices the other side needs.
+// An adaptive spin budget: how many polls to make before sleeping. Over each window of spin
+// phases it counts how many caught their event. When spinning rarely pays (an idle device, or
+// more busy threads than cores, where the spinner takes the time slice its peer needs) the
+// budget drops to a minimum; when it pays, it stays at the maximum. A window at the maximum is
+// tried now and then, so a budget at the minimum can find out that spinning pays again.
+const WINDOW = 64;
+const PROBE_EVERY = 8; // windows
+const PAYS = WINDOW / 8; // at least 1 in 8 spins caught its event
+
 export class SpinBudget {
   n: number;
+  #phases = 0;
+  #hits = 0;
+  #windows = 0;
   constructor(readonly max: number, readonly min = 16) { this.n = max; }
-  hit(): void { if (this.n < this.max) this.n = Math.min(this.max, this.n * 2); }
-  miss(): void { if (this.n > this.min) this.n = Math.max(this.min, this.n >> 1); }
+
+  hit(): void { this.#hits++; this.#phase(); }
+  miss(): void { this.#phase(); }
+
+  #phase(): void {
+    if (++this.#phases < WINDOW) return;
+    const pays = this.#hits >= PAYS;
+    this.#phases = this.#hits = 0;
+    this.#windows++;
+    this.n = pays || this.#windows % PROBE_EVERY === 0 ? this.max : this.min;
+  }
 }
