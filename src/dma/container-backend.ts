@@ -1,0 +1,227 @@
+// The legacy VFIO group/container path as a DmaBackend: one container shared by every group
+// (as QEMU does), VFIO_GROUP_SET_CONTAINER per group, VFIO_SET_IOMMU (Type1v2) once with the
+// first group, allowed ranges from VFIO_IOMMU_GET_INFO's IOVA-range capability, MAP_DMA and
+// UNMAP_DMA by host virtual address. Device fds come from VFIO_GROUP_GET_DEVICE_FD. When the
+// last group leaves, the kernel releases the IOMMU with every mapping; the next group sets it
+// up again. Type1 cannot choose an IOVA itself: mapAnywhere picks the lowest free one here.
+import { SysError } from '../../native/errno.js';
+import * as vfio from '../../native/vfio.js';
+import { OwnedFd } from '../fd.js';
+import { iommuGroupOf } from '../host/pci-sysfs.js';
+import { openContainer, openGroup } from '../vfio/open.js';
+import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
+import { explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
+import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, findFreeIova, formatRanges, formatSize, formatSpan, hex, spanInRanges } from './iova-ranges.js';
+import { MappingLog } from './mapping-log.js';
+
+const V = vfio.VFIO_C;
+/** The largest alignment mapAnywhere asks for, as the kernel's own allocator: a 2 MiB huge page. */
+const MAX_AUTO_ALIGNMENT = 2n << 20n;
+
+interface GroupState { readonly group: OwnedFd; readonly groupId: number; readonly devices: Map<string, OwnedFd> }
+
+export interface ContainerDevice extends AttachedDevice {
+  readonly groupId: number;
+  readonly ranges: readonly IovaRange[];
+}
+
+const lowestBit = (n: bigint): bigint => n & -n;
+const pow2Ceil = (n: bigint): bigint => { let p = 1n; while (p < n) p <<= 1n; return p; };
+
+export class ContainerBackend implements DmaBackend {
+  readonly kind = 'container' as const;
+  readonly #container: OwnedFd;
+  readonly #groups = new Map<number, GroupState>();
+  #iommuSet = false;
+  #ranges: readonly IovaRange[] = [];
+  #alignment = PAGE_SIZE;
+  readonly #log = new MappingLog();
+  readonly #listeners = new BackendListeners();
+
+  private constructor(readonly name: string, container: OwnedFd) { this.#container = container; }
+
+  /** Open /dev/vfio/vfio and check it speaks the VFIO API and offers Type1v2. */
+  static open(name = 'vfio-container'): ContainerBackend {
+    const container = openContainer();
+    try {
+      const version = vfio.getApiVersion(container);
+      if (version !== V.VFIO_API_VERSION) throw new Error(`${container.path} speaks VFIO API ${version}, this runtime speaks ${V.VFIO_API_VERSION}`);
+      if (vfio.checkExtension(container, V.VFIO_TYPE1v2_IOMMU) !== 1) {
+        throw new Error(`${container.path} does not offer the VFIO Type1v2 IOMMU: the kernel lacks CONFIG_VFIO_IOMMU_TYPE1, or the IOMMU is off (intel_iommu=on / amd_iommu=on); use iommufd instead (--iommu)`);
+      }
+    } catch (e) { container.close(); throw e; }
+    return new ContainerBackend(name, container);
+  }
+
+  get container(): OwnedFd { return this.#container; }
+  get active(): boolean { return this.#iommuSet; }
+  get groupIds(): number[] { return [...this.#groups.keys()]; }
+  toString(): string { return `VFIO container '${this.name}'`; }
+
+  allowedRanges(): readonly IovaRange[] { return this.#ranges; }
+  iovaAlignment(): bigint { return this.#alignment; }
+  mappings(): readonly DmaMapping[] { return this.#log.all(); }
+  subscribe(listener: BackendListener): () => void { return this.#listeners.add(listener); }
+
+  #refreshRanges(): void {
+    if (!this.#iommuSet) { this.#ranges = []; this.#alignment = PAGE_SIZE; return; }
+    const info = vfio.iommuGetInfo(this.#container);
+    // Kernels before 5.4 have no IOVA-range capability: then only MAP_DMA itself can say no.
+    this.#ranges = info.iovaRanges.length ? info.iovaRanges.map((r) => ({ start: r.start, last: r.end })) : [{ start: 0n, last: U64_MAX }];
+    this.#alignment = info.iovaPgsizes ? lowestBit(info.iovaPgsizes) : PAGE_SIZE;
+  }
+
+  #requireIommu(what: string): void {
+    if (!this.#iommuSet) throw new Error(`cannot ${what} on ${this}: no group is attached yet (Type1 sets up the IOMMU with the first group); attach a device first`);
+  }
+
+  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+    const span = { iova, length };
+    checkSpan(`map on ${this}`, span);
+    this.#requireIommu(`map ${formatSpan(span)}`);
+    try {
+      vfio.mapDma(this.#container, mem.hva, iova, length);
+    } catch (e) {
+      const err = explainMapFailure(e, 'container', length);
+      if (err === e && e instanceof SysError && e.code === 'EINVAL' && !spanInRanges(span, this.#ranges)) {
+        throw withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
+      }
+      throw err;
+    }
+    this.#log.add({ iova, length, memory: mem });
+  }
+
+  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+    checkSpan(`map on ${this}`, { iova: 0n, length });
+    this.#requireIommu(`map ${formatSize(length)}`);
+    // Alignment as the kernel's iommufd allocator picks it: the length rounded up to a power
+    // of two, no more than the host address's own alignment (keeps huge pages whole) or 2 MiB.
+    let alignment = pow2Ceil(length);
+    if (lowestBit(mem.hva) < alignment) alignment = lowestBit(mem.hva);
+    if (alignment > MAX_AUTO_ALIGNMENT) alignment = MAX_AUTO_ALIGNMENT;
+    if (alignment < this.#alignment) alignment = this.#alignment;
+    const iova = findFreeIova(this.#ranges, this.#log.spans(), length, alignment);
+    if (iova === undefined) throw new Error(`no free IOVA space for ${formatSize(length)} (aligned to ${hex(alignment)}) in ${this}: allowed ${formatRanges(this.#ranges)}, ${this.#log.size} mapping(s) in use`);
+    this.mapFixed(iova, length, mem);
+    return iova;
+  }
+
+  unmap(iova: bigint, length: bigint): bigint {
+    const span = { iova, length };
+    checkSpan(`unmap on ${this}`, span);
+    if (!this.#iommuSet) return 0n;
+    let bytes: bigint;
+    try {
+      bytes = vfio.unmapDma(this.#container, iova, length);
+    } catch (e) {
+      throw e instanceof SysError && e.code === 'EINVAL' ? explainBisect(e, span, this.#log.bisected(span)) : e;
+    }
+    this.#log.removeWithin(span);
+    return bytes;
+  }
+
+  unmapAll(): bigint {
+    if (!this.#iommuSet) return 0n;
+    let bytes: bigint;
+    try {
+      bytes = vfio.unmapDma(this.#container, 0n, 0n, V.VFIO_DMA_UNMAP_FLAG_ALL);
+    } catch (e) {
+      throw e instanceof SysError && e.code === 'EINVAL' ? withHint(e, 'the kernel lacks VFIO_UNMAP_ALL (Linux 5.12 and later have it)') : e;
+    }
+    this.#log.clear();
+    return bytes;
+  }
+
+  /**
+   * Put the function's group into the container (the first group also sets the Type1v2 IOMMU),
+   * and get its device fd. Existing mappings are checked against the ranges that leaves; a
+   * listener that fails (guest memory could not be mapped) undoes the attach.
+   */
+  attachPciDevice(bdf: string): ContainerDevice {
+    const groupId = iommuGroupOf(bdf);
+    const known = groupId === undefined ? undefined : this.#groups.get(groupId);
+    if (known?.devices.has(bdf)) throw new Error(`${bdf} is already attached to ${this}`);
+    let state = known;
+    if (!state) {
+      const { group, groupId: id } = openGroup(bdf);
+      try {
+        vfio.groupSetContainer(group, this.#container.fd);
+      } catch (e) {
+        group.close();
+        throw explainAttachConflict(e, bdf, this.#log.all(), String(this));
+      }
+      if (!this.#iommuSet) {
+        try { vfio.setIommu(this.#container, V.VFIO_TYPE1v2_IOMMU); } catch (e) {
+          try { vfio.groupUnsetContainer(group); } finally { group.close(); }
+          throw e;
+        }
+        this.#iommuSet = true;
+      }
+      state = { group, groupId: id, devices: new Map() };
+      this.#groups.set(id, state);
+    }
+    let device: OwnedFd;
+    try {
+      device = new OwnedFd(vfio.groupGetDeviceFd(state.group, bdf), `${state.group.path} (${bdf})`);
+    } catch (e) {
+      if (state.devices.size === 0) this.#releaseGroup(state);
+      throw e;
+    }
+    state.devices.set(bdf, device);
+    this.#refreshRanges();
+    const invalid = this.#log.outside(this.#ranges);
+    try {
+      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.#alignment }, this);
+    } catch (e) {
+      try { this.detachDevice(bdf); } catch { /* the listener's error is the one to report */ }
+      throw withHint(e, `${bdf} was detached from ${this} again`);
+    }
+    const detach = (): void => { if (this.#groupOf(bdf)) this.detachDevice(bdf); };
+    return { bdf, device, backend: this, invalid, groupId: state.groupId, ranges: this.#ranges, detach };
+  }
+
+  /**
+   * Close the device fd this backend handed out; when its group has no device left, take the
+   * group out of the container. Copies of the fd (sent to a worker) must be closed first.
+   */
+  detachDevice(bdf: string): void {
+    const state = this.#groupOf(bdf);
+    if (!state) throw new Error(`${bdf} is not attached to ${this}`);
+    state.devices.get(bdf)!.close();
+    state.devices.delete(bdf);
+    if (state.devices.size) return;
+    this.#releaseGroup(state);
+    if (this.#groups.size === 0) {
+      // The kernel released the Type1 IOMMU with the last group: every mapping is gone.
+      this.#iommuSet = false;
+      this.#log.clear();
+      this.#refreshRanges();
+      this.#listeners.emit({ kind: 'emptied' }, this);
+    } else {
+      this.#refreshRanges();
+      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.#alignment }, this);
+    }
+  }
+
+  #groupOf(bdf: string): GroupState | undefined {
+    return [...this.#groups.values()].find((g) => g.devices.has(bdf));
+  }
+
+  #releaseGroup(state: GroupState): void {
+    try {
+      vfio.groupUnsetContainer(state.group);
+    } catch (e) {
+      throw e instanceof SysError && e.code === 'EBUSY'
+        ? withHint(e, `a device fd of IOMMU group ${state.groupId} is still open (a copy sent to a worker?): close every copy first`)
+        : e;
+    }
+    state.group.close();
+    this.#groups.delete(state.groupId);
+  }
+
+  /** Close the container; every device must have been detached. */
+  close(): void {
+    if (this.#groups.size) throw new Error(`${this} still has IOMMU group(s) ${this.groupIds.join(', ')} attached: detach their devices before closing it`);
+    this.#container.close();
+  }
+}

@@ -1,0 +1,243 @@
+// One iommufd context per named `--iommu id=<name>`: /dev/iommu (or a pre-opened iommufd fd),
+// ONE IOAS shared by every device naming the context, devices bound (VFIO_DEVICE_BIND_IOMMUFD)
+// and attached (VFIO_DEVICE_ATTACH_IOMMUFD_PT) to it and counted. Each attach or detach
+// re-reads the allowed IOVA ranges and tells listeners; when the last device leaves the IOAS
+// is destroyed (the kernel drops every mapping in it) and the next attach allocates a fresh
+// one. Implements DmaBackend: memfd memory maps by file (IOMMU_IOAS_MAP_FILE), the rest by
+// host address (IOMMU_IOAS_MAP).
+import { readlinkSync } from 'node:fs';
+import { SysError } from '../../native/errno.js';
+import * as iommufd from '../../native/iommufd.js';
+import type { Target } from '../../native/libc.js';
+import * as vfio from '../../native/vfio.js';
+import { OwnedFd } from '../fd.js';
+import { DEV_IOMMU, openCdev, openIommufd } from '../vfio/open.js';
+import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
+import { bdfOfCdev, explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
+import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, formatRanges, formatSpan, spanInRanges } from './iova-ranges.js';
+import { MappingLog } from './mapping-log.js';
+
+/** Where the context's iommufd comes from: a path (default /dev/iommu) or an fd a privileged helper passed in. */
+export type IommufdSource = { readonly path?: string; readonly fd?: undefined } | { readonly fd: number; readonly path?: undefined };
+
+export interface IommufdDevice extends AttachedDevice {
+  /** The id iommufd gave the bound device. */
+  readonly devId: number;
+  /** The IOAS the device is attached to (the same for every device of the context). */
+  readonly ioasId: number;
+  /** The page table the kernel attached it to (an automatic HWPT it may share between devices). */
+  readonly ptId: number;
+}
+
+export interface IommufdAttachment {
+  readonly devId: number;
+  readonly ioasId: number;
+  readonly ptId: number;
+  readonly ranges: readonly IovaRange[];
+  /** Mappings already made that the new ranges no longer allow (the kernel normally refuses such an attach instead). */
+  readonly invalid: readonly DmaMapping[];
+}
+
+interface Attached { readonly device: Target; readonly devId: number; readonly ptId: number }
+
+/** Take over an iommufd fd number a privileged helper passed in, checking that it is one. */
+function adoptIommufd(fd: number): OwnedFd {
+  if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`iommufd fd must be a non-negative integer, got ${fd}`);
+  let link: string;
+  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
+    throw new Error(`iommufd fd ${fd} is not open in this process: pass the number of an fd opened on ${DEV_IOMMU} and inherited by this process`);
+  }
+  return new OwnedFd(fd, `iommufd fd ${fd} (${link})`);
+}
+
+export class IommufdContext implements DmaBackend {
+  readonly kind = 'iommufd' as const;
+  readonly #fd: OwnedFd;
+  #ioas: number | undefined;
+  #ranges: readonly IovaRange[] = [];
+  #alignment = PAGE_SIZE;
+  readonly #devices = new Map<number, Attached>();
+  readonly #log = new MappingLog();
+  readonly #listeners = new BackendListeners();
+
+  private constructor(readonly name: string, fd: OwnedFd, ioas: number) {
+    this.#fd = fd;
+    this.#ioas = ioas;
+    this.#refreshRanges();
+  }
+
+  /**
+   * Open a context: /dev/iommu (or `path`), or take over the pre-opened iommufd `fd` (the
+   * context owns it from then on and closes it in close()). Allocates the IOAS at once.
+   */
+  static open(name: string, source: IommufdSource = {}): IommufdContext {
+    if (typeof name !== 'string' || name.trim() === '') throw new TypeError('an iommufd context needs a name (the id= of --iommu)');
+    const fd = source.fd !== undefined ? adoptIommufd(source.fd) : openIommufd(source.path ?? DEV_IOMMU);
+    try {
+      return new IommufdContext(name, fd, iommufd.ioasAlloc(fd));
+    } catch (e) {
+      fd.close();
+      if (e instanceof SysError && e.code === 'ENOTTY') throw withHint(e, `${fd.path} is not an iommufd: pass an fd opened on ${DEV_IOMMU}`);
+      throw e;
+    }
+  }
+
+  /** The iommufd itself (for VFIO_DEVICE_BIND_IOMMUFD by code that attaches on its own). */
+  get iommufd(): Target { return this.#fd; }
+  /** The shared IOAS; undefined between the last device leaving and the next attach or map. */
+  get ioasId(): number | undefined { return this.#ioas; }
+  get deviceCount(): number { return this.#devices.size; }
+  get active(): boolean { return this.#devices.size > 0; }
+  toString(): string { return `iommufd context '${this.name}'`; }
+
+  allowedRanges(): readonly IovaRange[] { return this.#ranges; }
+  /** The kernel reports alignment 1 before any device is attached; a page is the least anything maps. */
+  iovaAlignment(): bigint { return this.#alignment > PAGE_SIZE ? this.#alignment : PAGE_SIZE; }
+  mappings(): readonly DmaMapping[] { return this.#log.all(); }
+  subscribe(listener: BackendListener): () => void { return this.#listeners.add(listener); }
+
+  #ensureIoas(): number {
+    if (this.#ioas === undefined) {
+      this.#ioas = iommufd.ioasAlloc(this.#fd);
+      this.#refreshRanges();
+    }
+    return this.#ioas;
+  }
+
+  #refreshRanges(): void {
+    if (this.#ioas === undefined) { this.#ranges = []; this.#alignment = PAGE_SIZE; return; }
+    const { ranges, alignment } = iommufd.ioasIovaRanges(this.#fd, this.#ioas);
+    this.#ranges = ranges;
+    this.#alignment = alignment;
+  }
+
+  #explainMap(e: unknown, span: { iova: bigint; length: bigint } | undefined, length: bigint): unknown {
+    const err = explainMapFailure(e, 'iommufd', length);
+    if (err === e && span && e instanceof SysError && e.code !== 'EEXIST' && !spanInRanges(span, this.#ranges)) {
+      return withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
+    }
+    return err;
+  }
+
+  #map(length: bigint, mem: GuestMemorySource, iova?: bigint): bigint {
+    const ioas = this.#ensureIoas();
+    try {
+      return mem.kind === 'memfd'
+        ? iommufd.ioasMapFile(this.#fd, ioas, mem.fd.fd, mem.offset, length, iova)
+        : iommufd.ioasMap(this.#fd, ioas, mem.hva, length, iova);
+    } catch (e) {
+      throw this.#explainMap(e, iova === undefined ? undefined : { iova, length }, length);
+    }
+  }
+
+  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+    checkSpan(`map on ${this}`, { iova, length });
+    this.#map(length, mem, iova);
+    this.#log.add({ iova, length, memory: mem });
+  }
+
+  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+    checkSpan(`map on ${this}`, { iova: 0n, length });
+    const iova = this.#map(length, mem);
+    this.#log.add({ iova, length, memory: mem });
+    return iova;
+  }
+
+  unmap(iova: bigint, length: bigint): bigint {
+    const span = { iova, length };
+    checkSpan(`unmap on ${this}`, span);
+    if (this.#ioas === undefined) return 0n;
+    let bytes: bigint;
+    try {
+      bytes = iommufd.ioasUnmap(this.#fd, this.#ioas, iova, length);
+    } catch (e) {
+      // iommufd says ENOENT both for "nothing there" and for "that would cut a mapping in two".
+      if (e instanceof SysError && e.code === 'ENOENT') {
+        const cut = this.#log.bisected(span);
+        if (cut.length) throw explainBisect(e, span, cut);
+        if (this.#log.overlapping(span).length === 0) return 0n;
+      }
+      throw e;
+    }
+    this.#log.removeWithin(span);
+    return bytes;
+  }
+
+  unmapAll(): bigint {
+    if (this.#ioas === undefined) return 0n;
+    const bytes = iommufd.ioasUnmap(this.#fd, this.#ioas, 0n, U64_MAX); // iova 0, length 2^64-1: everything
+    this.#log.clear();
+    return bytes;
+  }
+
+  /**
+   * Bind and attach a VFIO cdev to the shared IOAS. Existing mappings are checked against the
+   * ranges the attach leaves; a listener that fails (guest memory could not be mapped) undoes
+   * the attach. A cdev fd binds once: after a failed attach or a detach, close it and reopen.
+   */
+  attachDevice(device: Target): IommufdAttachment {
+    if (this.#devices.has(device.fd)) throw new Error(`${device.path} is already attached to ${this}`);
+    const ioasId = this.#ensureIoas();
+    let devId: number;
+    try {
+      devId = vfio.deviceBindIommufd(device, this.#fd.fd);
+    } catch (e) {
+      if (e instanceof SysError && (e.code === 'EINVAL' || e.code === 'EBUSY')) {
+        throw withHint(e, `a VFIO cdev file binds to one iommufd, once: if this fd was bound before (an earlier attach, or another context), close it and open the cdev again; EBUSY means another process or iommufd holds the device`);
+      }
+      throw e;
+    }
+    let ptId: number;
+    try {
+      ptId = vfio.deviceAttachIommufdPt(device, ioasId);
+    } catch (e) {
+      throw explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this));
+    }
+    this.#devices.set(device.fd, { device, devId, ptId });
+    this.#refreshRanges();
+    const invalid = this.#log.outside(this.#ranges);
+    try {
+      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.iovaAlignment() }, this);
+    } catch (e) {
+      try { this.detachDevice(device); } catch { /* the listener's error is the one to report */ }
+      throw withHint(e, `${device.path} was detached from ${this} again`);
+    }
+    return { devId, ioasId, ptId, ranges: this.#ranges, invalid };
+  }
+
+  /** Detach a device; when it was the last one, destroy the IOAS (and with it every mapping). */
+  detachDevice(device: Target): void {
+    if (!this.#devices.has(device.fd)) throw new Error(`${device.path} is not attached to ${this}`);
+    vfio.deviceDetachIommufdPt(device);
+    this.#devices.delete(device.fd);
+    if (this.#devices.size === 0) {
+      iommufd.destroy(this.#fd, this.#ioas!);
+      this.#ioas = undefined;
+      this.#log.clear();
+      this.#refreshRanges();
+      this.#listeners.emit({ kind: 'emptied' }, this);
+    } else {
+      this.#refreshRanges();
+      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.iovaAlignment() }, this);
+    }
+  }
+
+  attachPciDevice(bdf: string): IommufdDevice {
+    const cdev = openCdev(bdf);
+    let a: IommufdAttachment;
+    try { a = this.attachDevice(cdev); } catch (e) { cdev.close(); throw e; }
+    return {
+      bdf, device: cdev, backend: this, invalid: a.invalid, devId: a.devId, ioasId: a.ioasId, ptId: a.ptId,
+      detach: () => { try { if (!cdev.closed) this.detachDevice(cdev); } finally { cdev.close(); } },
+    };
+  }
+
+  /** Destroy the IOAS and close the iommufd; every device must have been detached. */
+  close(): void {
+    if (this.#devices.size) throw new Error(`${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`);
+    if (this.#ioas !== undefined && !this.#fd.closed) iommufd.destroy(this.#fd, this.#ioas);
+    this.#ioas = undefined;
+    this.#log.clear();
+    this.#fd.close();
+  }
+}
