@@ -6,7 +6,8 @@ import * as assert from 'uvu/assert';
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import * as kvm from '../../native/kvm.js';
-import { C, raw } from '../../native/libc.js';
+import { C, MAP_FAILED, raw, view } from '../../native/libc.js';
+import { decode } from '../../native/layout.js';
 import * as vfio from '../../native/vfio.js';
 import { PCI } from '../../native/pci-regs.js';
 import { OwnedFd } from '../../src/fd.js';
@@ -209,3 +210,38 @@ k('a VM with irqchip, an MSI GSI route and an irqfd that KVM consumes', () => {
   } finally { sys.close(); }
 });
 k.run();
+
+// ---------------------------------------------------------------- a minimal VMM
+const vmm = suite('KVM: memory region, vCPU and KVM_RUN (a minimal VMM)');
+vmm('a real-mode guest writes a port and halts', () => {
+  requireLab();
+  const sys = OwnedFd.open('/dev/kvm', C.O_RDWR);
+  const vm = new OwnedFd(kvm.createVm(sys), 'kvm-vm');
+  const ram = new MemfdRegion('vmm-ram', 0x10000);
+  try {
+    // mov al, 0x42 ; out 0x10, al ; hlt
+    ram.bytes.set([0xb0, 0x42, 0xe6, 0x10, 0xf4], 0x1000);
+    kvm.setUserMemoryRegion(vm, { slot: 0, flags: 0, guest_phys_addr: 0n, memory_size: 0x10000n, userspace_addr: ram.hva });
+    const vcpu = new OwnedFd(kvm.createVcpu(vm, 0), 'kvm-vcpu0');
+    const runSize = kvm.getVcpuMmapSize(sys);
+    const runPtr = raw.mmap(null, runSize, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, vcpu.fd, 0);
+    assert.ok(runPtr !== MAP_FAILED, 'mmap kvm_run');
+    const run = Buffer.from(view(runPtr, runSize));
+    const sregs = kvm.getSregs(vcpu);
+    sregs.cs.base = 0n; sregs.cs.selector = 0;
+    kvm.setSregs(vcpu, sregs);
+    kvm.setRegs(vcpu, { ...kvm.getRegs(vcpu), rip: 0x1000n, rflags: 0x2n });
+    kvm.run(vcpu);
+    const exit = decode(kvm.kvm_run, run);
+    assert.is(exit.exit_reason, kvm.KVM_C.KVM_EXIT_IO, `exit reason ${exit.exit_reason}`);
+    const io = exit.exit.io;
+    assert.equal([io.direction, io.size, io.port, io.count], [kvm.KVM_C.KVM_EXIT_IO_OUT, 1, 0x10, 1]);
+    assert.is(run[Number(io.data_offset)], 0x42, 'the byte the guest wrote');
+    kvm.run(vcpu);
+    assert.is(decode(kvm.kvm_run, run).exit_reason, kvm.KVM_C.KVM_EXIT_HLT);
+    assert.is(kvm.getRegs(vcpu).rip, 0x1005n, 'stopped after hlt');
+    raw.munmap(runPtr, runSize);
+    vcpu.close();
+  } finally { ram.close(); vm.close(); sys.close(); }
+});
+vmm.run();
