@@ -16,11 +16,12 @@ export const H = {
   TAIL: 16, // next ticket a producer claims
   DOORBELL: 17, // bumped by a producer that finds the consumer sleeping; the consumer waits on it
   FULL_WAITERS: 18, // producers waiting for a free slot
-  // line 2: the consumer
+  // line 2: the consumer, written per request
   HEAD: 32, // next ticket the consumer serves
-  SLEEPING: 33, // 1 while the consumer is (about to be) waiting on DOORBELL
+  // line 3: the consumer, written only around sleeps (producers read it on every publish)
+  SLEEPING: 48, // 1 while the consumer is (about to be) waiting on DOORBELL
 } as const;
-export const HEADER_BYTES = 192;
+export const HEADER_BYTES = 256;
 export const RING_MAGIC = 0x56464952; // "RIFV"
 export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
 
