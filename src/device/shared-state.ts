@@ -1,7 +1,9 @@
 // Per-device shared memory the coordinator allocates and every worker incarnation reuses:
 // the request counters (read by metrics at scrape time, no message per request) and the
-// device state a restarted worker resumes from (virtual config space, MSI-X table and PBA).
+// device state a restarted worker resumes from (virtual config space, MSI-X table and PBA), and
+// the interrupt state and counters (layout in src/irq/irq-state.ts).
 import { PCI } from '../../native/pci-regs.js';
+import { createIrqState } from '../irq/irq-state.js';
 
 /** Counter slots in the stats Float64Array (single writer: the device worker). */
 export const STAT = {
@@ -23,12 +25,15 @@ export const STATE = { FLAGS_BYTES: 16, INITIALIZED: 0 } as const;
 export interface DeviceMemory {
   stats: SharedArrayBuffer;
   state: SharedArrayBuffer;
+  /** Interrupt sources: eventfds, GSIs, VFIO triggers, committed routes, counters, doorbells. */
+  irq: SharedArrayBuffer;
 }
 
 export function createDeviceMemory(): DeviceMemory {
   return {
     stats: new SharedArrayBuffer(STAT_COUNT * 8),
     state: new SharedArrayBuffer(STATE.FLAGS_BYTES + CONFIG_BYTES + TABLE_BYTES + PBA_BYTES),
+    irq: createIrqState(),
   };
 }
 
