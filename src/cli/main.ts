@@ -1,12 +1,18 @@
 #!/usr/bin/env node
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
-// says whether the host is ready for device assignment.
+// says whether the host is ready for device assignment, `run` assigns devices (one worker each).
+import { Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
 import { listFunctions, type PciFunction } from '../host/pci-sysfs.js';
 import { validateHost } from '../host/validate.js';
+import { SpecError, parseRuntimeArgs } from './specs.js';
 
 const USAGE = `usage: vfio-runtime <command> [--json]
   devices   list PCI functions: driver, IOMMU group, VFIO cdev, BARs, MSI/MSI-X vectors
-  check     check the host is ready for device assignment (exit 1 on any FAIL)`;
+  check     check the host is ready for device assignment (exit 1 on any FAIL)
+  run       assign devices and serve them until SIGINT/SIGTERM (--once: set up, report, tear down)
+            --iommu id=<name>[,iommufd_fd=<n>]                  an iommufd context (one IOAS)
+            --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>]  a device (legacy container without iommu=)
+            --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA`;
 
 const hex = (n: number, w: number): string => n.toString(16).padStart(w, '0');
 const size = (n: bigint): string => {
@@ -36,15 +42,44 @@ function printChecks(json: boolean): number {
   return checks.some((c) => c.verdict === 'FAIL') ? 1 : 0;
 }
 
-function main(argv: string[]): number {
+function printRuntime(d: RuntimeDescription, json: boolean): void {
+  if (json) { console.log(JSON.stringify(d, null, 2)); return; }
+  for (const c of d.contexts) console.log(`iommufd context ${c.id}: IOAS ${c.ioasId ?? '-'}, ${c.devices} device(s), IOVA ${c.ranges.join(', ')}`);
+  if (d.container) console.log(`legacy container: ${d.container.devices.join(', ')}`);
+  for (const m of d.memory) console.log(`guest memory ${m.name}: GPA ${m.gpa}, ${m.size} bytes`);
+  for (const v of d.devices) {
+    const x = v.description;
+    console.log(`${v.port}: ${v.bdf ?? x.path} on ${v.backend}${v.ioasId !== undefined ? ` (IOAS ${v.ioasId})` : ''}; BARs ${x.bars.map((b) => `${b.index}:${b.size}`).join(' ')}; ${x.msix ? `MSI-X ${x.msix.vectors}` : x.msi ? `MSI ${x.msi.vectors}` : 'no MSI'}`);
+  }
+}
+
+async function run(argv: string[], json: boolean): Promise<number> {
+  const { spec, rest } = parseRuntimeArgs(argv);
+  const unknown = rest.filter((a) => a !== '--once' && a !== '--json');
+  if (unknown.length) throw new SpecError(`run: unknown argument(s) ${unknown.join(' ')}`);
+  if (spec.vfio.length === 0) throw new SpecError('run: assign at least one device with --vfio host=<bdf>,port=<name>');
+  const rt = await Runtime.start(spec);
+  printRuntime(rt.describe(), json);
+  if (!argv.includes('--once')) {
+    await new Promise<void>((resolve) => { process.once('SIGINT', resolve); process.once('SIGTERM', resolve); });
+  }
+  await rt.shutdown();
+  return 0;
+}
+
+async function main(argv: string[]): Promise<number> {
   const json = argv.includes('--json');
   const [cmd] = argv.filter((a) => !a.startsWith('--'));
   switch (cmd) {
     case 'devices': printDevices(listFunctions(), json); return 0;
     case 'check': return printChecks(json);
+    case 'run': return run(argv.slice(argv.indexOf('run') + 1), json);
     case undefined: case 'help': console.log(USAGE); return cmd ? 0 : 2;
     default: console.error(`vfio-runtime: unknown command '${cmd}'\n${USAGE}`); return 2;
   }
 }
 
-process.exitCode = main(process.argv.slice(2));
+main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
+  console.error(`vfio-runtime: ${e instanceof Error ? e.message : String(e)}`);
+  process.exitCode = e instanceof SpecError ? 2 : 1;
+});

@@ -1,0 +1,142 @@
+// The runtime a VMM hosts (and the CLI drives): iommufd contexts by --iommu id, one legacy
+// Type1v2 container for devices without iommu=, the guest-memory table over all of them, and
+// one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
+// pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
+import { readlinkSync } from 'node:fs';
+import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
+import { ContainerBackend } from '../dma/container-backend.js';
+import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
+import { IommufdContext } from '../dma/iommufd-context.js';
+import { OwnedFd } from '../fd.js';
+import { MemfdRegion } from '../memory/memfd-region.js';
+import type { RuntimeSpec, VfioSpec } from '../cli/specs.js';
+import type { DeviceDescription } from '../device/assigned-device.js';
+import { DeviceHost } from './device-host.js';
+
+export interface RuntimeDevice {
+  readonly port: string;
+  readonly bdf: string | undefined;
+  readonly backend: DmaBackend;
+  readonly host: DeviceHost;
+  readonly detach: () => void;
+}
+
+export interface RuntimeDescription {
+  contexts: { id: string; ioasId: number | undefined; devices: number; ranges: string[] }[];
+  container: { devices: string[] } | undefined;
+  devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; description: DeviceDescription }[];
+  memory: { name: string; gpa: string; size: string }[];
+}
+
+/** Take over a VFIO cdev fd number a privileged helper passed in, checking that it is one. */
+function adoptCdev(spec: VfioSpec, fd: number): OwnedFd {
+  let link: string;
+  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
+    throw new Error(`--vfio port=${spec.port}: fd=${fd} is not open in this process (it must be inherited from the process that opened the VFIO cdev)`);
+  }
+  if (!link.startsWith('/dev/vfio/devices/')) throw new Error(`--vfio port=${spec.port}: fd=${fd} is ${link}, not a VFIO cdev (/dev/vfio/devices/vfioN)`);
+  return new OwnedFd(fd, `${link} (fd ${fd})`);
+}
+
+const hex = (n: bigint): string => `0x${n.toString(16)}`;
+
+export class Runtime {
+  readonly contexts = new Map<string, IommufdContext>();
+  container: ContainerBackend | undefined;
+  readonly memory = new GuestMemory();
+  readonly devices = new Map<string, RuntimeDevice>();
+  /** Guest RAM the runtime allocated itself (--memory), in spec order. */
+  readonly ram: MemfdRegion[] = [];
+  #closed = false;
+
+  private constructor() {}
+
+  /** Open contexts, map guest memory, attach devices and start their workers; undo it all on failure. */
+  static async start(spec: RuntimeSpec): Promise<Runtime> {
+    const rt = new Runtime();
+    try {
+      for (const i of spec.iommu) {
+        const ctx = IommufdContext.open(i.id, i.iommufdFd !== undefined ? { fd: i.iommufdFd } : {});
+        rt.contexts.set(i.id, ctx);
+        rt.memory.addBackend(ctx);
+      }
+      spec.memory.forEach((m, i) => {
+        const region = new MemfdRegion(`guest-ram${i}`, Number(m.size));
+        rt.ram.push(region);
+        rt.memory.addRegion({ name: `ram${i}`, gpa: m.gpa, size: m.size, memory: memfdRegionSource(region) });
+      });
+      for (const v of spec.vfio) await rt.addDevice(v);
+      return rt;
+    } catch (e) {
+      await rt.shutdown();
+      throw e;
+    }
+  }
+
+  /** Attach one device (cdev on its context, or the legacy container) and start its worker. */
+  async addDevice(v: VfioSpec): Promise<RuntimeDevice> {
+    if (this.devices.has(v.port)) throw new Error(`port ${v.port} already has a device`);
+    let backend: DmaBackend, device: OwnedFd | { fd: number; path: string }, detach: () => void;
+    if (v.iommu) {
+      const ctx = this.contexts.get(v.iommu);
+      if (!ctx) throw new Error(`--vfio port=${v.port}: no iommufd context '${v.iommu}'`);
+      backend = ctx;
+      if (v.fd !== undefined) {
+        const cdev = adoptCdev(v, v.fd);
+        try { ctx.attachDevice(cdev); } catch (e) { cdev.close(); throw e; }
+        device = cdev;
+        detach = () => { try { if (!cdev.closed) ctx.detachDevice(cdev); } finally { cdev.close(); } };
+      } else {
+        const a = ctx.attachPciDevice(v.host!);
+        device = a.device; detach = a.detach;
+      }
+    } else {
+      if (!this.container) { this.container = ContainerBackend.open('vfio-container'); this.memory.addBackend(this.container); }
+      const a = this.container.attachPciDevice(v.host!);
+      backend = this.container; device = a.device; detach = a.detach;
+    }
+    let host: DeviceHost;
+    try { host = await DeviceHost.start({ name: v.port, device }); } catch (e) { detach(); throw e; }
+    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach };
+    this.devices.set(v.port, d);
+    return d;
+  }
+
+  device(port: string): DeviceHost {
+    const d = this.devices.get(port);
+    if (!d) throw new Error(`no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
+    return d.host;
+  }
+
+  /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
+  addMemory(spec: GuestRegionSpec): GuestRegion { return this.memory.addRegion(spec); }
+  removeMemory(region: GuestRegion): void { this.memory.removeRegion(region); }
+
+  describe(): RuntimeDescription {
+    return {
+      contexts: [...this.contexts.values()].map((c) => ({ id: c.name, ioasId: c.ioasId, devices: c.deviceCount, ranges: c.allowedRanges().map((r) => `${hex(r.start)}-${hex(r.last)}`) })),
+      container: this.container ? { devices: [...this.devices.values()].filter((d) => d.backend === this.container).map((d) => d.bdf ?? d.port) } : undefined,
+      devices: [...this.devices.values()].map((d) => ({
+        port: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}`,
+        ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined ? { ioasId: d.backend.ioasId } : {}),
+        description: d.host.description,
+      })),
+      memory: this.memory.regions().map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
+    };
+  }
+
+  /** Stop every worker, detach devices, unmap and close everything. Safe to call twice. */
+  async shutdown(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const d of [...this.devices.values()].reverse()) {
+      await d.host.shutdown().catch(() => {});
+      d.detach();
+    }
+    this.devices.clear();
+    for (const r of [...this.memory.regions()]) this.memory.removeRegion(r);
+    for (const c of this.contexts.values()) c.close();
+    this.container?.close();
+    for (const r of this.ram) r.close();
+  }
+}
