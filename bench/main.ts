@@ -2,14 +2,19 @@
 // printed is one JSON object with every figure, ratios measured against a baseline in the same run.
 import { benchFfi } from './ffi.js';
 import { benchRing } from './ring.js';
+import { benchMap } from './map.js';
 
 const all: Record<string, () => Record<string, number> | Promise<Record<string, number>>> = {
   ffi: () => benchFfi(),
   ring: () => benchRing(),
 };
 
+/** Benchmarks that need the lab's devices run only when named. */
+const labOnly: Record<string, () => Record<string, number>> = { map: () => benchMap() };
+
 const wanted = process.argv.slice(2);
-for (const w of wanted) if (!all[w]) { console.error(`bench: unknown benchmark '${w}' (${Object.keys(all).join(', ')})`); process.exit(2); }
+Object.assign(all, Object.fromEntries(wanted.filter((w) => labOnly[w]).map((w) => [w, labOnly[w]!])));
+for (const w of wanted) if (!all[w]) { console.error(`bench: unknown benchmark '${w}' (${[...Object.keys(all), ...Object.keys(labOnly)].join(', ')})`); process.exit(2); }
 const result: Record<string, number> = {};
 for (const name of wanted.length ? wanted : Object.keys(all)) {
   console.log(`--- ${name}`);

@@ -4,6 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { labInclude } from '../test/support/paths.js';
 
 export const benchSrc = resolve(dirname(fileURLToPath(import.meta.url)), '../../bench');
 
@@ -15,7 +16,8 @@ export function median(xs: number[]): number {
 /** Compile bench/c/<name>.c and return the binary's path. */
 export function compileC(name: string): string {
   const out = join(mkdtempSync(join(tmpdir(), 'bench-')), name);
-  execFileSync('cc', ['-O2', '-o', out, join(benchSrc, 'c', `${name}.c`)], { stdio: 'inherit' });
+  const inc = labInclude();
+  execFileSync('cc', ['-O2', ...(inc ? ['-I', inc.include] : []), '-o', out, join(benchSrc, 'c', `${name}.c`)], { stdio: 'inherit' });
   return out;
 }
 
