@@ -21,6 +21,8 @@ export const kvm_irq_routing_entry = struct('struct kvm_irq_routing_entry', {
 export const kvm_irq_routing = struct('struct kvm_irq_routing', { nr: u32, flags: u32, entries: flex(kvm_irq_routing_entry) });
 export const kvm_irqfd = struct('struct kvm_irqfd', { fd: u32, gsi: u32, flags: u32, resamplefd: u32, pad: array(u8, 16) });
 export const kvm_msi = struct('struct kvm_msi', { address_lo: u32, address_hi: u32, data: u32, flags: u32, devid: u32, pad: array(u8, 12) });
+/** The local APIC's register page (KVM_GET_LAPIC/KVM_SET_LAPIC): IRR at 0x200, SVR at 0xf0. */
+export const kvm_lapic_state = struct('struct kvm_lapic_state', { regs: array(u8, 0x400) });
 export const kvm_regs = struct('struct kvm_regs', {
   rax: u64, rbx: u64, rcx: u64, rdx: u64, rsi: u64, rdi: u64, rsp: u64, rbp: u64,
   r8: u64, r9: u64, r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64, rip: u64, rflags: u64,
@@ -66,6 +68,8 @@ export const KVM = defineIoctls('linux/kvm.h', {
   KVM_SET_REGS: _IOW(KVMIO, 0x82, kvm_regs.size),
   KVM_GET_SREGS: _IOR(KVMIO, 0x83, kvm_sregs.size),
   KVM_SET_SREGS: _IOW(KVMIO, 0x84, kvm_sregs.size),
+  KVM_GET_LAPIC: _IOR(KVMIO, 0x8e, kvm_lapic_state.size),
+  KVM_SET_LAPIC: _IOW(KVMIO, 0x8f, kvm_lapic_state.size),
 });
 
 export const KVM_C = defineConstants('linux/kvm.h', {
@@ -90,6 +94,7 @@ export const KVM_C = defineConstants('linux/kvm.h', {
   KVM_IRQCHIP_PIC_MASTER: 0,
   KVM_IRQCHIP_PIC_SLAVE: 1,
   KVM_IRQCHIP_IOAPIC: 2,
+  KVM_APIC_REG_SIZE: 0x400,
 });
 
 export type RoutingEntry = Value<typeof kvm_irq_routing_entry>;
@@ -142,3 +147,14 @@ export function getSregs(t: Target): Sregs {
   return decode(kvm_sregs, buf);
 }
 export const setSregs = (t: Target, s: Sregs): void => { ioctl(t, 'KVM_SET_SREGS', KVM.KVM_SET_SREGS, encode(kvm_sregs, s)); };
+
+/** A vCPU's local APIC register page (raw bytes: 32-bit registers every 16 bytes). */
+export function getLapic(t: Target): Buffer {
+  const buf = Buffer.alloc(kvm_lapic_state.size);
+  ioctl(t, 'KVM_GET_LAPIC', KVM.KVM_GET_LAPIC, buf);
+  return buf;
+}
+export function setLapic(t: Target, regs: Buffer): void {
+  if (regs.length !== kvm_lapic_state.size) throw new RangeError(`KVM_SET_LAPIC takes ${kvm_lapic_state.size} bytes, not ${regs.length}`);
+  ioctl(t, 'KVM_SET_LAPIC', KVM.KVM_SET_LAPIC, regs);
+}

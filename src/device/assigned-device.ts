@@ -43,6 +43,8 @@ export class AssignedDevice {
   readonly msix: MsixTable | undefined;
   readonly regions: vfio.RegionInfoWithCaps[];
   readonly irqs: vfio.IrqInfo[];
+  /** Set up from the shared state a previous worker left (a restarted worker), not from the device. */
+  readonly restored: boolean;
   readonly #bars: (Bar | undefined)[] = [];
   readonly #stats: Float64Array;
   readonly #cfgOffset: number;
@@ -64,6 +66,7 @@ export class AssignedDevice {
     this.#check(raw.pread(dev.fd, phys, cfgSize, this.#cfgOffset), cfgSize, 'pread config space');
     const views = stateViews(memory.state);
     const restore = Atomics.load(views.flags, STATE.INITIALIZED) === 1;
+    this.restored = restore;
     this.config = new ConfigSpace(this.#configIo(), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
     const m = this.config.msix;
     this.msix = m ? new MsixTable(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;

@@ -1,7 +1,8 @@
 // The one owner of a VM's KVM GSI routing table (KVM_SET_GSI_ROUTING replaces it whole, so
 // every device's routes must go through here). Lives in the coordinator: allocates GSIs, binds
 // each route's eventfd with KVM_IRQFD, and coalesces the changes requested in one turn of the
-// event loop (a microtask) into one routing commit. Device workers reach it over a MessagePort.
+// event loop into one routing commit (a setImmediate: every message that arrived from any
+// worker in that turn is in it). Device workers reach it over a MessagePort.
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import type { Init } from '../../native/layout.js';
@@ -83,11 +84,11 @@ export class GsiRouter {
     this.#committed = [...this.#base];
   }
 
-  /** Queue changes for `owner`; resolves (with each MSI key's GSI) once KVM accepted the commit holding them. */
+  /** Queue changes for `owner`; resolves (with each MSI key's GSI) once KVM accepted the commit holding them (made at the end of this event-loop turn). */
   update(owner: string, changes: readonly RouteChange[]): Promise<RouteResult[]> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ owner, changes: [...changes], resolve, reject });
-      if (!this.#scheduled) { this.#scheduled = true; queueMicrotask(() => this.#commit()); }
+      if (!this.#scheduled) { this.#scheduled = true; setImmediate(() => this.#commit()); }
     });
   }
 
@@ -112,7 +113,7 @@ export class GsiRouter {
     }
     await new Promise<void>((resolve, reject) => {
       this.#queue.push({ owner, changes: [], resolve: () => resolve(), reject });
-      if (!this.#scheduled) { this.#scheduled = true; queueMicrotask(() => this.#commit()); }
+      if (!this.#scheduled) { this.#scheduled = true; setImmediate(() => this.#commit()); }
     });
   }
 
