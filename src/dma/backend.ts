@@ -5,6 +5,7 @@
 import type { Target } from '../../native/libc.js';
 import type { MemfdRegion } from '../memory/memfd-region.js';
 import { type IovaRange, hex } from './iova-ranges.js';
+import type { MapRunner } from './map-offload.js';
 
 /**
  * The memory behind a mapping. A memfd source is mapped by file and offset where the backend
@@ -76,6 +77,8 @@ export interface DmaBackend {
   iovaAlignment(): bigint;
   /** Map `length` bytes of `mem` at exactly `iova`. Fails (EEXIST) if any of it is mapped already. */
   mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void;
+  /** mapFixed with the kernel call made by `run` (a pool thread), so a long pin does not block this thread. */
+  mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void>;
   /**
    * Map `length` bytes of `mem` at an IOVA the backend chooses (lowest free, never 0); returns
    * it. That IOVA may be one guest RAM registered later needs (IOVA == GPA): register guest RAM

@@ -13,6 +13,7 @@ import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBa
 import { explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, findFreeIova, formatRanges, formatSize, formatSpan, hex, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
+import type { MapRunner } from './map-offload.js';
 
 const V = vfio.VFIO_C;
 /** The largest alignment mapAnywhere asks for, as the kernel's own allocator: a 2 MiB huge page. */
@@ -82,13 +83,26 @@ export class ContainerBackend implements DmaBackend {
     try {
       vfio.mapDma(this.#container, mem.hva, iova, length);
     } catch (e) {
-      const err = explainMapFailure(e, 'container', length);
-      if (err === e && e instanceof SysError && e.code === 'EINVAL' && !spanInRanges(span, this.#ranges)) {
-        throw withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
-      }
-      throw err;
+      throw this.#explainMap(e, span, length);
     }
     this.#log.add({ iova, length, memory: mem });
+  }
+
+  async mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
+    const span = { iova, length };
+    checkSpan(`map on ${this}`, span);
+    this.#requireIommu(`map ${formatSpan(span)}`);
+    const r = await run({ op: 'VFIO_IOMMU_MAP_DMA', fd: this.#container.fd, path: this.#container.path, va: mem.hva, length, iova }, signal);
+    if (!r.ok) throw this.#explainMap(r.errno ? new SysError('VFIO_IOMMU_MAP_DMA', this.#container.path, r.errno) : new Error(r.message), span, length);
+    this.#log.add({ iova, length, memory: mem });
+  }
+
+  #explainMap(e: unknown, span: { iova: bigint; length: bigint }, length: bigint): unknown {
+    const err = explainMapFailure(e, 'container', length);
+    if (err === e && e instanceof SysError && e.code === 'EINVAL' && !spanInRanges(span, this.#ranges)) {
+      return withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
+    }
+    return err;
   }
 
   mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {

@@ -5,6 +5,7 @@
 // later, or one whose first device just attached, gets every region mapped; when a backend's
 // ranges change the table re-checks its mappings. isMapped()/translate() answer "is this DMA
 // address inside a registered mapping" before anything trusts an address a device was given.
+import type { MapRunner } from './map-offload.js';
 import { type BackendEvent, type DmaBackend, type GuestMemorySource, advanceSource } from './backend.js';
 import { withHint } from './diagnose.js';
 import {
@@ -117,19 +118,7 @@ export class GuestMemory {
 
   /** Register a guest RAM region and map it into every active backend; on any failure nothing stays mapped. */
   addRegion(spec: GuestRegionSpec): GuestRegion {
-    const span = { iova: spec.gpa, length: spec.size };
-    const name = spec.name ?? `ram@${hex(spec.gpa)}`;
-    checkSpan(`guest region '${name}'`, span);
-    if (!isAligned(spec.gpa, PAGE_SIZE) || !isAligned(spec.size, PAGE_SIZE)) {
-      throw new RangeError(`guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`);
-    }
-    const mem = spec.memory;
-    if (!isAligned(mem.hva, PAGE_SIZE) || (mem.kind === 'memfd' && !isAligned(mem.offset, PAGE_SIZE))) {
-      throw new RangeError(`guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`);
-    }
-    const clash = this.#regions.find((r) => spansOverlap(r, span));
-    if (clash) throw new RangeError(`guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`);
-    const region: GuestRegion = { id: this.#nextId++, name, gpa: spec.gpa, size: spec.size, iova: spec.gpa, length: spec.size, memory: mem };
+    const region = this.#planRegion(spec);
     const done: [DmaBackend, TableMapping[]][] = [];
     try {
       for (const [b, st] of this.#backends) {
@@ -252,6 +241,76 @@ export class GuestMemory {
     const report = { ...empty, invalidated, added };
     if (invalidated.length || added.length) this.options.onRecheck?.(report);
     return report;
+  }
+
+  /**
+   * addRegion with the kernel calls made on a pool thread (`run`, e.g. MapOffload.run), in
+   * chunks of `chunkBytes`, so pinning gigabytes neither blocks this event loop nor runs
+   * uncancellable: `signal` stops it between chunks (the chunk in flight finishes in the
+   * kernel) and everything mapped so far is unmapped. `onProgress` hears bytes done of total.
+   */
+  async addRegionAsync(spec: GuestRegionSpec, o: { run: MapRunner; signal?: AbortSignal; chunkBytes?: bigint; onProgress?: (done: bigint, total: bigint) => void }): Promise<GuestRegion> {
+    const chunk = o.chunkBytes ?? 256n << 20n;
+    if (chunk <= 0n || chunk % PAGE_SIZE !== 0n) throw new RangeError(`addRegionAsync: chunkBytes must be a positive multiple of ${PAGE_SIZE}`);
+    // Validate and place the region exactly as addRegion does, mapping nothing yet.
+    const region = this.#planRegion(spec);
+    const plan: [DmaBackend, BackendState, IovaSpan[]][] = [];
+    for (const [b, st] of this.#backends) {
+      if (!b.active) continue;
+      const pieces: IovaSpan[] = [];
+      for (const p of splitGuestRange(region, b.allowedRanges(), this.#splitOptions(b)).pieces) {
+        for (let at = p.iova; at < spanEnd(p); at += chunk) pieces.push({ iova: at, length: spanEnd(p) - at < chunk ? spanEnd(p) - at : chunk });
+      }
+      plan.push([b, st, pieces]);
+    }
+    const total = plan.reduce((n, [, , ps]) => n + ps.reduce((m, p) => m + p.length, 0n), 0n);
+    let done = 0n;
+    const made: [DmaBackend, BackendState, TableMapping[]][] = [];
+    try {
+      for (const [b, st, pieces] of plan) {
+        const mine: TableMapping[] = [];
+        made.push([b, st, mine]);
+        for (const p of pieces) {
+          if (o.signal?.aborted) throw o.signal.reason ?? new Error(`mapping guest region '${region.name}' was cancelled`);
+          try {
+            await b.mapFixedOffloaded(p.iova, p.length, advanceSource(region.memory, p.iova - region.gpa), o.run, o.signal);
+          } catch (e) {
+            throw withHint(e, `mapping ${formatSpan(p)} of guest region '${region.name}' into ${describe(b)}`);
+          }
+          const m: TableMapping = { iova: p.iova, length: p.length, region };
+          mine.push(m);
+          st.mappings = [...st.mappings, m].sort(byIova);
+          done += p.length;
+          o.onProgress?.(done, total);
+        }
+      }
+    } catch (e) {
+      for (const [b, st, mine] of made) this.#undo(b, mine, st);
+      throw e;
+    }
+    if (this.#regions.some((r) => spansOverlap(r, region))) {
+      for (const [b, st, mine] of made) this.#undo(b, mine, st);
+      throw new RangeError(`guest region '${region.name}' ${formatSpan(region)} was overlapped by a region added while it was being mapped`);
+    }
+    this.#regions = [...this.#regions, region].sort(byIova) as GuestRegion[];
+    return region;
+  }
+
+  #planRegion(spec: GuestRegionSpec): GuestRegion {
+    const span = { iova: spec.gpa, length: spec.size };
+    const name = spec.name ?? `ram@${hex(spec.gpa)}`;
+    checkSpan(`guest region '${name}'`, span);
+    if (!isAligned(spec.gpa, PAGE_SIZE) || !isAligned(spec.size, PAGE_SIZE)) {
+      throw new RangeError(`guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`);
+    }
+    const mem = spec.memory;
+    if (!isAligned(mem.hva, PAGE_SIZE) || (mem.kind === 'memfd' && !isAligned(mem.offset, PAGE_SIZE))) {
+      throw new RangeError(`guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`);
+    }
+    const clash = this.#regions.find((r) => spansOverlap(r, span));
+    if (clash) throw new RangeError(`guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`);
+    const region: GuestRegion = { id: this.#nextId++, name, gpa: spec.gpa, size: spec.size, iova: spec.gpa, length: spec.size, memory: mem };
+    return region;
   }
 
   #splitOptions(b: DmaBackend): { alignment: bigint; where: string } {

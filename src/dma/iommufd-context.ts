@@ -16,6 +16,7 @@ import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBa
 import { bdfOfCdev, explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, formatRanges, formatSpan, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
+import type { MapRunner } from './map-offload.js';
 
 /** Where the context's iommufd comes from: a path (default /dev/iommu) or an fd a privileged helper passed in. */
 export type IommufdSource = { readonly path?: string; readonly fd?: undefined } | { readonly fd: number; readonly path?: undefined };
@@ -133,6 +134,15 @@ export class IommufdContext implements DmaBackend {
   mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
     checkSpan(`map on ${this}`, { iova, length });
     this.#map(length, mem, iova);
+    this.#log.add({ iova, length, memory: mem });
+  }
+
+  async mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
+    checkSpan(`map on ${this}`, { iova, length });
+    const ioas = this.#ensureIoas();
+    const base = { fd: this.#fd.fd, path: this.#fd.path, ioas, length, iova };
+    const r = await run(mem.kind === 'memfd' ? { op: 'IOMMU_IOAS_MAP_FILE', ...base, memfd: mem.fd.fd, offset: mem.offset } : { op: 'IOMMU_IOAS_MAP', ...base, va: mem.hva }, signal);
+    if (!r.ok) throw this.#explainMap(r.errno ? new SysError(mem.kind === 'memfd' ? 'IOMMU_IOAS_MAP_FILE' : 'IOMMU_IOAS_MAP', this.#fd.path, r.errno) : new Error(r.message), { iova, length }, length);
     this.#log.add({ iova, length, memory: mem });
   }
 

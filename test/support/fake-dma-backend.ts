@@ -2,6 +2,7 @@
 // mappings the way iommufd does (EEXIST on overlap, EINVAL outside the allowed ranges, ENOENT
 // for an unmap that would cut a mapping), records every call, and simulates devices coming
 // and going with the ranges they leave. `failNextMap` injects a kernel error.
+import type { MapRunner } from '../../src/dma/map-offload.js';
 import { SysError, errnoNumber } from '../../native/errno.js';
 import {
   type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource,
@@ -47,6 +48,13 @@ export class FakeBackend implements DmaBackend {
       this.#ranges = ranges;
       this.#listeners.emit({ kind: 'ranges', ranges, alignment: 0x1000n }, this);
     }
+  }
+
+  /** The runner decides when (and whether) the "kernel call" completes; then it is mapFixed. */
+  async mapFixedOffloaded(iova: bigint, length: bigint, memory: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
+    const r = await run({ op: 'IOMMU_IOAS_MAP', fd: -1, path: this.name, ioas: 0, va: 0n, length, iova }, signal);
+    if (!r.ok) throw new SysError('FAKE_MAP', this.name, r.errno);
+    this.mapFixed(iova, length, memory);
   }
 
   mapFixed(iova: bigint, length: bigint, memory: GuestMemorySource): void {
