@@ -11,7 +11,8 @@ const USAGE = `usage: vfio-runtime <command> [--json]
   check     check the host is ready for device assignment (exit 1 on any FAIL)
   run       assign devices and serve them until SIGINT/SIGTERM (--once: set up, report, tear down)
             --iommu id=<name>[,iommufd_fd=<n>]                  an iommufd context (one IOAS)
-            --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>]  a device (legacy container without iommu=)
+            --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>|,group_fd=<n>]
+                                                                a device (legacy container without iommu=)
             --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA`;
 
 const hex = (n: number, w: number): string => n.toString(16).padStart(w, '0');

@@ -1,13 +1,14 @@
 // The device-assignment options of the CLI, parsed and checked as a whole:
 //   --iommu id=<name>[,iommufd_fd=<n>]              an iommufd context (one IOAS), optionally pre-opened
-//   --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>]   a device; iommu= picks the cdev/iommufd path,
-//                                                    without it the legacy group/container path; fd= is a
-//                                                    pre-opened VFIO cdev fd (host= is then optional)
+//   --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>|,group_fd=<n>]   a device; iommu= picks the
+//                                                    cdev/iommufd path, without it the legacy group/container
+//                                                    path; fd= is a pre-opened VFIO cdev fd (host= is then
+//                                                    optional), group_fd= a pre-opened VFIO group fd (legacy)
 //   --memory size=<n>[K|M|G][,gpa=<addr>]            guest RAM (a memfd) mapped for DMA at IOVA == GPA
 import { normalizeBdf } from '../host/pci-sysfs.js';
 
 export interface IommuSpec { id: string; iommufdFd?: number }
-export interface VfioSpec { port: string; host?: string; iommu?: string; fd?: number }
+export interface VfioSpec { port: string; host?: string; iommu?: string; fd?: number; groupFd?: number }
 export interface MemorySpec { size: bigint; gpa: bigint }
 export interface RuntimeSpec { iommu: IommuSpec[]; vfio: VfioSpec[]; memory: MemorySpec[] }
 
@@ -69,7 +70,7 @@ export function parseIommu(text: string): IommuSpec {
 }
 
 export function parseVfio(text: string): VfioSpec {
-  const p = pairs('--vfio', text, ['host', 'port', 'iommu', 'fd']);
+  const p = pairs('--vfio', text, ['host', 'port', 'iommu', 'fd', 'group_fd']);
   const port = p.get('port');
   if (!port) throw new SpecError(`--vfio ${text}: port=<name> is required`);
   const spec: VfioSpec = { port: name('--vfio', 'port', port) };
@@ -83,6 +84,11 @@ export function parseVfio(text: string): VfioSpec {
   if (p.has('fd')) {
     spec.fd = fdNumber('--vfio', 'fd', p.get('fd')!);
     if (!spec.iommu) throw new SpecError(`--vfio ${text}: fd= is a VFIO cdev fd, which needs an iommufd context: add iommu=<id>`);
+  }
+  if (p.has('group_fd')) {
+    spec.groupFd = fdNumber('--vfio', 'group_fd', p.get('group_fd')!);
+    if (spec.iommu) throw new SpecError(`--vfio ${text}: group_fd= is for the legacy group path; with iommu=<id> pass the cdev as fd=<n>`);
+    if (!spec.host) throw new SpecError(`--vfio ${text}: group_fd= needs host=<bdf> (the device's name in its group)`);
   }
   if (!spec.host && spec.fd === undefined) throw new SpecError(`--vfio ${text}: host=<bdf> is required (or fd=<n> with iommu=<id>)`);
   return spec;
@@ -125,7 +131,11 @@ export function checkRuntimeSpec(spec: RuntimeSpec): void {
     ports.add(v.port);
     if (v.host) { if (hosts.has(v.host)) throw new SpecError(`--vfio host=${v.host} is assigned twice`); hosts.add(v.host); }
     if (v.iommu && !ids.has(v.iommu)) throw new SpecError(`--vfio port=${v.port}: iommu=${v.iommu} names no --iommu id (known: ${[...ids].join(', ') || 'none'})`);
-    if (v.fd !== undefined) { if (fds.has(v.fd)) throw new SpecError(`--vfio port=${v.port}: fd=${v.fd} is already used by another option`); fds.add(v.fd); }
+    for (const [key, fd] of [['fd', v.fd], ['group_fd', v.groupFd]] as const) {
+      if (fd === undefined) continue;
+      if (fds.has(fd)) throw new SpecError(`--vfio port=${v.port}: ${key}=${fd} is already used by another option`);
+      fds.add(fd);
+    }
   }
   const mem = [...spec.memory].sort((a, b) => (a.gpa < b.gpa ? -1 : 1));
   for (let i = 1; i < mem.length; i++) {

@@ -92,7 +92,7 @@ export class Runtime {
       }
     } else {
       if (!this.container) { this.container = ContainerBackend.open('vfio-container'); this.memory.addBackend(this.container); }
-      const a = this.container.attachPciDevice(v.host!);
+      const a = this.container.attachPciDevice(v.host!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
       backend = this.container; device = a.device; detach = a.detach;
     }
     let host: DeviceHost;

@@ -4,6 +4,7 @@
 // UNMAP_DMA by host virtual address. Device fds come from VFIO_GROUP_GET_DEVICE_FD. When the
 // last group leaves, the kernel releases the IOMMU with every mapping; the next group sets it
 // up again. Type1 cannot choose an IOVA itself: mapAnywhere picks the lowest free one here.
+import { readlinkSync } from 'node:fs';
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
@@ -28,6 +29,22 @@ export interface ContainerDevice extends AttachedDevice {
 
 const lowestBit = (n: bigint): bigint => n & -n;
 const pow2Ceil = (n: bigint): bigint => { let p = 1n; while (p < n) p <<= 1n; return p; };
+
+/** Take over a VFIO group fd passed in; its group id comes from the fd itself (no sysfs). */
+function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number } {
+  let link: string;
+  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
+    throw new Error(`group fd ${fd} for ${bdf} is not open in this process (it must be inherited from the process that opened /dev/vfio/<group>)`);
+  }
+  const m = /^\/dev\/vfio\/(\d+)$/.exec(link);
+  if (!m) throw new Error(`group fd ${fd} for ${bdf} is ${link}, not a VFIO group (/dev/vfio/<group>)`);
+  const group = new OwnedFd(fd, `${link} (fd ${fd})`);
+  if (!(vfio.groupGetStatus(group) & V.VFIO_GROUP_FLAGS_VIABLE)) {
+    group.close();
+    throw new Error(`IOMMU group ${m[1]} (fd ${fd}) is not viable: bind every device of the group to vfio-pci`);
+  }
+  return { group, groupId: Number(m[1]) };
+}
 
 export class ContainerBackend implements DmaBackend {
   readonly kind = 'container' as const;
@@ -151,13 +168,16 @@ export class ContainerBackend implements DmaBackend {
    * and get its device fd. Existing mappings are checked against the ranges that leaves; a
    * listener that fails (guest memory could not be mapped) undoes the attach.
    */
-  attachPciDevice(bdf: string): ContainerDevice {
-    const groupId = iommuGroupOf(bdf);
+  /** Attach `bdf` through its group: opened from /dev/vfio, or the pre-opened `groupFd` a privileged helper passed in. */
+  attachPciDevice(bdf: string, opts: { groupFd?: number } = {}): ContainerDevice {
+    const pre = opts.groupFd !== undefined ? adoptGroup(bdf, opts.groupFd) : undefined;
+    const groupId = pre?.groupId ?? iommuGroupOf(bdf);
     const known = groupId === undefined ? undefined : this.#groups.get(groupId);
-    if (known?.devices.has(bdf)) throw new Error(`${bdf} is already attached to ${this}`);
+    if (known?.devices.has(bdf)) { pre?.group.close(); throw new Error(`${bdf} is already attached to ${this}`); }
+    if (known && pre) pre.group.close(); // the group is open already; the passed fd is not needed
     let state = known;
     if (!state) {
-      const { group, groupId: id } = openGroup(bdf);
+      const { group, groupId: id } = pre ?? openGroup(bdf);
       try {
         vfio.groupSetContainer(group, this.#container.fd);
       } catch (e) {

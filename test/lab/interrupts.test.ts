@@ -13,6 +13,7 @@ import { drainEventfd } from '../../src/irq/eventfd.js';
 import { GsiRouter } from '../../src/irq/gsi-router.js';
 import { SRC, irqViews } from '../../src/irq/irq-state.js';
 import type { RingClient } from '../../src/ring/client.js';
+import { OP, STATUS } from '../../src/ring/protocol.js';
 import { ApicVm, E1000E, EDU, GuestMsi, GuestMsix, busMaster, e1000eRaise, sleep, until } from '../support/guest-irq.js';
 import { loud } from '../support/hooks.js';
 import { labDevice, openOnIommufd, requireLab } from '../support/lab.js';
@@ -84,6 +85,23 @@ relay('masked: nothing delivered and its PBA bit reads 1; on unmask it is delive
   const n = host.interruptCounts('msix', 2);
   console.log(`    vector 2: fired ${n.fired}, delivered ${n.delivered}, pended ${n.pended}`);
   assert.equal(n, { fired: 2, delivered: 2, pended: 1 });
+});
+
+relay('table and PBA accesses of every allowed width; straddling the table end is refused; PBA writes are ignored', async () => {
+  const { c, gm } = r as Required<typeof r>;
+  const { tableBar, tableOffset, vectors, pbaBar, pbaOffset } = gm.m;
+  c.barWrite64(tableBar, tableOffset + 16 * 4, 0x00000000fee01000n); // vector 4 address as one qword
+  assert.is(c.barRead(tableBar, tableOffset + 16 * 4, 4), 0xfee01000);
+  assert.is(c.barRead(tableBar, tableOffset + 16 * 4 + 1, 1), 0x10, 'byte read');
+  assert.is(c.barRead(tableBar, tableOffset + 16 * 4 + 2, 2), 0xfee0, 'word read');
+  const end = tableOffset + 16 * vectors;
+  assert.is(c.call(OP.BAR_READ, tableBar, end - 4, 8), STATUS.MISALIGNED, 'a qword not aligned');
+  assert.is(c.call(OP.BAR_READ, tableBar, end - 8, 16), STATUS.OUT_OF_RANGE, 'a 16-byte read over the table end');
+  const pba = c.barRead64(pbaBar, pbaOffset);
+  c.barWrite64(pbaBar, pbaOffset, 0xffffffffffffffffn);
+  assert.is(c.barRead64(pbaBar, pbaOffset), pba, 'the PBA is read-only');
+  assert.is(c.barRead(tableBar, tableOffset + 16 * 2 + 8, 4), 0x42, 'still serving; vector 2 intact');
+  assert.equal((await r.host!.irqStatus()).errors, []);
 });
 
 relay('latency, device write → host callback, against C polling the VFIO eventfd', async () => {

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { C, raw } from '../../native/libc.js';
 import type { RuntimeDescription } from '../../src/coordinator/runtime.js';
-import { cdevOf } from '../../src/host/pci-sysfs.js';
+import { cdevOf, iommuGroupOf } from '../../src/host/pci-sysfs.js';
 import { labDevice, labDevices, nonVfioFunction, requireLab } from '../support/lab.js';
 import { skipBecause } from '../support/skip.js';
 
@@ -54,6 +54,21 @@ t('started with fds only (no /dev path, no sysfs), the runtime runs NVMe Identif
     assert.equal([out.status, out.model], [0, 'QEMU NVMe Ctrl']);
     assert.match(out.path, /\(fd 4\)$/);
   } finally { raw.close(iommu); raw.close(cdev); }
+});
+
+t('the legacy path with a pre-opened group fd and no sysfs', () => {
+  const bdf = labDevice('e1000e');
+  const group = raw.open(`/dev/vfio/${iommuGroupOf(bdf)}`, C.O_RDWR, 0);
+  assert.ok(group >= 0);
+  try {
+    const r = spawnSync(process.execPath, [CLI, 'run', '--vfio', `host=${bdf},port=nic0,group_fd=3`, '--once', '--json'], {
+      encoding: 'utf8', timeout: 300_000, stdio: ['ignore', 'pipe', 'pipe', group], env: { ...process.env, VFIO_RUNTIME_SYSFS_PCI: '/nonexistent' },
+    });
+    assert.is(r.status, 0, r.stderr);
+    const d = JSON.parse(r.stdout) as RuntimeDescription;
+    console.log(`    nic0 on ${d.devices[0]!.backend}: ${d.devices[0]!.description.path}, MSI-X ${d.devices[0]!.description.msix?.vectors}`);
+    assert.match(d.devices[0]!.description.path, /\/dev\/vfio\/\d+ \(fd 3\) \(0000:00:0/);
+  } finally { raw.close(group); }
 });
 
 t('errors name what was wrong', () => {
