@@ -1,4 +1,5 @@
 // An owned file descriptor with the path it names in errors; close() is idempotent.
+import { readlinkSync } from 'node:fs';
 import { type Target, close, open } from '../native/libc.js';
 
 export class OwnedFd implements Target {
@@ -7,6 +8,20 @@ export class OwnedFd implements Target {
 
   static open(path: string, flags: number): OwnedFd {
     return new OwnedFd(open(path, flags), path);
+  }
+
+  /**
+   * Take over fd `fd`, which this process inherited from whoever opened `opened` (a privileged
+   * helper). `what` names it in errors; `expect`, when given, must match what the fd points at.
+   */
+  static inherited(fd: number, what: string, opened: string, expect?: RegExp): OwnedFd {
+    if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`${what} must be a non-negative integer, got ${fd}`);
+    let link: string;
+    try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
+      throw new Error(`${what} ${fd} is not open in this process: pass the number of an fd opened on ${opened} and inherited by this process`);
+    }
+    if (expect && !expect.test(link)) throw new Error(`${what} ${fd} is ${link}, not ${opened}`);
+    return new OwnedFd(fd, `${link} (fd ${fd})`);
   }
 
   get fd(): number {

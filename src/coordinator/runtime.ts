@@ -2,7 +2,6 @@
 // Type1v2 container for devices without iommu=, the guest-memory table over all of them, and
 // one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
 // pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
-import { readlinkSync } from 'node:fs';
 import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
 import { ContainerBackend } from '../dma/container-backend.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
@@ -26,16 +25,6 @@ export interface RuntimeDescription {
   container: { devices: string[] } | undefined;
   devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; description: DeviceDescription }[];
   memory: { name: string; gpa: string; size: string }[];
-}
-
-/** Take over a VFIO cdev fd number a privileged helper passed in, checking that it is one. */
-function adoptCdev(spec: VfioSpec, fd: number): OwnedFd {
-  let link: string;
-  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
-    throw new Error(`--vfio port=${spec.port}: fd=${fd} is not open in this process (it must be inherited from the process that opened the VFIO cdev)`);
-  }
-  if (!link.startsWith('/dev/vfio/devices/')) throw new Error(`--vfio port=${spec.port}: fd=${fd} is ${link}, not a VFIO cdev (/dev/vfio/devices/vfioN)`);
-  return new OwnedFd(fd, `${link} (fd ${fd})`);
 }
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -82,7 +71,7 @@ export class Runtime {
       if (!ctx) throw new Error(`--vfio port=${v.port}: no iommufd context '${v.iommu}'`);
       backend = ctx;
       if (v.fd !== undefined) {
-        const cdev = adoptCdev(v, v.fd);
+        const cdev = OwnedFd.inherited(v.fd, `--vfio port=${v.port}: fd`, '/dev/vfio/devices/vfioN', /^\/dev\/vfio\/devices\/vfio\d+$/);
         try { ctx.attachDevice(cdev); } catch (e) { cdev.close(); throw e; }
         device = cdev;
         detach = () => { try { if (!cdev.closed) ctx.detachDevice(cdev); } finally { cdev.close(); } };

@@ -13,11 +13,9 @@ import { STAT, STATE, stateViews, type DeviceMemory } from './shared-state.js';
 const V = vfio.VFIO_C;
 
 interface Bar {
-  index: number;
   size: number;
   /** Offset of the BAR's region in the device fd. */
   fdOffset: number;
-  io: boolean;
   /** [start, end) of the MSI-X table / PBA inside this BAR, when they live here. */
   table?: [number, number];
   pba?: [number, number];
@@ -49,9 +47,12 @@ export class AssignedDevice {
   readonly #stats: Float64Array;
   readonly #cfgOffset: number;
   readonly #scratch = Buffer.alloc(8);
+  /** The device fd number, read once (Target.fd may be a checking getter). */
+  readonly #fd: number;
 
   constructor(readonly dev: Target, readonly name: string, memory: DeviceMemory, hooks: ConfigHooks = {}) {
     this.#stats = new Float64Array(memory.stats);
+    this.#fd = dev.fd;
     const info = vfio.deviceGetInfo(dev);
     if (!(info.flags & V.VFIO_DEVICE_FLAGS_PCI)) throw new Error(`${dev.path} is not a vfio-pci device`);
     // BARs 0-5, the ROM and config space; the VGA region (8) exists only on VGA-class devices.
@@ -72,7 +73,7 @@ export class AssignedDevice {
     this.msix = m ? new MsixTable(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;
     for (const b of this.config.bars) {
       const r = this.regions[b.index]!;
-      const bar: Bar = { index: b.index, size: Number(b.size), fdOffset: Number(r.offset), io: b.io };
+      const bar: Bar = { size: Number(b.size), fdOffset: Number(r.offset) };
       if (m && m.tableBar === b.index) bar.table = [m.tableOffset, m.tableOffset + m.tableSize * 16];
       if (m && m.pbaBar === b.index) bar.pba = [m.pbaOffset, m.pbaOffset + MsixTable.pbaBytes(m.tableSize)];
       this.#bars[b.index] = bar;
@@ -81,7 +82,7 @@ export class AssignedDevice {
   }
 
   #configIo(): ConfigIo {
-    const buf = this.#scratch, fd = this.dev.fd, base = this.#cfgOffset;
+    const buf = this.#scratch, fd = this.#fd, base = this.#cfgOffset;
     return {
       read: (offset, size) => {
         this.#check(raw.pread(fd, buf, size, base + offset), size, `pread config 0x${offset.toString(16)}`);
@@ -120,7 +121,7 @@ export class AssignedDevice {
 
   #bar(req: Request, write: boolean): number {
     const bar = this.#bars[req.index];
-    if (bar === undefined || req.index < 0) return STATUS.BAD_BAR;
+    if (bar === undefined) return STATUS.BAD_BAR; // also a negative or non-BAR index
     const { offset, size } = req;
     if (size <= 8) {
       if (size !== 1 && size !== 2 && size !== 4 && size !== 8) return STATUS.BAD_WIDTH;
@@ -129,7 +130,7 @@ export class AssignedDevice {
     if (size === 0 || offset < 0 || offset + size > bar.size) return STATUS.OUT_OF_RANGE;
     if (bar.table && offset < bar.table[1] && bar.table[0] < offset + size) return this.#msix(req, write, bar.table, true);
     if (bar.pba && offset < bar.pba[1] && bar.pba[0] < offset + size) return this.#msix(req, write, bar.pba, false);
-    const n = write ? raw.pwrite(this.dev.fd, req.data, size, bar.fdOffset + offset) : raw.pread(this.dev.fd, req.data, size, bar.fdOffset + offset);
+    const n = write ? raw.pwrite(this.#fd, req.data, size, bar.fdOffset + offset) : raw.pread(this.#fd, req.data, size, bar.fdOffset + offset);
     if (n !== size) return this.#ioError(req);
     this.#stats[write ? STAT.BYTES_WRITTEN : STAT.BYTES_READ]! += size;
     return STATUS.OK;

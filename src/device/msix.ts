@@ -54,8 +54,9 @@ export class MsixTable {
     return (size === 1 || size === 2 || size === 4 || size === 8) && offset % size === 0 && offset >= 0 && offset + size <= bytes;
   }
 
+  // Byte copies, not subarray views: these run per guest access and must not allocate.
   readTable(offset: number, dst: Uint8Array, size: number): void {
-    dst.set(this.table.subarray(offset, offset + size));
+    for (let i = 0; i < size; i++) dst[i] = this.table[offset + i]!;
   }
 
   writeTable(offset: number, src: Uint8Array, size: number): void {
@@ -71,6 +72,6 @@ export class MsixTable {
 
   readPba(offset: number, dst: Uint8Array, size: number): void {
     this.listener?.pbaRead?.();
-    dst.set(this.pba.subarray(offset, offset + size));
+    for (let i = 0; i < size; i++) dst[i] = this.pba[offset + i]!;
   }
 }

@@ -118,4 +118,9 @@ export class BackendListeners {
     }
     if (failed) throw first;
   }
+
+  /** The backend's device set changed (and it still has devices): tell listeners its ranges now. */
+  emitRanges(backend: DmaBackend): void {
+    this.emit({ kind: 'ranges', ranges: backend.allowedRanges(), alignment: backend.iovaAlignment() }, backend);
+  }
 }

@@ -4,7 +4,6 @@
 // UNMAP_DMA by host virtual address. Device fds come from VFIO_GROUP_GET_DEVICE_FD. When the
 // last group leaves, the kernel releases the IOMMU with every mapping; the next group sets it
 // up again. Type1 cannot choose an IOVA itself: mapAnywhere picks the lowest free one here.
-import { readlinkSync } from 'node:fs';
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
@@ -32,13 +31,8 @@ const pow2Ceil = (n: bigint): bigint => { let p = 1n; while (p < n) p <<= 1n; re
 
 /** Take over a VFIO group fd passed in; its group id comes from the fd itself (no sysfs). */
 function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number } {
-  let link: string;
-  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
-    throw new Error(`group fd ${fd} for ${bdf} is not open in this process (it must be inherited from the process that opened /dev/vfio/<group>)`);
-  }
-  const m = /^\/dev\/vfio\/(\d+)$/.exec(link);
-  if (!m) throw new Error(`group fd ${fd} for ${bdf} is ${link}, not a VFIO group (/dev/vfio/<group>)`);
-  const group = new OwnedFd(fd, `${link} (fd ${fd})`);
+  const group = OwnedFd.inherited(fd, `${bdf}: group fd`, '/dev/vfio/<group>', /^\/dev\/vfio\/\d+$/);
+  const m = /^\/dev\/vfio\/(\d+) /.exec(group.path)!;
   if (!(vfio.groupGetStatus(group) & V.VFIO_GROUP_FLAGS_VIABLE)) {
     group.close();
     throw new Error(`IOMMU group ${m[1]} (fd ${fd}) is not viable: bind every device of the group to vfio-pci`);
@@ -205,7 +199,7 @@ export class ContainerBackend implements DmaBackend {
     this.#refreshRanges();
     const invalid = this.#log.outside(this.#ranges);
     try {
-      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.#alignment }, this);
+      this.#listeners.emitRanges(this);
     } catch (e) {
       try { this.detachDevice(bdf); } catch { /* the listener's error is the one to report */ }
       throw withHint(e, `${bdf} was detached from ${this} again`);
@@ -233,7 +227,7 @@ export class ContainerBackend implements DmaBackend {
       this.#listeners.emit({ kind: 'emptied' }, this);
     } else {
       this.#refreshRanges();
-      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.#alignment }, this);
+      this.#listeners.emitRanges(this);
     }
   }
 

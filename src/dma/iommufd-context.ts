@@ -5,7 +5,6 @@
 // is destroyed (the kernel drops every mapping in it) and the next attach allocates a fresh
 // one. Implements DmaBackend: memfd memory maps by file (IOMMU_IOAS_MAP_FILE), the rest by
 // host address (IOMMU_IOAS_MAP).
-import { readlinkSync } from 'node:fs';
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import type { Target } from '../../native/libc.js';
@@ -41,16 +40,6 @@ export interface IommufdAttachment {
 
 interface Attached { readonly device: Target; readonly devId: number; readonly ptId: number }
 
-/** Take over an iommufd fd number a privileged helper passed in, checking that it is one. */
-function adoptIommufd(fd: number): OwnedFd {
-  if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`iommufd fd must be a non-negative integer, got ${fd}`);
-  let link: string;
-  try { link = readlinkSync(`/proc/self/fd/${fd}`); } catch {
-    throw new Error(`iommufd fd ${fd} is not open in this process: pass the number of an fd opened on ${DEV_IOMMU} and inherited by this process`);
-  }
-  return new OwnedFd(fd, `iommufd fd ${fd} (${link})`);
-}
-
 export class IommufdContext implements DmaBackend {
   readonly kind = 'iommufd' as const;
   readonly #fd: OwnedFd;
@@ -73,7 +62,7 @@ export class IommufdContext implements DmaBackend {
    */
   static open(name: string, source: IommufdSource = {}): IommufdContext {
     if (typeof name !== 'string' || name.trim() === '') throw new TypeError('an iommufd context needs a name (the id= of --iommu)');
-    const fd = source.fd !== undefined ? adoptIommufd(source.fd) : openIommufd(source.path ?? DEV_IOMMU);
+    const fd = source.fd !== undefined ? OwnedFd.inherited(source.fd, 'iommufd fd', DEV_IOMMU) : openIommufd(source.path ?? DEV_IOMMU);
     try {
       return new IommufdContext(name, fd, iommufd.ioasAlloc(fd));
     } catch (e) {
@@ -207,7 +196,7 @@ export class IommufdContext implements DmaBackend {
     this.#refreshRanges();
     const invalid = this.#log.outside(this.#ranges);
     try {
-      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.iovaAlignment() }, this);
+      this.#listeners.emitRanges(this);
     } catch (e) {
       try { this.detachDevice(device); } catch { /* the listener's error is the one to report */ }
       throw withHint(e, `${device.path} was detached from ${this} again`);
@@ -228,7 +217,7 @@ export class IommufdContext implements DmaBackend {
       this.#listeners.emit({ kind: 'emptied' }, this);
     } else {
       this.#refreshRanges();
-      this.#listeners.emit({ kind: 'ranges', ranges: this.#ranges, alignment: this.iovaAlignment() }, this);
+      this.#listeners.emitRanges(this);
     }
   }
 

@@ -3,9 +3,7 @@
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { C, raw, rlimit } from '../../native/libc.js';
 import { decode } from '../../native/layout.js';
-import { errnoName } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
-import { OwnedFd } from '../fd.js';
 import { listFunctions } from './pci-sysfs.js';
 import { DEV_IOMMU, DEV_VFIO_CONTAINER } from '../vfio/open.js';
 

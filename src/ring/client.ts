@@ -195,7 +195,7 @@ export class RingClient {
     if (n > this.geometry.bulkBytes) throw new RingError(STATUS.BAD_WIDTH, `${describe(op, bar, offset, n)} (ring bulk limit ${this.geometry.bulkBytes})`);
     const t = this.submitBulk(op, bar, offset, write ? data : undefined, n);
     const status = this.await(t);
-    if (status === STATUS.OK && !write) data.set(this.#u8.subarray(this.#dataAt(t, n), this.#dataAt(t, n) + n));
+    if (status === STATUS.OK && !write) { const at = this.#dataAt(t, n); data.set(this.#u8.subarray(at, at + n)); }
     this.release(t);
     this.#ok(status, op, bar, offset, n);
   }

@@ -128,7 +128,6 @@ export class RingServer {
     Atomics.notify(this.#i32, H.DOORBELL);
     await this.#stopped;
   }
-
 }
 
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */

@@ -1,10 +1,9 @@
 // The lab's emulated devices, found by vendor:device id (see lab/README or ../shared/lab/README.md).
-import * as iommufd from '../../native/iommufd.js';
-import * as vfio from '../../native/vfio.js';
-import { OwnedFd } from '../../src/fd.js';
 import { existsSync } from 'node:fs';
 import { findFunctions, listFunctions } from '../../src/host/pci-sysfs.js';
-import { openCdev, openContainer, openGroup, openIommufd } from '../../src/vfio/open.js';
+import type { Target } from '../../native/libc.js';
+import { ContainerBackend } from '../../src/dma/container-backend.js';
+import { IommufdContext } from '../../src/dma/iommufd-context.js';
 
 export const LAB_IDS = { nvme: [0x1b36, 0x0010], e1000e: [0x8086, 0x10d3], edu: [0x1234, 0x11e8], igb: [0x8086, 0x10c9] } as const;
 
@@ -34,22 +33,20 @@ export function nonVfioFunction(): string {
   return f.bdf;
 }
 
-/** A lab device opened on the cdev path, bound and attached to a fresh IOAS. */
-export function openOnIommufd(bdf: string): { dev: OwnedFd; close: () => void } {
-  const iommu = openIommufd();
-  const ioas = iommufd.ioasAlloc(iommu);
-  const dev = openCdev(bdf);
-  vfio.deviceBindIommufd(dev, iommu.fd);
-  vfio.deviceAttachIommufdPt(dev, ioas);
-  return { dev, close: () => { dev.close(); iommu.close(); } };
+/** A lab device on the cdev path, attached to a fresh iommufd context (the production path). */
+export function openOnIommufd(bdf: string): { dev: Target; close: () => void } {
+  const ctx = IommufdContext.open(`test-${bdf}`);
+  try {
+    const a = ctx.attachPciDevice(bdf);
+    return { dev: a.device, close: () => { a.detach(); ctx.close(); } };
+  } catch (e) { ctx.close(); throw e; }
 }
 
-/** A lab device opened on the legacy group/container path. */
-export function openOnContainer(bdf: string): { dev: OwnedFd; close: () => void } {
-  const container = openContainer();
-  const { group } = openGroup(bdf);
-  vfio.groupSetContainer(group, container.fd);
-  vfio.setIommu(container, vfio.VFIO_C.VFIO_TYPE1v2_IOMMU);
-  const dev = new OwnedFd(vfio.groupGetDeviceFd(group, bdf), `${group.path} (${bdf})`);
-  return { dev, close: () => { dev.close(); group.close(); container.close(); } };
+/** A lab device on the legacy group/container path (the production path). */
+export function openOnContainer(bdf: string): { dev: Target; close: () => void } {
+  const container = ContainerBackend.open(`test-${bdf}`);
+  try {
+    const a = container.attachPciDevice(bdf);
+    return { dev: a.device, close: () => { a.detach(); container.close(); } };
+  } catch (e) { container.close(); throw e; }
 }
