@@ -3,6 +3,7 @@ export * as layout from './layout.js';
 export * as libc from './libc.js';
 export * as vfio from './vfio.js';
 export * as iommufd from './iommufd.js';
+export * as iommufdTest from './iommufd-test.js';
 export * as kvm from './kvm.js';
 export { PCI } from './pci-regs.js';
 export { SysError, errnoName, errnoNumber } from './errno.js';

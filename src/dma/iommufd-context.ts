@@ -38,7 +38,31 @@ export interface IommufdAttachment {
   readonly invalid: readonly DmaMapping[];
 }
 
-interface Attached { readonly device: Target; readonly devId: number; readonly ptId: number }
+/** What the device is attached to now: the IOAS (or a HWPT a vIOMMU chose), or nothing (DMA blocked). */
+interface Attached { readonly device: Target; readonly devId: number; ptId: number | undefined }
+
+/**
+ * Something built on this context's devices and IOAS (a vIOMMU with its HWPTs and vDevices) that
+ * must let go of a device before the device leaves, and be gone before the IOAS is destroyed.
+ */
+export interface ContextDependent {
+  releaseDevice(devId: number): void;
+  close(): void;
+}
+
+/** A device as nested translation drives it: attach to a page table (replacing the old one atomically), go home, or block. */
+export interface NestableDevice {
+  /** The id iommufd gave the bound device. */
+  readonly devId: number;
+  /** For error messages: the cdev path, or what the device is. */
+  readonly label: string;
+  /** Attach to `ptId` (a HWPT or an IOAS) in place of whatever the device has now. */
+  attach(ptId: number): void;
+  /** Back to the context's IOAS, as it was before a vIOMMU took it. */
+  home(): void;
+  /** Detach from every page table: DMA is blocked. Absent when the device cannot. */
+  block?(): void;
+}
 
 export class IommufdContext implements DmaBackend {
   readonly kind = 'iommufd' as const;
@@ -49,6 +73,7 @@ export class IommufdContext implements DmaBackend {
   readonly #devices = new Map<number, Attached>();
   readonly #log = new MappingLog();
   readonly #listeners = new BackendListeners();
+  readonly #dependents = new Set<ContextDependent>();
 
   private constructor(readonly name: string, fd: OwnedFd, ioas: number) {
     this.#fd = fd;
@@ -85,6 +110,25 @@ export class IommufdContext implements DmaBackend {
   iovaAlignment(): bigint { return this.#alignment > PAGE_SIZE ? this.#alignment : PAGE_SIZE; }
   mappings(): readonly DmaMapping[] { return this.#log.all(); }
   subscribe(listener: BackendListener): () => void { return this.#listeners.add(listener); }
+
+  /** Register an object built on this context; it is told before a device leaves and closed before the IOAS goes. */
+  track(dependent: ContextDependent): () => void {
+    this.#dependents.add(dependent);
+    return () => { this.#dependents.delete(dependent); };
+  }
+
+  /** The devId of an attached VFIO device, and the handle nested translation uses to move it between page tables. */
+  nestable(device: Target): NestableDevice {
+    const a = this.#devices.get(device.fd);
+    if (!a || a.device !== device) throw new Error(`${device.path} is not attached to ${this}`);
+    return {
+      devId: a.devId,
+      label: device.path,
+      attach: (ptId) => { vfio.deviceAttachIommufdPt(device, ptId); a.ptId = ptId; },
+      home: () => { a.ptId = vfio.deviceAttachIommufdPt(device, this.#ensureIoas()); },
+      block: () => { if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device); a.ptId = undefined; },
+    };
+  }
 
   #ensureIoas(): number {
     if (this.#ioas === undefined) {
@@ -206,10 +250,13 @@ export class IommufdContext implements DmaBackend {
 
   /** Detach a device; when it was the last one, destroy the IOAS (and with it every mapping). */
   detachDevice(device: Target): void {
-    if (!this.#devices.has(device.fd)) throw new Error(`${device.path} is not attached to ${this}`);
-    vfio.deviceDetachIommufdPt(device);
+    const a = this.#devices.get(device.fd);
+    if (!a) throw new Error(`${device.path} is not attached to ${this}`);
+    for (const d of this.#dependents) d.releaseDevice(a.devId);
+    if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device);
     this.#devices.delete(device.fd);
     if (this.#devices.size === 0) {
+      this.#closeDependents();
       iommufd.destroy(this.#fd, this.#ioas!);
       this.#ioas = undefined;
       this.#log.clear();
@@ -231,9 +278,17 @@ export class IommufdContext implements DmaBackend {
     };
   }
 
+  #closeDependents(): void {
+    const errors: unknown[] = [];
+    for (const d of [...this.#dependents].reverse()) { try { d.close(); } catch (e) { errors.push(e); } }
+    this.#dependents.clear();
+    if (errors.length) throw errors[0];
+  }
+
   /** Destroy the IOAS and close the iommufd; every device must have been detached. */
   close(): void {
     if (this.#devices.size) throw new Error(`${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`);
+    this.#closeDependents();
     if (this.#ioas !== undefined && !this.#fd.closed) iommufd.destroy(this.#fd, this.#ioas);
     this.#ioas = undefined;
     this.#log.clear();
