@@ -10,6 +10,11 @@ import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
 import type { RuntimeSpec, VfioSpec } from '../cli/specs.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
+import type { Target } from '../../native/libc.js';
+import type { Registry } from 'prom-client';
+import { registerNestingMetrics } from '../metrics/nesting.js';
+import type { IommuKind } from '../nesting/iommu-types.js';
+import { type AnyVIommu, type DeviceIommuInfo, type VDevice, VIommu, type VIommuDescription, type VIommuOptions, deviceIommuInfo } from '../nesting/viommu.js';
 import { DeviceHost } from './device-host.js';
 
 export interface RuntimeDevice {
@@ -18,13 +23,18 @@ export interface RuntimeDevice {
   readonly backend: DmaBackend;
   readonly host: DeviceHost;
   readonly detach: () => void;
+  /** The VFIO device fd (cdev or group-opened). */
+  readonly device: Target;
+  /** The physical IOMMU behind the device (IOMMU_GET_HW_INFO), for iommufd devices. */
+  readonly iommu: DeviceIommuInfo | undefined;
 }
 
 export interface RuntimeDescription {
   contexts: { id: string; ioasId: number | undefined; devices: number; ranges: string[] }[];
   container: { devices: string[] } | undefined;
-  devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; description: DeviceDescription }[];
+  devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean }; description: DeviceDescription }[];
   memory: { name: string; gpa: string; size: string }[];
+  viommus: VIommuDescription[];
 }
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -34,6 +44,8 @@ export class Runtime {
   container: ContainerBackend | undefined;
   readonly memory = new GuestMemory();
   readonly devices = new Map<string, RuntimeDevice>();
+  /** Virtual IOMMUs by name; each belongs to one context and closes with it. */
+  readonly viommus = new Map<string, AnyVIommu>();
   /** Guest RAM the runtime allocated itself (--memory), in spec order. */
   readonly ram: MemfdRegion[] = [];
   #closed = false;
@@ -84,9 +96,12 @@ export class Runtime {
       const a = this.container.attachPciDevice(v.host!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
       backend = this.container; device = a.device; detach = a.detach;
     }
-    let host: DeviceHost;
-    try { host = await DeviceHost.start({ name: v.port, device }); } catch (e) { detach(); throw e; }
-    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach };
+    let host: DeviceHost, iommu: DeviceIommuInfo | undefined;
+    try {
+      if (backend instanceof IommufdContext) iommu = deviceIommuInfo(backend.iommufd, backend.nestable(device).devId);
+      host = await DeviceHost.start({ name: v.port, device });
+    } catch (e) { detach(); throw e; }
+    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach, device, iommu };
     this.devices.set(v.port, d);
     return d;
   }
@@ -95,6 +110,37 @@ export class Runtime {
     const d = this.devices.get(port);
     if (!d) throw new Error(`no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
     return d.host;
+  }
+
+  #iommufdDevice(port: string, what: string): { d: RuntimeDevice; ctx: IommufdContext } {
+    const d = this.devices.get(port);
+    if (!d) throw new Error(`${what}: no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
+    if (!(d.backend instanceof IommufdContext)) throw new Error(`${what}: port '${port}' is on the legacy VFIO container; nested translation needs iommufd (give it iommu=<id>)`);
+    return { d, ctx: d.backend };
+  }
+
+  /**
+   * Create the host side of a virtual IOMMU of `kind`, backed by the physical IOMMU of the
+   * device on `port` and living on that device's iommufd context (closed with it).
+   */
+  createVIommu<K extends IommuKind>(name: string, kind: K, port: string, opts: VIommuOptions<K> = {}): VIommu<K> {
+    if (this.viommus.get(name)?.closed === false) throw new Error(`vIOMMU '${name}' already exists`);
+    const { d, ctx } = this.#iommufdDevice(port, `vIOMMU '${name}'`);
+    const v = VIommu.create(name, ctx, ctx.nestable(d.device), kind, opts);
+    this.viommus.set(name, v as unknown as AnyVIommu);
+    return v;
+  }
+
+  /** Put the device on `port` under vIOMMU `name` with the guest's virtual id for it; it starts in bypass. */
+  addVDevice<K extends IommuKind>(viommu: VIommu<K>, port: string, virtId: bigint | number): VDevice<K> {
+    const { d, ctx } = this.#iommufdDevice(port, `${viommu}`);
+    if (viommu.context !== ctx) throw new Error(`${viommu} lives on ${viommu.context}, but port '${port}' is on ${ctx}: a vDevice needs a device on the vIOMMU's context`);
+    return viommu.addDevice(ctx.nestable(d.device), virtId);
+  }
+
+  /** Export the runtime's metrics (nested translation, for now) on a prom-client registry. */
+  registerMetrics(registry: Registry): void {
+    registerNestingMetrics(registry, () => this.viommus.values());
   }
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
@@ -108,9 +154,11 @@ export class Runtime {
       devices: [...this.devices.values()].map((d) => ({
         port: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}`,
         ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined ? { ioasId: d.backend.ioasId } : {}),
+        ...(d.iommu ? { iommu: { type: d.iommu.info.iommu, nesting: d.iommu.info.nesting, dirtyTracking: d.iommu.dirtyTracking } } : {}),
         description: d.host.description,
       })),
       memory: this.memory.regions().map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
+      viommus: [...this.viommus.values()].filter((v) => !v.closed).map((v) => v.describe()),
     };
   }
 
@@ -123,6 +171,8 @@ export class Runtime {
       d.detach();
     }
     this.devices.clear();
+    for (const v of [...this.viommus.values()].reverse()) { try { v.close(); } catch { /* closing its context reports what is left */ } }
+    this.viommus.clear();
     for (const r of [...this.memory.regions()]) this.memory.removeRegion(r);
     for (const c of this.contexts.values()) c.close();
     this.container?.close();

@@ -315,6 +315,9 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
   }
 }
 
+/** A vIOMMU of any type (VIommu<K> is invariant in K: its methods take K's data). */
+export type AnyVIommu = { [K in IommuKind]: VIommu<K> }[IommuKind];
+
 function describeIommu(info: IommuHwInfo): string {
   return info.iommu in IOMMU_TYPES ? IOMMU_TYPES[info.iommu as IommuKind].label : `an IOMMU of type '${info.iommu}'`;
 }

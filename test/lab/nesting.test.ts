@@ -5,12 +5,14 @@
 // device is attached to a HWPT is asked of the kernel: DESTROY of an attached HWPT fails EBUSY
 // and changes nothing. Teardown is checked the same way: DESTROY of each freed id is ENOENT.
 // The lab NVMe sits behind QEMU's intel-iommu, which has no nesting: the "unsupported" path.
+import { Registry } from 'prom-client';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import { IOMMUFD_TEST_C as T, devCheckCache, mdCheckIotlb } from '../../native/iommufd-test.js';
 import type { Target } from '../../native/libc.js';
+import { Runtime } from '../../src/coordinator/runtime.js';
 import { IommufdContext } from '../../src/dma/iommufd-context.js';
 import { SELFTEST_ABORT_IOTLB, SELFTEST_BYPASS_IOTLB } from '../../src/nesting/iommu-types.js';
 import { type NestingSetupError, VIommu, deviceIommuInfo } from '../../src/nesting/viommu.js';
@@ -217,3 +219,53 @@ s('wrong IOMMU type, wrong stage-1 data, and an IOMMU without nesting: clear err
 });
 
 s.run();
+
+// ---------------------------------------------------------------- in the runtime
+const r = suite('nested translation in the runtime');
+r.before(() => requireLab());
+
+r('devices report their IOMMU; a vIOMMU lives on a context and closes with its last device', async () => {
+  const rt = await Runtime.start({
+    iommu: [{ id: 'ctx0' }], memory: [],
+    vfio: [{ host: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }, { host: labDevice('e1000e'), port: 'nic0' }],
+  });
+  let v: VIommu<'selftest'> | undefined;
+  try {
+    const d = rt.describe();
+    assert.equal(d.devices[0]!.iommu, { type: 'intel-vtd', nesting: false, dirtyTracking: rt.devices.get('nvme0')!.iommu!.dirtyTracking });
+    assert.is(d.devices[1]!.iommu, undefined, 'the legacy container has no GET_HW_INFO');
+    assert.throws(() => rt.createVIommu('v0', 'intel-vtd', 'nvme0'), /nvme0|vfio\d+.*cannot be a nesting parent/);
+    assert.throws(() => rt.createVIommu('v0', 'selftest', 'nic0'), /legacy VFIO container; nested translation needs iommufd/);
+    assert.throws(() => rt.createVIommu('v0', 'selftest', 'nope'), /no device on port 'nope'/);
+    assert.equal(rt.describe().viommus, []);
+
+    // A mock device on the same context stands in for a device whose IOMMU nests.
+    const ctx = rt.contexts.get('ctx0')!;
+    const mock = mockDevice(ctx);
+    v = VIommu.create('v0', ctx, mock, 'selftest');
+    rt.viommus.set('v0', v);
+    const dev = v.addDevice(mock, 0x10);
+    dev.install({ iommu: 'selftest', iotlb: 3 });
+    const seen = rt.describe().viommus;
+    assert.is(seen.length, 1);
+    assert.equal({ name: seen[0]!.name, context: seen[0]!.context, mode: seen[0]!.devices[0]!.mode, live: seen[0]!.stats.hwptsLive }, { name: 'v0', context: 'ctx0', mode: 'stage1', live: 4 });
+
+    // The same counters, as Prometheus scrapes them.
+    dev.invalidateStage1([{ iommu: 'selftest', iotlbId: 0 }, { iommu: 'selftest', iotlbId: 'all' }]);
+    const registry = new Registry();
+    rt.registerMetrics(registry);
+    const text = await registry.metrics();
+    const L = '{viommu="v0",iommu="selftest",context="ctx0"';
+    for (const line of [`vfio_viommu_hwpts${L}} 4`, `vfio_viommu_vdevices${L},mode="stage1"} 1`, `vfio_viommu_vdevices${L},mode="bypass"} 0`,
+      `vfio_viommu_stage1_installs_total${L}} 1`, `vfio_viommu_invalidation_batches_total${L}} 1`, `vfio_viommu_invalidation_entries_total${L}} 2`,
+      `vfio_viommu_invalidation_consumed_total${L}} 2`, `vfio_viommu_invalidation_failures_total${L}} 0`]) {
+      assert.ok(text.includes(line), `metrics have ${line}\n${text}`);
+    }
+  } finally {
+    await rt.shutdown(); // nvme0 leaves ctx0 last: the context closes the vIOMMU, then the mock, then its IOAS
+  }
+  assert.ok(v?.closed, 'the vIOMMU closed with its context');
+  assert.ok(v?.devices.length === 0);
+});
+
+r.run();
