@@ -201,6 +201,14 @@ s('wrong IOMMU type, wrong stage-1 data, and an IOMMU without nesting: clear err
     assert.throws(() => v.invalidate([{ iommu: 'arm-smmuv3', cmd: [0n, 0n] } as never]), /takes selftest invalidations, not arm-smmuv3/);
     assert.is(dev.mode, 'bypass');
     assert.is(v.stats.hwptsLive, 3, 'nothing was allocated');
+
+    // A device has one vDevice: under a second vIOMMU the kernel refuses it, and the device stays where it was.
+    const v2 = VIommu.create('viommu1', st.ctx!, st.mock!, 'selftest');
+    try {
+      assert.throws(() => v2.addDevice(st.mock!, 2), (e: Error) => /IOMMU_VDEVICE_ALLOC on \/dev\/iommu: EEXIST/.test(e.message) && /already has a vDevice/.test(e.message) && (e as NestingSetupError).step === 'vDevice');
+      assert.is(v2.devices.length, 0);
+      assert.is(st.mock!.ptId, v.bypass.hwptId, 'still on the first vIOMMU\'s bypass HWPT');
+    } finally { v2.close(); }
   } finally { v.close(); }
 
   // The lab NVMe's IOMMU (QEMU intel-iommu) cannot be a nesting parent.
