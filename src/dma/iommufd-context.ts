@@ -252,7 +252,9 @@ export class IommufdContext implements DmaBackend {
   detachDevice(device: Target): void {
     const a = this.#devices.get(device.fd);
     if (!a) throw new Error(`${device.path} is not attached to ${this}`);
-    for (const d of this.#dependents) d.releaseDevice(a.devId);
+    // A vDevice that cannot be torn down must not keep the device attached: detach anyway, then report it.
+    let released: unknown;
+    for (const d of this.#dependents) { try { d.releaseDevice(a.devId); } catch (e) { released ??= e; } }
     if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device);
     this.#devices.delete(device.fd);
     if (this.#devices.size === 0) {
@@ -266,6 +268,7 @@ export class IommufdContext implements DmaBackend {
       this.#refreshRanges();
       this.#listeners.emitRanges(this);
     }
+    if (released !== undefined) throw released;
   }
 
   attachPciDevice(bdf: string): IommufdDevice {
