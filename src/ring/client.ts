@@ -3,7 +3,7 @@
 // Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
 // sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
   override readonly name = 'RingError';
@@ -41,8 +41,8 @@ export class RingClient {
 
   constructor(readonly sab: SharedArrayBuffer, opts: RingClientOptions = {}) {
     this.geometry = ringGeometry(sab);
-    this.#i32 = new Int32Array(sab);
-    this.#u8 = new Uint8Array(sab);
+    this.#i32 = ringWords(sab);
+    this.#u8 = ringU8(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#spin = opts.spin ?? 4000;
     this.#await = new SpinBudget(this.#spin);

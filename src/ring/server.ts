@@ -2,7 +2,7 @@
 // ticket order, complete each in its slot, and sleep with Atomics.waitAsync when idle so the
 // worker's event loop stays free for control calls and interrupt relays.
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
 export interface Request {
@@ -43,14 +43,16 @@ export class RingServer {
 
   constructor(readonly sab: SharedArrayBuffer, readonly handler: Handler, opts: RingServerOptions = {}) {
     this.geometry = ringGeometry(sab);
-    this.#i32 = new Int32Array(sab);
+    this.#i32 = ringWords(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#spin = new SpinBudget(opts.spin ?? 4000);
     this.#batch = opts.batch ?? 1024;
     const n = this.geometry.capacity;
-    this.#inline = Array.from({ length: n }, (_, i) => new Uint8Array(sab, (slotWord(i) + S.DATA) * 4, INLINE_BYTES));
-    this.#inlineWords = Array.from({ length: n }, (_, i) => new Int32Array(sab, (slotWord(i) + S.DATA) * 4, INLINE_BYTES / 4));
-    this.#bulk = Array.from({ length: n }, (_, i) => new Uint8Array(sab, bulkOffset(this.geometry, i), this.geometry.bulkBytes));
+    const u8 = ringU8(sab);
+    const words = ringWords(sab);
+    this.#inline = Array.from({ length: n }, (_, i) => u8.subarray((slotWord(i) + S.DATA) * 4, (slotWord(i) + S.DATA) * 4 + INLINE_BYTES));
+    this.#inlineWords = Array.from({ length: n }, (_, i) => words.subarray(slotWord(i) + S.DATA, slotWord(i) + S.DATA + INLINE_BYTES / 4));
+    this.#bulk = Array.from({ length: n }, (_, i) => u8.subarray(bulkOffset(this.geometry, i), bulkOffset(this.geometry, i) + this.geometry.bulkBytes));
   }
 
   /** Serve every request that is ready now; returns how many. Synchronous. */
@@ -132,7 +134,7 @@ export class RingServer {
 
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */
 export function closeRing(sab: SharedArrayBuffer): void {
-  const h = new Int32Array(sab);
+  const h = ringWords(sab);
   Atomics.store(h, H.STATE, RING_STATE.CLOSED);
   for (let i = 0; i < h[H.CAPACITY]!; i++) Atomics.notify(h, slotWord(i) + S.SEQ);
 }

@@ -5,7 +5,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
 import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
-import { H, OP, STATUS, createRingBuffer } from '../../src/ring/protocol.js';
+import koffi from 'koffi';
+import { H, OP, STATUS, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords } from '../../src/ring/protocol.js';
 import { RingServer, closeRing } from '../../src/ring/server.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -17,6 +18,20 @@ function simServer(ring: SharedArrayBuffer): { stop: () => Promise<number> } {
     stop: () => new Promise((resolve) => { w.once('message', (m: { served: number }) => { void w.terminate(); resolve(m.served); }); w.postMessage('stop'); }),
   };
 }
+
+test('a ring starts on a cache-line boundary whatever its buffer\'s alignment', () => {
+  const seen = new Set<number>();
+  for (let i = 0; i < 32; i++) {
+    const ring = createRingBuffer({ capacity: 4 << (i % 3), bulkBytes: 8 * (i % 5) });
+    seen.add(ringOffset(ring));
+    assert.is(Number((koffi.address(ringU8(ring)) as bigint) % 64n), 0, `ring ${i} at offset ${ringOffset(ring)}`);
+    assert.is(Atomics.load(ringWords(ring), H.CAPACITY), 4 << (i % 3));
+  }
+  assert.ok([...seen].every((b) => b % 16 === 0 && b < 64), `offsets ${[...seen]}`);
+  assert.throws(() => ringGeometry(new SharedArrayBuffer(1024)), /not a device ring/);
+  const odd = new SharedArrayBuffer(1024); new Int32Array(odd)[255] = 8;
+  assert.throws(() => ringWords(odd), /bad alignment word/);
+});
 
 test('4 producer threads × 2 rings: every request completes once, correctly', async () => {
   const rings = [createRingBuffer({ capacity: 16, bulkBytes: 256 }), createRingBuffer({ capacity: 16, bulkBytes: 256 })];
@@ -32,7 +47,7 @@ test('4 producer threads × 2 rings: every request completes once, correctly', a
   for (const r of results) { assert.equal(r.errors, []); assert.equal(r.mismatches, []); assert.is(r.done, perProducer); }
   // Each producer request is one ring call, except write+read-back which is two.
   assert.ok(served[0]! + served[1]! >= 4 * perProducer, `served ${served}`);
-  for (const ring of rings) assert.is(Atomics.load(new Int32Array(ring), H.TAIL), Atomics.load(new Int32Array(ring), H.HEAD), 'tail == head: nothing left in flight');
+  for (const ring of rings) assert.is(Atomics.load(ringWords(ring), H.TAIL), Atomics.load(ringWords(ring), H.HEAD), 'tail == head: nothing left in flight');
 });
 
 test('malformed requests get their status and the server keeps serving', async () => {
@@ -74,7 +89,7 @@ test('a full ring applies back-pressure; requests queued while no server runs ar
   const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   // A fifth submit would block: the ring is full. Check that it is, without blocking.
-  const h = new Int32Array(ring);
+  const h = ringWords(ring);
   assert.is(Atomics.load(h, H.TAIL) - Atomics.load(h, H.HEAD), 4, '4 in flight');
   const server = new RingServer(ring, simulatedHandler(4096));
   assert.is(server.drain(), 4, 'a later server serves what was queued');
