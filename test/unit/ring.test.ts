@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
 import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
 import koffi from 'koffi';
-import { H, OP, STATUS, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords } from '../../src/ring/protocol.js';
+import { H, OP, S, STATUS, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
 import { RingServer, closeRing } from '../../src/ring/server.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -94,6 +94,27 @@ test('a full ring applies back-pressure; requests queued while no server runs ar
   const server = new RingServer(ring, simulatedHandler(4096));
   assert.is(server.drain(), 4, 'a later server serves what was queued');
   for (const [i, t] of tickets.entries()) { assert.is(c.await(t), STATUS.OK); c.release(t); assert.is(c.lo, 0x10 * i); }
+});
+
+test('inline data reaches the handler and its writes come back, whatever the status', () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const seen: number[][] = [];
+  const server = new RingServer(ring, (req) => {
+    seen.push([...req.words!]);
+    req.words![0] = req.words![0]! + 1;
+    req.words![3] = 0x55;
+    return req.op === OP.NOP ? STATUS.OK : STATUS.IO_ERROR;
+  });
+  const a = c.submit(OP.BAR_WRITE, 0, 0, 8, 41, 7);
+  const b = c.submit(OP.NOP, 0, 0, 0, 99, 0);
+  assert.is(server.drain(), 2);
+  assert.equal(seen, [[41, 7, 0, 0], [99, 0, 0, 0]]);
+  assert.is(c.await(a), STATUS.IO_ERROR); c.release(a);
+  assert.is(c.lo, 42); assert.is(c.hi, 7);
+  assert.is(c.await(b), STATUS.OK); c.release(b);
+  assert.is(c.lo, 100);
+  assert.is(ringWords(ring)[slotWord(b & 3) + S.DATA + 3], 0x55, 'the whole inline area is copied back');
 });
 
 test('closing the ring wakes a waiting producer with RingClosedError', () => {
