@@ -3,7 +3,7 @@
 // Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
 // sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
   override readonly name = 'RingError';
@@ -32,6 +32,8 @@ export class RingClient {
   readonly #i32: Int32Array;
   readonly #u8: Uint8Array;
   readonly #mask: number;
+  /** Word index of slot 0's free word. */
+  readonly #free: number;
   readonly #spin: number;
   readonly #await: SpinBudget;
   readonly #slice: number;
@@ -44,6 +46,7 @@ export class RingClient {
     this.#i32 = ringWords(sab);
     this.#u8 = ringU8(sab);
     this.#mask = this.geometry.capacity - 1;
+    this.#free = freeWord(this.geometry, 0);
     this.#spin = opts.spin ?? 4000;
     this.#await = new SpinBudget(this.#spin);
     this.#slice = opts.waitSliceMs ?? 100;
@@ -74,9 +77,9 @@ export class RingClient {
     const h = this.#i32;
     for (let spins = 0; ; ) {
       const t = Atomics.load(h, H.TAIL);
-      const w = slotWord(t & this.#mask);
-      const seq = Atomics.load(h, w + S.SEQ);
-      const diff = (seq - t) | 0;
+      const f = this.#free + (t & this.#mask);
+      const free = Atomics.load(h, f);
+      const diff = (free - t) | 0;
       if (diff === 0) {
         if (Atomics.compareExchange(h, H.TAIL, t, (t + 1) | 0) === t) return t;
       } else if (diff < 0) {
@@ -84,7 +87,7 @@ export class RingClient {
         if (++spins < this.#spin) continue;
         this.#checkOpen();
         Atomics.add(h, H.FULL_WAITERS, 1);
-        if (Atomics.load(h, w + S.SEQ) === seq) Atomics.wait(h, w + S.SEQ, seq, this.#slice);
+        if (Atomics.load(h, f) === free) Atomics.wait(h, f, free, this.#slice);
         Atomics.sub(h, H.FULL_WAITERS, 1);
       }
     }
@@ -136,11 +139,13 @@ export class RingClient {
   /** Copy a completed ticket's inline result into lo/hi and hand the slot back. */
   release(t: number): void {
     const h = this.#i32;
-    const w = slotWord(t & this.#mask);
+    const slot = t & this.#mask;
+    const w = slotWord(slot);
     this.lo = h[w + S.DATA]!;
     this.hi = h[w + S.DATA + 1]!;
-    Atomics.store(h, w + S.SEQ, (t + this.geometry.capacity) | 0);
-    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, w + S.SEQ);
+    const f = this.#free + slot;
+    Atomics.store(h, f, (t + this.#mask + 1) | 0);
+    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, f);
   }
 
   /** One request, start to finish. Returns the status; inline results land in lo/hi. */

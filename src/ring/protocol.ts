@@ -1,5 +1,5 @@
-// The device ring's shared-memory layout: a header, fixed 64-byte request slots, and a bulk
-// data area (one block per slot). Both sides index the same Int32Array (ringWords) with these
+// The device ring's shared-memory layout: a header, fixed 64-byte request slots, one "free"
+// word per slot, and a bulk data area (one block per slot). Both sides index the same Int32Array (ringWords) with these
 // constants.
 import koffi from 'koffi';
 
@@ -29,7 +29,7 @@ export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
 
 /** Slot words, relative to the slot's first word. */
 export const S = {
-  SEQ: 0, // ticket: free when == ticket, published at +1, completed at +2
+  SEQ: 0, // ticket t's request: published at t+1, completed at t+2 (initially the slot index)
   OP: 1,
   INDEX: 2, // BAR index for BAR ops
   SIZE: 3,
@@ -79,8 +79,17 @@ export const statusName = (s: number): string => Object.entries(STATUS).find(([,
 
 export interface RingGeometry { capacity: number; bulkBytes: number }
 
+/**
+ * Free words, one per slot (in their own cache lines after the slots): the ticket that may claim
+ * the slot next. A producer releases its slot by storing ticket+capacity there, after reading its
+ * result. Only producers touch these lines, so a release does not pull the slot's line back from
+ * the consumer (who polls the next slot's line, not this one). Initially slot i's word is i.
+ */
+export const freeWord = (g: RingGeometry, slot: number): number => (HEADER_BYTES + g.capacity * SLOT_BYTES) / 4 + slot;
+const freeBytes = (g: RingGeometry): number => Math.ceil((g.capacity * 4) / 64) * 64;
+
 export function ringBytes(g: RingGeometry): number {
-  return HEADER_BYTES + g.capacity * SLOT_BYTES + g.capacity * g.bulkBytes;
+  return HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + g.capacity * g.bulkBytes;
 }
 
 /**
@@ -101,7 +110,7 @@ export function createRingBuffer(g: RingGeometry = { capacity: 64, bulkBytes: 40
   const h = ringWords(sab);
   h[H.CAPACITY] = g.capacity;
   h[H.BULK_BYTES] = g.bulkBytes;
-  for (let i = 0; i < g.capacity; i++) h[HEADER_BYTES / 4 + i * SLOT_WORDS + S.SEQ] = i;
+  for (let i = 0; i < g.capacity; i++) { h[slotWord(i) + S.SEQ] = i; h[freeWord(g, i)] = i; }
   Atomics.store(h, H.MAGIC, RING_MAGIC);
   return sab;
 }
@@ -130,4 +139,4 @@ export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
 }
 
 export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;
-export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + slot * g.bulkBytes;
+export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + slot * g.bulkBytes;

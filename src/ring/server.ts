@@ -2,7 +2,7 @@
 // ticket order, complete each in its slot, and sleep with Atomics.waitAsync when idle so the
 // worker's event loop stays free for control calls and interrupt relays.
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
 export interface Request {
@@ -168,7 +168,7 @@ export class RingServer {
 
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */
 export function closeRing(sab: SharedArrayBuffer): void {
-  const h = ringWords(sab);
+  const h = ringWords(sab), g = ringGeometry(sab);
   Atomics.store(h, H.STATE, RING_STATE.CLOSED);
-  for (let i = 0; i < h[H.CAPACITY]!; i++) Atomics.notify(h, slotWord(i) + S.SEQ);
+  for (let i = 0; i < g.capacity; i++) { Atomics.notify(h, slotWord(i) + S.SEQ); Atomics.notify(h, freeWord(g, i)); }
 }

@@ -117,6 +117,40 @@ test('inline data reaches the handler and its writes come back, whatever the sta
   assert.is(ringWords(ring)[slotWord(b & 3) + S.DATA + 3], 0x55, 'the whole inline area is copied back');
 });
 
+test('a producer blocked on a full ring is woken by the release of the slot it waits for', async () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const h = ringWords(ring);
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
+  const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring });
+  // The other thread spins briefly, then sleeps (a 5 s slice) on slot 0's free word.
+  for (let i = 0; i < 200 && Atomics.load(h, H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.is(Atomics.load(h, H.FULL_WAITERS), 1, 'the fifth producer waits for a free slot');
+  const server = new RingServer(ring, simulatedHandler(4096));
+  assert.is(server.drain(), 4);
+  const t0 = performance.now();
+  assert.is(c.await(tickets[0]!), STATUS.OK); c.release(tickets[0]!);
+  // Its request (ticket 4, in slot 0) appears without waiting for the end of its sleep slice.
+  while (server.drain() === 0) await new Promise((r) => setTimeout(r, 1));
+  const r = await other;
+  assert.is(r.status, STATUS.OK);
+  assert.ok(performance.now() - t0 < 2000, `woken by the release (${(performance.now() - t0).toFixed(0)} ms)`);
+  for (const t of tickets.slice(1)) { c.await(t); c.release(t); }
+  assert.is(Atomics.load(h, H.TAIL), 5);
+});
+
+test('closing the ring wakes a producer blocked on a full ring', async () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  for (let i = 0; i < 4; i++) c.submit(OP.NOP, 0, 0, 0);
+  const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring }).then(() => 'returned', (e: Error) => e.message);
+  for (let i = 0; i < 200 && Atomics.load(ringWords(ring), H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  const t0 = performance.now();
+  closeRing(ring);
+  assert.match(await other, /closed/);
+  assert.ok(performance.now() - t0 < 2000, `woken by closeRing, not its 5 s sleep slice (${(performance.now() - t0).toFixed(0)} ms)`);
+});
+
 test('closing the ring wakes a waiting producer with RingClosedError', () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
   const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
