@@ -3,7 +3,7 @@
 // Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
 // sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
   override readonly name = 'RingError';
@@ -21,7 +21,14 @@ const describe = (op: number, index: number, offset: number, size: number): stri
   `${OP_NAME[op] ?? `op ${op}`}${op === OP.BAR_READ || op === OP.BAR_WRITE ? ` BAR${index}` : ''} offset 0x${offset.toString(16)} size ${size}`;
 
 export interface RingClientOptions {
-  /** Loads of the sequence word before sleeping on it. */
+  /**
+   * Loads of the sequence word before sleeping on it (16000: about 150 µs here). A request in
+   * flight completes within a microsecond while the worker is busy, but a worker that was asleep
+   * takes 50-150 µs to wake from Atomics.waitAsync (its event loop turns first), and one under
+   * load yields to its event loop for tens of µs every 1024 requests. A producer that gave up
+   * spinning before that only added its own wake-up to the wait, and a worker that then missed it
+   * went to sleep too: the two ended up waking each other per request.
+   */
   spin?: number;
   /** How long one sleep lasts before the ring state is checked again (ms). */
   waitSliceMs?: number;
@@ -32,6 +39,8 @@ export class RingClient {
   readonly #i32: Int32Array;
   readonly #u8: Uint8Array;
   readonly #mask: number;
+  /** Word index of slot 0's free word. */
+  readonly #free: number;
   readonly #spin: number;
   readonly #await: SpinBudget;
   readonly #slice: number;
@@ -41,10 +50,11 @@ export class RingClient {
 
   constructor(readonly sab: SharedArrayBuffer, opts: RingClientOptions = {}) {
     this.geometry = ringGeometry(sab);
-    this.#i32 = new Int32Array(sab);
-    this.#u8 = new Uint8Array(sab);
+    this.#i32 = ringWords(sab);
+    this.#u8 = ringU8(sab);
     this.#mask = this.geometry.capacity - 1;
-    this.#spin = opts.spin ?? 4000;
+    this.#free = freeWord(this.geometry, 0);
+    this.#spin = opts.spin ?? 16000;
     this.#await = new SpinBudget(this.#spin);
     this.#slice = opts.waitSliceMs ?? 100;
   }
@@ -74,9 +84,9 @@ export class RingClient {
     const h = this.#i32;
     for (let spins = 0; ; ) {
       const t = Atomics.load(h, H.TAIL);
-      const w = slotWord(t & this.#mask);
-      const seq = Atomics.load(h, w + S.SEQ);
-      const diff = (seq - t) | 0;
+      const f = this.#free + (t & this.#mask);
+      const free = Atomics.load(h, f);
+      const diff = (free - t) | 0;
       if (diff === 0) {
         if (Atomics.compareExchange(h, H.TAIL, t, (t + 1) | 0) === t) return t;
       } else if (diff < 0) {
@@ -84,7 +94,7 @@ export class RingClient {
         if (++spins < this.#spin) continue;
         this.#checkOpen();
         Atomics.add(h, H.FULL_WAITERS, 1);
-        if (Atomics.load(h, w + S.SEQ) === seq) Atomics.wait(h, w + S.SEQ, seq, this.#slice);
+        if (Atomics.load(h, f) === free) Atomics.wait(h, f, free, this.#slice);
         Atomics.sub(h, H.FULL_WAITERS, 1);
       }
     }
@@ -136,11 +146,13 @@ export class RingClient {
   /** Copy a completed ticket's inline result into lo/hi and hand the slot back. */
   release(t: number): void {
     const h = this.#i32;
-    const w = slotWord(t & this.#mask);
+    const slot = t & this.#mask;
+    const w = slotWord(slot);
     this.lo = h[w + S.DATA]!;
     this.hi = h[w + S.DATA + 1]!;
-    Atomics.store(h, w + S.SEQ, (t + this.geometry.capacity) | 0);
-    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, w + S.SEQ);
+    const f = this.#free + slot;
+    Atomics.store(h, f, (t + this.#mask + 1) | 0);
+    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, f);
   }
 
   /** One request, start to finish. Returns the status; inline results land in lo/hi. */

@@ -1,5 +1,7 @@
-// The device ring's shared-memory layout: a header, fixed 64-byte request slots, and a bulk
-// data area (one block per slot). Both sides index the same Int32Array with these constants.
+// The device ring's shared-memory layout: a header, fixed 64-byte request slots, one "free"
+// word per slot, and a bulk data area (one block per slot). Both sides index the same Int32Array (ringWords) with these
+// constants.
+import koffi from 'koffi';
 
 /**
  * Header words (Int32 indexes). Words written by producers and words written by the consumer
@@ -27,7 +29,7 @@ export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
 
 /** Slot words, relative to the slot's first word. */
 export const S = {
-  SEQ: 0, // ticket: free when == ticket, published at +1, completed at +2
+  SEQ: 0, // ticket t's request: published at t+1, completed at t+2 (initially the slot index)
   OP: 1,
   INDEX: 2, // BAR index for BAR ops
   SIZE: 3,
@@ -77,28 +79,64 @@ export const statusName = (s: number): string => Object.entries(STATUS).find(([,
 
 export interface RingGeometry { capacity: number; bulkBytes: number }
 
+/**
+ * Free words, one per slot (in their own cache lines after the slots): the ticket that may claim
+ * the slot next. A producer releases its slot by storing ticket+capacity there, after reading its
+ * result. Only producers touch these lines, so a release does not pull the slot's line back from
+ * the consumer (who polls the next slot's line, not this one). Initially slot i's word is i.
+ */
+export const freeWord = (g: RingGeometry, slot: number): number => (HEADER_BYTES + g.capacity * SLOT_BYTES) / 4 + slot;
+const freeBytes = (g: RingGeometry): number => Math.ceil((g.capacity * 4) / 64) * 64;
+
 export function ringBytes(g: RingGeometry): number {
-  return HEADER_BYTES + g.capacity * SLOT_BYTES + g.capacity * g.bulkBytes;
+  return HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + g.capacity * g.bulkBytes;
 }
+
+/**
+ * A SharedArrayBuffer's memory is only 16-byte aligned, so a ring laid out from byte 0 would put
+ * most slots across two cache lines and the header's "separate" lines on shared ones. The ring
+ * is laid out from the first 64-byte boundary in its buffer instead; the buffer's last word
+ * records that byte offset (0, 16, 32 or 48). Every view of a ring goes through ringWords/ringU8.
+ */
+export const RING_ALIGN = 64;
 
 /** A new ring in a fresh SharedArrayBuffer. `capacity` must be a power of two ≥ 4. */
 export function createRingBuffer(g: RingGeometry = { capacity: 64, bulkBytes: 4096 }): SharedArrayBuffer {
   if (g.capacity < 4 || (g.capacity & (g.capacity - 1)) !== 0) throw new RangeError(`ring capacity ${g.capacity} must be a power of two ≥ 4`);
   if (g.bulkBytes % 8 !== 0) throw new RangeError(`ring bulk size ${g.bulkBytes} must be a multiple of 8`);
-  const sab = new SharedArrayBuffer(ringBytes(g));
-  const h = new Int32Array(sab);
+  const sab = new SharedArrayBuffer(ringBytes(g) + RING_ALIGN);
+  const base = (RING_ALIGN - Number((koffi.address(new Uint8Array(sab)) as bigint) % BigInt(RING_ALIGN))) % RING_ALIGN;
+  new Int32Array(sab)[sab.byteLength / 4 - 1] = base;
+  const h = ringWords(sab);
   h[H.CAPACITY] = g.capacity;
   h[H.BULK_BYTES] = g.bulkBytes;
-  for (let i = 0; i < g.capacity; i++) h[HEADER_BYTES / 4 + i * SLOT_WORDS + S.SEQ] = i;
+  for (let i = 0; i < g.capacity; i++) { h[slotWord(i) + S.SEQ] = i; h[freeWord(g, i)] = i; }
   Atomics.store(h, H.MAGIC, RING_MAGIC);
   return sab;
 }
 
+/** Byte offset of the ring (its header) in its buffer. */
+export function ringOffset(sab: SharedArrayBuffer): number {
+  const base = sab.byteLength >= RING_ALIGN + HEADER_BYTES ? new Int32Array(sab)[sab.byteLength / 4 - 1]! : -1;
+  if (base < 0 || base >= RING_ALIGN || base % 16 !== 0) throw new Error('not a device ring (bad alignment word)');
+  return base;
+}
+
+/** The ring's words: index with H.* and slotWord(i) + S.*. */
+export function ringWords(sab: SharedArrayBuffer): Int32Array {
+  return new Int32Array(sab, ringOffset(sab), (sab.byteLength - RING_ALIGN) / 4);
+}
+
+/** The ring's bytes: index with bulkOffset() and (slotWord(i) + S.DATA) * 4. */
+export function ringU8(sab: SharedArrayBuffer): Uint8Array {
+  return new Uint8Array(sab, ringOffset(sab), sab.byteLength - RING_ALIGN);
+}
+
 export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
-  const h = new Int32Array(sab);
+  const h = ringWords(sab);
   if (Atomics.load(h, H.MAGIC) !== RING_MAGIC) throw new Error('not a device ring (bad magic)');
   return { capacity: h[H.CAPACITY]!, bulkBytes: h[H.BULK_BYTES]! };
 }
 
 export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;
-export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + slot * g.bulkBytes;
+export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + slot * g.bulkBytes;

@@ -2,7 +2,7 @@
 // ticket order, complete each in its slot, and sleep with Atomics.waitAsync when idle so the
 // worker's event loop stays free for control calls and interrupt relays.
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, ringGeometry, slotWord, type RingGeometry } from './protocol.js';
+import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
 export interface Request {
@@ -10,9 +10,13 @@ export interface Request {
   index: number;
   offset: number;
   size: number;
-  /** Where the payload is (writes) and where results go (reads): the slot's inline or bulk area. */
+  /**
+   * Where the payload is (writes) and where results go (reads): for up to 16 bytes, the server's
+   * copy of the slot's inline data (copied back into the slot on completion); else the slot's
+   * bulk block.
+   */
   data: Uint8Array;
-  /** The same area as 32-bit words (inline only; undefined for bulk). */
+  /** The inline data as 32-bit words (undefined for bulk). */
   words: Int32Array | undefined;
 }
 
@@ -30,63 +34,78 @@ export class RingServer {
   readonly geometry: RingGeometry;
   readonly #i32: Int32Array;
   readonly #mask: number;
-  readonly #inline: Uint8Array[];
-  readonly #inlineWords: Int32Array[];
+  /**
+   * Inline requests are served through this private copy of the slot's 16 data bytes, not in the
+   * slot: the producer spins on the slot's cache line, so a device read (the kernel's copy_to_user)
+   * straight into it would bounce the line once more. The copy goes back with the status and the
+   * completing store, all in one write burst.
+   */
+  readonly #stage = new Int32Array(INLINE_BYTES / 4);
+  readonly #stageBytes = new Uint8Array(this.#stage.buffer);
   readonly #bulk: Uint8Array[];
   readonly #req: Request = { op: 0, index: 0, offset: 0, size: 0, data: new Uint8Array(0), words: undefined };
   readonly #spin: SpinBudget;
   readonly #batch: number;
   #running = false;
+  /** Next ticket to serve (mirrored in the ring's HEAD word). */
+  #head = 0;
   #stopped: Promise<void> | undefined;
   /** Requests served since this server started. */
   served = 0;
 
   constructor(readonly sab: SharedArrayBuffer, readonly handler: Handler, opts: RingServerOptions = {}) {
     this.geometry = ringGeometry(sab);
-    this.#i32 = new Int32Array(sab);
+    this.#i32 = ringWords(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#spin = new SpinBudget(opts.spin ?? 4000);
     this.#batch = opts.batch ?? 1024;
     const n = this.geometry.capacity;
-    this.#inline = Array.from({ length: n }, (_, i) => new Uint8Array(sab, (slotWord(i) + S.DATA) * 4, INLINE_BYTES));
-    this.#inlineWords = Array.from({ length: n }, (_, i) => new Int32Array(sab, (slotWord(i) + S.DATA) * 4, INLINE_BYTES / 4));
-    this.#bulk = Array.from({ length: n }, (_, i) => new Uint8Array(sab, bulkOffset(this.geometry, i), this.geometry.bulkBytes));
+    const u8 = ringU8(sab);
+    this.#bulk = Array.from({ length: n }, (_, i) => u8.subarray(bulkOffset(this.geometry, i), bulkOffset(this.geometry, i) + this.geometry.bulkBytes));
   }
 
   /** Serve every request that is ready now; returns how many. Synchronous. */
   drain(limit = Infinity): number {
-    const h = this.#i32, req = this.#req;
+    this.#head = Atomics.load(this.#i32, H.HEAD);
     let n = 0;
-    while (n < limit) {
-      const t = Atomics.load(h, H.HEAD);
-      const slot = t & this.#mask;
-      const w = slotWord(slot);
-      if (Atomics.load(h, w + S.SEQ) !== ((t + 1) | 0)) break;
-      req.op = h[w + S.OP]!;
-      req.index = h[w + S.INDEX]!;
-      req.size = h[w + S.SIZE]!;
-      req.offset = (h[w + S.OFF_HI]! >>> 0) * 0x100000000 + (h[w + S.OFF_LO]! >>> 0);
-      if (req.size >= 0 && req.size <= INLINE_BYTES) { req.data = this.#inline[slot]!; req.words = this.#inlineWords[slot]; }
-      else { req.data = this.#bulk[slot]!; req.words = undefined; }
-      let status: number;
-      if (req.size < 0 || req.size > this.geometry.bulkBytes) status = STATUS.BAD_WIDTH;
-      else {
-        try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
-      }
-      h[w + S.STATUS] = status;
-      Atomics.store(h, H.HEAD, (t + 1) | 0);
-      Atomics.store(h, w + S.SEQ, (t + 2) | 0);
-      if (Atomics.load(h, w + S.WAITER) !== 0) Atomics.notify(h, w + S.SEQ, 1);
-      n++;
-    }
-    this.served += n;
+    while (n < limit && this.#serveNext()) n++;
     return n;
   }
 
-  #ready(): boolean {
-    const h = this.#i32;
-    const t = Atomics.load(h, H.HEAD);
-    return Atomics.load(h, slotWord(t & this.#mask) + S.SEQ) === ((t + 1) | 0);
+  /**
+   * Serve the request at #head if it is published; false if it is not. The hot path: one atomic
+   * load to look, one atomic store to complete. HEAD is the server's own word (a successor
+   * server starts from it), so it is kept in #head and stored without a fence.
+   */
+  #serveNext(): boolean {
+    const h = this.#i32, req = this.#req;
+    const t = this.#head;
+    const slot = t & this.#mask;
+    const w = slotWord(slot);
+    if (Atomics.load(h, w + S.SEQ) !== ((t + 1) | 0)) return false;
+    const size = h[w + S.SIZE]!;
+    req.op = h[w + S.OP]!;
+    req.index = h[w + S.INDEX]!;
+    req.size = size;
+    req.offset = (h[w + S.OFF_HI]! >>> 0) * 0x100000000 + (h[w + S.OFF_LO]! >>> 0);
+    let status: number;
+    const d = w + S.DATA, st = this.#stage;
+    if (size >= 0 && size <= INLINE_BYTES) {
+      st[0] = h[d]!; st[1] = h[d + 1]!; st[2] = h[d + 2]!; st[3] = h[d + 3]!;
+      req.data = this.#stageBytes; req.words = st;
+      try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
+      h[d] = st[0]!; h[d + 1] = st[1]!; h[d + 2] = st[2]!; h[d + 3] = st[3]!;
+    } else if (size > 0 && size <= this.geometry.bulkBytes) {
+      req.data = this.#bulk[slot]!; req.words = undefined;
+      try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
+    } else status = STATUS.BAD_WIDTH;
+    h[w + S.STATUS] = status;
+    this.#head = (t + 1) | 0;
+    h[H.HEAD] = this.#head;
+    Atomics.store(h, w + S.SEQ, (t + 2) | 0);
+    if (Atomics.load(h, w + S.WAITER) !== 0) Atomics.notify(h, w + S.SEQ, 1);
+    this.served++;
+    return true;
   }
 
   /** Serve until stop(): spin while busy, sleep on the doorbell when idle. */
@@ -97,19 +116,31 @@ export class RingServer {
     this.#stopped = this.#loop();
   }
 
+  /**
+   * Serve and poll until the spin budget runs out with nothing to do (false) or a batch has been
+   * served (true: time to yield to the event loop). Reports to the budget whether polling caught
+   * a request.
+   */
+  #busy(): boolean {
+    const spin = this.#spin, batch = this.#batch;
+    let served = 0, polls = 0, caught = false;
+    while (this.#running) {
+      if (this.#serveNext()) {
+        if (polls !== 0) caught = true;
+        polls = 0;
+        if (++served >= batch) { spin.hit(); return true; }
+      } else if (++polls >= spin.n) break;
+    }
+    if (caught) spin.hit(); else spin.miss();
+    return false;
+  }
+
   async #loop(): Promise<void> {
     const h = this.#i32;
+    this.#head = Atomics.load(h, H.HEAD);
     while (this.#running) {
-      let served = this.drain(this.#batch);
-      // Busy: keep polling the next slot for a short while before sleeping.
-      const spin = this.#spin;
-      let caught = false;
-      for (let i = 0; served < this.#batch && i < spin.n && this.#running; i++) {
-        if (this.#ready()) { served += this.drain(this.#batch - served); i = 0; caught = true; }
-      }
-      if (caught) spin.hit(); else spin.miss();
-
-      if (served >= this.#batch) { await new Promise<void>((r) => setImmediate(r)); continue; }
+      if (this.#busy()) { await new Promise<void>((r) => setImmediate(r)); continue; }
+      if (!this.#running) break;
       // Idle: read the doorbell before the last check, then sleep only if it has not moved.
       const bell = Atomics.load(h, H.DOORBELL);
       Atomics.store(h, H.SLEEPING, 1);
@@ -119,6 +150,11 @@ export class RingServer {
       }
       Atomics.store(h, H.SLEEPING, 0);
     }
+  }
+
+  #ready(): boolean {
+    const t = this.#head;
+    return Atomics.load(this.#i32, slotWord(t & this.#mask) + S.SEQ) === ((t + 1) | 0);
   }
 
   /** Stop serving (requests stay queued for the next server on this ring). */
@@ -132,7 +168,7 @@ export class RingServer {
 
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */
 export function closeRing(sab: SharedArrayBuffer): void {
-  const h = new Int32Array(sab);
+  const h = ringWords(sab), g = ringGeometry(sab);
   Atomics.store(h, H.STATE, RING_STATE.CLOSED);
-  for (let i = 0; i < h[H.CAPACITY]!; i++) Atomics.notify(h, slotWord(i) + S.SEQ);
+  for (let i = 0; i < g.capacity; i++) { Atomics.notify(h, slotWord(i) + S.SEQ); Atomics.notify(h, freeWord(g, i)); }
 }

@@ -90,3 +90,10 @@ if (!isMainThread && (workerData as { role?: string })?.role === 'sim-server') {
   server.start();
   parentPort!.on('message', async (m) => { if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); } });
 }
+if (!isMainThread && (workerData as { role?: string })?.role === 'one-call') {
+  // One NOP through a ring that may be full: report the status and how long the call took.
+  const c = new RingClient((workerData as { ring: SharedArrayBuffer }).ring, { spin: 10, waitSliceMs: 5000 });
+  const t0 = performance.now();
+  const status = c.call(OP.NOP, 0, 0, 0);
+  parentPort!.postMessage({ status, ms: performance.now() - t0 });
+}

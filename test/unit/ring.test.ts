@@ -5,7 +5,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
 import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
-import { H, OP, STATUS, createRingBuffer } from '../../src/ring/protocol.js';
+import koffi from 'koffi';
+import { H, OP, S, STATUS, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
 import { RingServer, closeRing } from '../../src/ring/server.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -17,6 +18,20 @@ function simServer(ring: SharedArrayBuffer): { stop: () => Promise<number> } {
     stop: () => new Promise((resolve) => { w.once('message', (m: { served: number }) => { void w.terminate(); resolve(m.served); }); w.postMessage('stop'); }),
   };
 }
+
+test('a ring starts on a cache-line boundary whatever its buffer\'s alignment', () => {
+  const seen = new Set<number>();
+  for (let i = 0; i < 32; i++) {
+    const ring = createRingBuffer({ capacity: 4 << (i % 3), bulkBytes: 8 * (i % 5) });
+    seen.add(ringOffset(ring));
+    assert.is(Number((koffi.address(ringU8(ring)) as bigint) % 64n), 0, `ring ${i} at offset ${ringOffset(ring)}`);
+    assert.is(Atomics.load(ringWords(ring), H.CAPACITY), 4 << (i % 3));
+  }
+  assert.ok([...seen].every((b) => b % 16 === 0 && b < 64), `offsets ${[...seen]}`);
+  assert.throws(() => ringGeometry(new SharedArrayBuffer(1024)), /not a device ring/);
+  const odd = new SharedArrayBuffer(1024); new Int32Array(odd)[255] = 8;
+  assert.throws(() => ringWords(odd), /bad alignment word/);
+});
 
 test('4 producer threads × 2 rings: every request completes once, correctly', async () => {
   const rings = [createRingBuffer({ capacity: 16, bulkBytes: 256 }), createRingBuffer({ capacity: 16, bulkBytes: 256 })];
@@ -32,7 +47,7 @@ test('4 producer threads × 2 rings: every request completes once, correctly', a
   for (const r of results) { assert.equal(r.errors, []); assert.equal(r.mismatches, []); assert.is(r.done, perProducer); }
   // Each producer request is one ring call, except write+read-back which is two.
   assert.ok(served[0]! + served[1]! >= 4 * perProducer, `served ${served}`);
-  for (const ring of rings) assert.is(Atomics.load(new Int32Array(ring), H.TAIL), Atomics.load(new Int32Array(ring), H.HEAD), 'tail == head: nothing left in flight');
+  for (const ring of rings) assert.is(Atomics.load(ringWords(ring), H.TAIL), Atomics.load(ringWords(ring), H.HEAD), 'tail == head: nothing left in flight');
 });
 
 test('malformed requests get their status and the server keeps serving', async () => {
@@ -74,11 +89,66 @@ test('a full ring applies back-pressure; requests queued while no server runs ar
   const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   // A fifth submit would block: the ring is full. Check that it is, without blocking.
-  const h = new Int32Array(ring);
+  const h = ringWords(ring);
   assert.is(Atomics.load(h, H.TAIL) - Atomics.load(h, H.HEAD), 4, '4 in flight');
   const server = new RingServer(ring, simulatedHandler(4096));
   assert.is(server.drain(), 4, 'a later server serves what was queued');
   for (const [i, t] of tickets.entries()) { assert.is(c.await(t), STATUS.OK); c.release(t); assert.is(c.lo, 0x10 * i); }
+});
+
+test('inline data reaches the handler and its writes come back, whatever the status', () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const seen: number[][] = [];
+  const server = new RingServer(ring, (req) => {
+    seen.push([...req.words!]);
+    req.words![0] = req.words![0]! + 1;
+    req.words![3] = 0x55;
+    return req.op === OP.NOP ? STATUS.OK : STATUS.IO_ERROR;
+  });
+  const a = c.submit(OP.BAR_WRITE, 0, 0, 8, 41, 7);
+  const b = c.submit(OP.NOP, 0, 0, 0, 99, 0);
+  assert.is(server.drain(), 2);
+  assert.equal(seen, [[41, 7, 0, 0], [99, 0, 0, 0]]);
+  assert.is(c.await(a), STATUS.IO_ERROR); c.release(a);
+  assert.is(c.lo, 42); assert.is(c.hi, 7);
+  assert.is(c.await(b), STATUS.OK); c.release(b);
+  assert.is(c.lo, 100);
+  assert.is(ringWords(ring)[slotWord(b & 3) + S.DATA + 3], 0x55, 'the whole inline area is copied back');
+});
+
+test('a producer blocked on a full ring is woken by the release of the slot it waits for', async () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const h = ringWords(ring);
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
+  const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring });
+  // The other thread spins briefly, then sleeps (a 5 s slice) on slot 0's free word.
+  for (let i = 0; i < 200 && Atomics.load(h, H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.is(Atomics.load(h, H.FULL_WAITERS), 1, 'the fifth producer waits for a free slot');
+  const server = new RingServer(ring, simulatedHandler(4096));
+  assert.is(server.drain(), 4);
+  const t0 = performance.now();
+  assert.is(c.await(tickets[0]!), STATUS.OK); c.release(tickets[0]!);
+  // Its request (ticket 4, in slot 0) appears without waiting for the end of its sleep slice.
+  while (server.drain() === 0) await new Promise((r) => setTimeout(r, 1));
+  const r = await other;
+  assert.is(r.status, STATUS.OK);
+  assert.ok(performance.now() - t0 < 2000, `woken by the release (${(performance.now() - t0).toFixed(0)} ms)`);
+  for (const t of tickets.slice(1)) { c.await(t); c.release(t); }
+  assert.is(Atomics.load(h, H.TAIL), 5);
+});
+
+test('closing the ring wakes a producer blocked on a full ring', async () => {
+  const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  for (let i = 0; i < 4; i++) c.submit(OP.NOP, 0, 0, 0);
+  const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring }).then(() => 'returned', (e: Error) => e.message);
+  for (let i = 0; i < 200 && Atomics.load(ringWords(ring), H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  const t0 = performance.now();
+  closeRing(ring);
+  assert.match(await other, /closed/);
+  assert.ok(performance.now() - t0 < 2000, `woken by closeRing, not its 5 s sleep slice (${(performance.now() - t0).toFixed(0)} ms)`);
 });
 
 test('closing the ring wakes a waiting producer with RingClosedError', () => {
