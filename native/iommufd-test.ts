@@ -3,12 +3,14 @@
 // hw-info formats. The kernel's own test driver is the only IOMMU that offers nesting in the
 // lab; these are the bindings the nested-translation tests and the selftest IOMMU type use.
 import { _IO, defineConstants, defineIoctls } from './ioctl.js';
+import { IOMMUFD_CMD, IOMMUFD_TYPE } from './iommufd.js';
 import { type Target, ioctl } from './libc.js';
 import { anonUnion, decode, encode, inlineStruct, struct, u32, u64 } from './layout.js';
 import { errnoNumber, SysError } from './errno.js';
 
 export const IOMMUFD_TEST = defineIoctls('iommufd_test.h', {
-  IOMMU_TEST_CMD: _IO(';', 0x80 + 32),
+  // IOMMUFD_CMD_BASE (the first command, IOMMU_DESTROY) + 32.
+  IOMMU_TEST_CMD: _IO(IOMMUFD_TYPE, IOMMUFD_CMD.DESTROY + 32),
 });
 
 export const IOMMUFD_TEST_C = defineConstants('iommufd_test.h', {

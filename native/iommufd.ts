@@ -7,7 +7,7 @@ import { SysError, errnoNumber } from './errno.js';
 
 const EMSGSIZE = errnoNumber('EMSGSIZE');
 
-const IOMMUFD_TYPE = ';';
+export const IOMMUFD_TYPE = ';';
 export const IOMMUFD_CMD = {
   DESTROY: 0x80, IOAS_ALLOC: 0x81, IOAS_ALLOW_IOVAS: 0x82, IOAS_COPY: 0x83, IOAS_IOVA_RANGES: 0x84,
   IOAS_MAP: 0x85, IOAS_UNMAP: 0x86, OPTION: 0x87, VFIO_IOAS: 0x88, HWPT_ALLOC: 0x89, GET_HW_INFO: 0x8a,

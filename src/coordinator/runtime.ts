@@ -78,18 +78,19 @@ export class Runtime {
   async addDevice(v: VfioSpec): Promise<RuntimeDevice> {
     if (this.devices.has(v.port)) throw new Error(`port ${v.port} already has a device`);
     let backend: DmaBackend, device: OwnedFd | { fd: number; path: string }, detach: () => void;
+    let devId: number | undefined; // iommufd's id for the device
     if (v.iommu) {
       const ctx = this.contexts.get(v.iommu);
       if (!ctx) throw new Error(`--vfio port=${v.port}: no iommufd context '${v.iommu}'`);
       backend = ctx;
       if (v.fd !== undefined) {
         const cdev = OwnedFd.inherited(v.fd, `--vfio port=${v.port}: fd`, '/dev/vfio/devices/vfioN', /^\/dev\/vfio\/devices\/vfio\d+$/);
-        try { ctx.attachDevice(cdev); } catch (e) { cdev.close(); throw e; }
+        try { devId = ctx.attachDevice(cdev).devId; } catch (e) { cdev.close(); throw e; }
         device = cdev;
         detach = () => { try { if (!cdev.closed) ctx.detachDevice(cdev); } finally { cdev.close(); } };
       } else {
         const a = ctx.attachPciDevice(v.host!);
-        device = a.device; detach = a.detach;
+        device = a.device; detach = a.detach; devId = a.devId;
       }
     } else {
       if (!this.container) { this.container = ContainerBackend.open('vfio-container'); this.memory.addBackend(this.container); }
@@ -98,7 +99,7 @@ export class Runtime {
     }
     let host: DeviceHost, iommu: DeviceIommuInfo | undefined;
     try {
-      if (backend instanceof IommufdContext) iommu = deviceIommuInfo(backend.iommufd, backend.nestable(device).devId);
+      if (backend instanceof IommufdContext && devId !== undefined) iommu = deviceIommuInfo(backend.iommufd, devId);
       host = await DeviceHost.start({ name: v.port, device });
     } catch (e) { detach(); throw e; }
     const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach, device, iommu };

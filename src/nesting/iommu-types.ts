@@ -4,7 +4,7 @@
 // Intel VT-d data at compile time (see test/types/nesting.ts).
 import { IOMMUFD_C as K, iommu_hw_info_arm_smmuv3, iommu_hw_info_vtd, iommu_hwpt_arm_smmuv3, iommu_hwpt_vtd_s1, iommu_hwpt_vtd_s1_invalidate, iommu_viommu_arm_smmuv3_invalidate } from '../../native/iommufd.js';
 import { IOMMUFD_TEST_C as T, iommu_hwpt_invalidate_selftest, iommu_hwpt_selftest, iommu_test_hw_info, iommu_viommu_invalidate_selftest } from '../../native/iommufd-test.js';
-import { decode, encodeInto, type StructType } from '../../native/layout.js';
+import { decode, encode, encodeInto, type StructType } from '../../native/layout.js';
 
 // ---- stage-1 data (IOMMU_HWPT_ALLOC with a nesting parent) ----
 
@@ -95,11 +95,6 @@ export interface IommuType<K extends IommuKind> {
   readonly decodeHwInfo: (data: Buffer) => HwInfoOf<K>;
 }
 
-function encodeStruct<V>(t: StructType<V>, value: Parameters<typeof encodeInto<V>>[2]): Buffer {
-  const buf = Buffer.alloc(t.size);
-  encodeInto(t, buf, value);
-  return buf;
-}
 const padded = (data: Buffer, size: number): Buffer => data.length >= size ? data : Buffer.concat([data, Buffer.alloc(size - data.length)]);
 const bit = (v: bigint, n: number): boolean => ((v >> BigInt(n)) & 1n) === 1n;
 
@@ -118,7 +113,7 @@ export const INTEL_VTD: IommuType<'intel-vtd'> = {
   label: 'Intel VT-d',
   hwInfoType: K.IOMMU_HW_INFO_TYPE_INTEL_VTD,
   hwptDataType: K.IOMMU_HWPT_DATA_VTD_S1,
-  encodeStage1: (d) => encodeStruct(iommu_hwpt_vtd_s1, {
+  encodeStage1: (d) => encode(iommu_hwpt_vtd_s1, {
     flags: BigInt((d.supervisorRequests ? K.IOMMU_VTD_S1_SRE : 0) | (d.extendedAccess ? K.IOMMU_VTD_S1_EAFE : 0) | (d.writeProtect ? K.IOMMU_VTD_S1_WPE : 0)),
     pgtbl_addr: d.pgtblAddr, addr_width: d.addrWidth,
   }),
@@ -143,7 +138,7 @@ export const ARM_SMMUV3: IommuType<'arm-smmuv3'> = {
   label: 'ARM SMMUv3',
   hwInfoType: K.IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
   hwptDataType: K.IOMMU_HWPT_DATA_ARM_SMMUV3,
-  encodeStage1: (d) => encodeStruct(iommu_hwpt_arm_smmuv3, { ste: [...d.ste] }),
+  encodeStage1: (d) => encode(iommu_hwpt_arm_smmuv3, { ste: [...d.ste] }),
   viommuType: K.IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
   stage1Invalidation: undefined,
   viommuInvalidation: {
@@ -168,7 +163,7 @@ export const SELFTEST: IommuType<'selftest'> = {
   label: 'iommufd selftest mock',
   hwInfoType: T.IOMMU_HW_INFO_TYPE_SELFTEST,
   hwptDataType: T.IOMMU_HWPT_DATA_SELFTEST,
-  encodeStage1: (d) => encodeStruct(iommu_hwpt_selftest, { iotlb: d.iotlb }),
+  encodeStage1: (d) => encode(iommu_hwpt_selftest, { iotlb: d.iotlb }),
   viommuType: T.IOMMU_VIOMMU_TYPE_SELFTEST,
   stage1Invalidation: {
     dataType: T.IOMMU_HWPT_INVALIDATE_DATA_SELFTEST, entry: iommu_hwpt_invalidate_selftest,

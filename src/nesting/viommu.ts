@@ -44,8 +44,6 @@ export interface VIommuOptions<K extends IommuKind> {
 export interface NestingStats {
   /** HWPTs this vIOMMU allocated, ever (parent, defaults, stage-1s). */
   hwptsAllocated: number;
-  /** HWPTs alive now. */
-  hwptsLive: number;
   stage1Installs: number;
   stage1Uninstalls: number;
   invalidationBatches: number;
@@ -73,33 +71,29 @@ export interface VIommuDescription {
   readonly bypassHwptId: number | undefined;
   readonly abortHwptId: number | undefined;
   readonly devices: readonly VDeviceDescription[];
-  readonly stats: Readonly<NestingStats>;
+  /** The counters, and hwptsLive: the HWPTs alive now. */
+  readonly stats: Readonly<NestingStats & { hwptsLive: number }>;
 }
 
 /** Thrown when a VIommu or VDevice could not be made; what was made before the failure has been destroyed. */
 export type NestingSetupError = Error & { readonly step: string; readonly undone: readonly { what: string; id: number }[] };
 
-/** Runs the creation steps, remembering what each made so a failure destroys it all, newest first. */
+/** Runs the creation steps, remembering the objects each made so a failure destroys them all, newest first. */
 class Undo {
-  readonly made: { what: string; id: number; destroy: () => void }[] = [];
+  readonly made: { what: string; id: number }[] = [];
   constructor(readonly fd: Target) {}
 
   object(what: string, alloc: () => number): number {
     const id = alloc();
-    this.made.push({ what, id, destroy: () => iommufd.destroy(this.fd, id) });
+    this.made.push({ what, id });
     return id;
-  }
-
-  action(what: string, run: () => void, revert: () => void): void {
-    run();
-    this.made.push({ what, id: 0, destroy: revert });
   }
 
   fail(e: unknown, step: string, hint: string): NestingSetupError {
     const undone: { what: string; id: number }[] = [];
     const leaked: string[] = [];
     for (const m of this.made.reverse()) {
-      try { m.destroy(); if (m.id) undone.push({ what: m.what, id: m.id }); } catch (d) { leaked.push(`${m.what}${m.id ? ` ${m.id}` : ''}: ${(d as Error).message}`); }
+      try { iommufd.destroy(this.fd, m.id); undone.push(m); } catch (d) { leaked.push(`${m.what} ${m.id}: ${(d as Error).message}`); }
     }
     const done = undone.length ? `; destroyed again: ${undone.map((u) => `${u.what} ${u.id}`).join(', ')}` : '';
     const left = leaked.length ? `; COULD NOT UNDO ${leaked.join('; ')}` : '';
@@ -122,7 +116,7 @@ function explain(e: unknown, step: string, type: { readonly label: string; reado
 
 export class VIommu<K extends IommuKind> implements ContextDependent {
   readonly type: IommuType<K>;
-  readonly stats: NestingStats = { hwptsAllocated: 0, hwptsLive: 0, stage1Installs: 0, stage1Uninstalls: 0, invalidationBatches: 0, invalidationEntries: 0, invalidationConsumed: 0, invalidationFailures: 0 };
+  readonly stats: NestingStats = { hwptsAllocated: 0, stage1Installs: 0, stage1Uninstalls: 0, invalidationBatches: 0, invalidationEntries: 0, invalidationConsumed: 0, invalidationFailures: 0 };
   readonly #fd: Target;
   readonly #devices = new Map<number, VDevice<K>>();
   readonly #untrack: () => void;
@@ -140,7 +134,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
   ) {
     this.type = type;
     this.#fd = context.iommufd;
-    this.stats.hwptsAllocated = this.stats.hwptsLive = 1 + (bypass.hwptId ? 1 : 0) + (abort.hwptId ? 1 : 0);
+    this.stats.hwptsAllocated = this.#defaultHwpts();
     this.#untrack = context.track(this);
   }
 
@@ -182,6 +176,17 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
     }
   }
 
+  /** The nesting parent and the default HWPTs made from data. */
+  #defaultHwpts(): number { return 1 + (this.bypass.hwptId === undefined ? 0 : 1) + (this.abort.hwptId === undefined ? 0 : 1); }
+
+  /** HWPTs alive now: the parent, the defaults, and each vDevice's installed stage-1. */
+  get hwptsLive(): number {
+    if (this.#closed) return 0;
+    let n = this.#defaultHwpts();
+    for (const d of this.#devices.values()) if (d.stage1HwptId !== undefined) n++;
+    return n;
+  }
+
   /** What nested HWPTs are allocated against: the vIOMMU, or the parent where the kernel has no vIOMMU for this type. */
   get nestingBase(): number { return this.viommuId ?? this.parentHwptId; }
   get closed(): boolean { return this.#closed; }
@@ -206,7 +211,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
       const viommu = this.viommuId;
       const vdevice = viommu === undefined ? undefined : undo.object(step, () => iommufd.vdeviceAlloc(this.#fd, viommu, device.devId, vid));
       step = 'attach to bypass';
-      undo.action(step, () => this.enterDefault(device, 'bypass'), () => device.home());
+      this.enterDefault(device, 'bypass');
       const v = new VDevice<K>(this, device, vid, vdevice, this.#fd, (d) => this.#devices.delete(d.device.devId));
       this.#devices.set(device.devId, v);
       return v;
@@ -270,20 +275,16 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
       throw withHint(e, `${this}: stage-1 HWPT for ${device.label}: ${explain(e, 'stage-1 HWPT', this.type, undefined)}`);
     }
     this.stats.hwptsAllocated++;
-    this.stats.hwptsLive++;
     return id;
   }
 
   /** @internal */
-  destroyStage1(id: number): void {
-    iommufd.destroy(this.#fd, id);
-    this.stats.hwptsLive--;
-  }
+  destroyStage1(id: number): void { iommufd.destroy(this.#fd, id); }
 
   describe(): VIommuDescription {
     return {
       name: this.name, iommu: this.type.kind, context: this.context.name, parentHwptId: this.parentHwptId, viommuId: this.viommuId,
-      bypassHwptId: this.bypass.hwptId, abortHwptId: this.abort.hwptId, devices: this.devices.map((d) => d.describe()), stats: { ...this.stats },
+      bypassHwptId: this.bypass.hwptId, abortHwptId: this.abort.hwptId, devices: this.devices.map((d) => d.describe()), stats: { ...this.stats, hwptsLive: this.hwptsLive },
     };
   }
 
@@ -305,10 +306,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
     const objects: [string, number | undefined][] = [['abort HWPT', this.abort.hwptId], ['bypass HWPT', this.bypass.hwptId], ['vIOMMU', this.viommuId], ['nesting parent HWPT', this.parentHwptId]];
     for (const [what, id] of objects) {
       if (id === undefined) continue;
-      try {
-        iommufd.destroy(this.#fd, id);
-        if (what !== 'vIOMMU') this.stats.hwptsLive--;
-      } catch (e) { failures.push(`${what} ${id}: ${(e as Error).message}`); }
+      try { iommufd.destroy(this.#fd, id); } catch (e) { failures.push(`${what} ${id}: ${(e as Error).message}`); }
     }
     this.#untrack();
     if (failures.length) throw new Error(`${this}: teardown left objects behind: ${failures.join('; ')}`);

@@ -1,6 +1,6 @@
 // The device ring's shared-memory layout: a header, fixed 64-byte request slots, one "free"
-// word per slot, and a bulk data area (one block per slot). Both sides index the same Int32Array (ringWords) with these
-// constants.
+// word per slot, and a bulk data area (one block per slot). Both sides index the same
+// Int32Array (ringWords) with these constants.
 import koffi from 'koffi';
 
 /**

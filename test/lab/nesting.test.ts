@@ -101,7 +101,7 @@ s('vDevice: virtual id, attached to bypass; stage-1 install replaces, uninstall 
     const b = dev.install({ iommu: 'selftest', iotlb: 0x5678 });
     assert.is(destroyAnswer(fd(), b), 'EBUSY', 'the device moved to stage-1 B');
     assert.is(destroyAnswer(fd(), a), 'ENOENT', 'A was freed after the replace');
-    assert.is(v.stats.hwptsLive, 4);
+    assert.is(v.hwptsLive, 4);
 
     dev.uninstall('abort');
     assert.is(dev.mode, 'abort');
@@ -114,7 +114,7 @@ s('vDevice: virtual id, attached to bypass; stage-1 install replaces, uninstall 
     assert.is(destroyAnswer(fd(), v.bypass.hwptId!), 'EBUSY', 'back on the bypass HWPT');
     assert.is(v.stats.stage1Installs, 3);
     assert.is(v.stats.stage1Uninstalls, 2);
-    assert.is(v.stats.hwptsLive, 3);
+    assert.is(v.hwptsLive, 3);
     assert.equal(v.describe().devices, [{ device: st.mock!.label, devId: st.mock!.devId, virtId: '0x99', vdeviceId: dev.vdeviceId, mode: 'bypass', stage1HwptId: undefined }]);
   } finally { v.close(); }
 });
@@ -200,7 +200,7 @@ s('wrong IOMMU type, wrong stage-1 data, and an IOMMU without nesting: clear err
     assert.throws(() => dev.install({ iommu: 'intel-vtd', pgtblAddr: 0n, addrWidth: 48 } as never), /takes selftest stage-1 data, not intel-vtd/);
     assert.throws(() => v.invalidate([{ iommu: 'arm-smmuv3', cmd: [0n, 0n] } as never]), /takes selftest invalidations, not arm-smmuv3/);
     assert.is(dev.mode, 'bypass');
-    assert.is(v.stats.hwptsLive, 3, 'nothing was allocated');
+    assert.is(v.hwptsLive, 3, 'nothing was allocated');
 
     // A device has one vDevice: under a second vIOMMU the kernel refuses it, and the device stays where it was.
     const v2 = VIommu.create('viommu1', st.ctx!, st.mock!, 'selftest');
