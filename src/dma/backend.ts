@@ -123,4 +123,10 @@ export class BackendListeners {
   emitRanges(backend: DmaBackend): void {
     this.emit({ kind: 'ranges', ranges: backend.allowedRanges(), alignment: backend.iovaAlignment() }, backend);
   }
+
+  /** A device left: the backend emptied (every mapping gone with it), or its ranges may have widened. */
+  emitDeviceLeft(backend: DmaBackend, emptied: boolean): void {
+    if (emptied) this.emit({ kind: 'emptied' }, backend);
+    else this.emitRanges(backend);
+  }
 }

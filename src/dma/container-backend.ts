@@ -219,16 +219,14 @@ export class ContainerBackend implements DmaBackend {
     state.devices.delete(bdf);
     if (state.devices.size) return;
     this.#releaseGroup(state);
-    if (this.#groups.size === 0) {
+    const emptied = this.#groups.size === 0;
+    if (emptied) {
       // The kernel released the Type1 IOMMU with the last group: every mapping is gone.
       this.#iommuSet = false;
       this.#log.clear();
-      this.#refreshRanges();
-      this.#listeners.emit({ kind: 'emptied' }, this);
-    } else {
-      this.#refreshRanges();
-      this.#listeners.emitRanges(this);
     }
+    this.#refreshRanges();
+    this.#listeners.emitDeviceLeft(this, emptied);
   }
 
   #groupOf(bdf: string): GroupState | undefined {

@@ -257,17 +257,15 @@ export class IommufdContext implements DmaBackend {
     for (const d of this.#dependents) { try { d.releaseDevice(a.devId); } catch (e) { released ??= e; } }
     if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device);
     this.#devices.delete(device.fd);
-    if (this.#devices.size === 0) {
+    const emptied = this.#devices.size === 0;
+    if (emptied) {
       this.#closeDependents();
       iommufd.destroy(this.#fd, this.#ioas!);
       this.#ioas = undefined;
       this.#log.clear();
-      this.#refreshRanges();
-      this.#listeners.emit({ kind: 'emptied' }, this);
-    } else {
-      this.#refreshRanges();
-      this.#listeners.emitRanges(this);
     }
+    this.#refreshRanges();
+    this.#listeners.emitDeviceLeft(this, emptied);
     if (released !== undefined) throw released;
   }
 
