@@ -1,14 +1,24 @@
 // Worker side of bench/ring: serves a ring whose BAR0 is a memfd (the same validation and pread
-// a device worker does), or echoes postMessage for the baseline.
+// a device worker does), echoes postMessage, or answers a bare Atomics ping-pong (the baselines).
 import { parentPort, workerData } from 'node:worker_threads';
 import { raw } from '../native/libc.js';
 import { OP, STATUS } from '../src/ring/protocol.js';
 import { RingServer, type Request } from '../src/ring/server.js';
 
-const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number } | { role: 'echo' };
+const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number } | { role: 'echo' } | { role: 'pingpong'; words: Int32Array };
 
 if (data.role === 'echo') {
   parentPort!.on('message', (m) => parentPort!.postMessage(m));
+} else if (data.role === 'pingpong') {
+  // Word 0 (set by the main thread) is echoed into word 16, a cache line away; -1 ends it.
+  const words = data.words;
+  parentPort!.postMessage('ready');
+  for (let seen = 0; ;) {
+    let v: number;
+    while ((v = Atomics.load(words, 0)) === seen);
+    if (v < 0) break;
+    Atomics.store(words, 16, (seen = v));
+  }
 } else {
   const { fd, barSize } = data;
   const handler = (req: Request): number => {
