@@ -3,7 +3,7 @@
 // Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
 // sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, OP, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
+import { H_DOORBELL, H_FULL_WAITERS, H_SLEEPING, H_STATE, H_TAIL, INLINE_BYTES, OP, RING_STATE, STATUS, S_DATA, S_ID, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
   override readonly name = 'RingError';
@@ -65,8 +65,8 @@ export class RingClient {
   submit(op: Op | number, index: number, offset: number, size: number, lo = 0, hi = 0, id = 0): number {
     const t = this.#claim();
     const w = this.#fill(t, op, index, offset, size, id);
-    this.#i32[w + S.DATA] = lo;
-    this.#i32[w + S.DATA + 1] = hi;
+    this.#i32[w + S_DATA] = lo;
+    this.#i32[w + S_DATA + 1] = hi;
     this.#publish(t);
     return t;
   }
@@ -83,19 +83,19 @@ export class RingClient {
   #claim(): number {
     const h = this.#i32;
     for (let spins = 0; ; ) {
-      const t = Atomics.load(h, H.TAIL);
+      const t = Atomics.load(h, H_TAIL);
       const f = this.#free + (t & this.#mask);
       const free = Atomics.load(h, f);
       const diff = (free - t) | 0;
       if (diff === 0) {
-        if (Atomics.compareExchange(h, H.TAIL, t, (t + 1) | 0) === t) return t;
+        if (Atomics.compareExchange(h, H_TAIL, t, (t + 1) | 0) === t) return t;
       } else if (diff < 0) {
         // Full: this slot still holds the request from one lap ago. Wait for its release.
         if (++spins < this.#spin) continue;
         this.#checkOpen();
-        Atomics.add(h, H.FULL_WAITERS, 1);
+        Atomics.add(h, H_FULL_WAITERS, 1);
         if (Atomics.load(h, f) === free) Atomics.wait(h, f, free, this.#slice);
-        Atomics.sub(h, H.FULL_WAITERS, 1);
+        Atomics.sub(h, H_FULL_WAITERS, 1);
       }
     }
   }
@@ -103,24 +103,25 @@ export class RingClient {
   #fill(t: number, op: number, index: number, offset: number, size: number, id: number): number {
     const h = this.#i32;
     const w = slotWord(t & this.#mask);
-    h[w + S.OP] = op;
-    h[w + S.INDEX] = index;
-    h[w + S.SIZE] = size;
-    h[w + S.OFF_LO] = offset % 0x100000000;
-    h[w + S.OFF_HI] = Math.floor(offset / 0x100000000);
-    h[w + S.ID] = id;
-    h[w + S.STATUS] = 0;
+    h[w + S_OP] = op;
+    h[w + S_INDEX] = index;
+    h[w + S_SIZE] = size;
+    // Offsets past 4 GiB are rare (a large 64-bit BAR); the division is kept off the common path.
+    const hi = offset > 0xffffffff ? Math.floor(offset / 0x100000000) : 0;
+    h[w + S_OFF_LO] = offset - hi * 0x100000000;
+    h[w + S_OFF_HI] = hi;
+    h[w + S_ID] = id;
     return w;
   }
 
   #publish(t: number): void {
     const h = this.#i32;
-    Atomics.store(h, slotWord(t & this.#mask) + S.SEQ, (t + 1) | 0);
+    Atomics.store(h, slotWord(t & this.#mask) + S_SEQ, (t + 1) | 0);
     // Ring only a sleeping consumer. No wake-up is lost: a consumer announces SLEEPING before
     // its last look at the queue, and that look sees this slot if this load missed the flag.
-    if (Atomics.load(h, H.SLEEPING) !== 0) {
-      Atomics.add(h, H.DOORBELL, 1);
-      Atomics.notify(h, H.DOORBELL, 1);
+    if (Atomics.load(h, H_SLEEPING) !== 0) {
+      Atomics.add(h, H_DOORBELL, 1);
+      Atomics.notify(h, H_DOORBELL, 1);
     }
   }
 
@@ -130,17 +131,17 @@ export class RingClient {
     const w = slotWord(t & this.#mask);
     const done = (t + 2) | 0;
     const budget = this.#await;
-    for (let i = 0; i < budget.n; i++) if (Atomics.load(h, w + S.SEQ) === done) { budget.hit(); return h[w + S.STATUS]!; }
+    for (let i = 0; i < budget.n; i++) if (Atomics.load(h, w + S_SEQ) === done) { budget.hit(); return h[w + S_STATUS]!; }
     budget.miss();
     for (;;) {
-      Atomics.store(h, w + S.WAITER, 1);
-      const seq = Atomics.load(h, w + S.SEQ);
+      Atomics.store(h, w + S_WAITER, 1);
+      const seq = Atomics.load(h, w + S_SEQ);
       if (seq === done) break;
-      Atomics.wait(h, w + S.SEQ, seq, this.#slice);
-      if (Atomics.load(h, w + S.SEQ) !== done) this.#checkOpen();
+      Atomics.wait(h, w + S_SEQ, seq, this.#slice);
+      if (Atomics.load(h, w + S_SEQ) !== done) this.#checkOpen();
     }
-    Atomics.store(h, w + S.WAITER, 0);
-    return h[w + S.STATUS]!;
+    Atomics.store(h, w + S_WAITER, 0);
+    return h[w + S_STATUS]!;
   }
 
   /** Copy a completed ticket's inline result into lo/hi and hand the slot back. */
@@ -148,11 +149,11 @@ export class RingClient {
     const h = this.#i32;
     const slot = t & this.#mask;
     const w = slotWord(slot);
-    this.lo = h[w + S.DATA]!;
-    this.hi = h[w + S.DATA + 1]!;
+    this.lo = h[w + S_DATA]!;
+    this.hi = h[w + S_DATA + 1]!;
     const f = this.#free + slot;
     Atomics.store(h, f, (t + this.#mask + 1) | 0);
-    if (Atomics.load(h, H.FULL_WAITERS) !== 0) Atomics.notify(h, f);
+    if (Atomics.load(h, H_FULL_WAITERS) !== 0) Atomics.notify(h, f);
   }
 
   /** One request, start to finish. Returns the status; inline results land in lo/hi. */
@@ -215,7 +216,7 @@ export class RingClient {
   /** Byte offset of a ticket's data: inline in the slot, or its bulk block. */
   #dataAt(t: number, size: number): number {
     const slot = t & this.#mask;
-    return size <= INLINE_BYTES ? (slotWord(slot) + S.DATA) * 4 : bulkOffset(this.geometry, slot);
+    return size <= INLINE_BYTES ? (slotWord(slot) + S_DATA) * 4 : bulkOffset(this.geometry, slot);
   }
 
   #ok(status: number, op: number, index: number, offset: number, size: number): void {
@@ -223,6 +224,6 @@ export class RingClient {
   }
 
   #checkOpen(): void {
-    if (Atomics.load(this.#i32, H.STATE) === RING_STATE.CLOSED) throw new RingClosedError('device ring is closed (device shut down)');
+    if (Atomics.load(this.#i32, H_STATE) === RING_STATE.CLOSED) throw new RingClosedError('device ring is closed (device shut down)');
   }
 }

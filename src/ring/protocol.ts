@@ -5,41 +5,40 @@ import koffi from 'koffi';
 
 /**
  * Header words (Int32 indexes). Words written by producers and words written by the consumer
- * sit on separate 64-byte cache lines, so neither side's writes evict the other's.
+ * sit on separate 64-byte cache lines, so neither side's writes evict the other's. They are
+ * plain numeric constants, not an object's fields: the hot paths index with them on every
+ * request, and V8 folds an imported constant where it loads an object's field (measured: ~10 ns
+ * per request, both sides together).
  */
-export const H = {
-  // line 0: read-mostly
-  MAGIC: 0,
-  CAPACITY: 1,
-  BULK_BYTES: 2,
-  STATE: 3, // RING_STATE
-  EPOCH: 4, // bumped by each consumer that attaches (a restarted worker)
-  // line 1: producers
-  TAIL: 16, // next ticket a producer claims
-  DOORBELL: 17, // bumped by a producer that finds the consumer sleeping; the consumer waits on it
-  FULL_WAITERS: 18, // producers waiting for a free slot
-  // line 2: the consumer, written per request
-  HEAD: 32, // next ticket the consumer serves
-  // line 3: the consumer, written only around sleeps (producers read it on every publish)
-  SLEEPING: 48, // 1 while the consumer is (about to be) waiting on DOORBELL
-} as const;
+// line 0: read-mostly
+export const H_MAGIC = 0;
+export const H_CAPACITY = 1;
+export const H_BULK_BYTES = 2;
+export const H_STATE = 3; // RING_STATE
+export const H_EPOCH = 4; // bumped by each consumer that attaches (a restarted worker)
+// line 1: producers
+export const H_TAIL = 16; // next ticket a producer claims
+export const H_DOORBELL = 17; // bumped by a producer that finds the consumer sleeping; the consumer waits on it
+export const H_FULL_WAITERS = 18; // producers waiting for a free slot
+// line 2: the consumer, written per request
+export const H_HEAD = 32; // next ticket the consumer serves
+// line 3: the consumer, written only around sleeps (producers read it on every publish)
+export const H_SLEEPING = 48; // 1 while the consumer is (about to be) waiting on DOORBELL
 export const HEADER_BYTES = 256;
 export const RING_MAGIC = 0x56464952; // "RIFV"
 export const RING_STATE = { OPEN: 0, CLOSED: 1 } as const;
 
 /** Slot words, relative to the slot's first word. */
-export const S = {
-  SEQ: 0, // ticket t's request: published at t+1, completed at t+2 (initially the slot index)
-  OP: 1,
-  INDEX: 2, // BAR index for BAR ops
-  SIZE: 3,
-  OFF_LO: 4,
-  OFF_HI: 5,
-  STATUS: 6,
-  ID: 7, // caller's request id, echoed back
-  WAITER: 8, // 1 while the producer waits on SEQ
-  DATA: 12, // 16 bytes of inline data (words 12..15)
-} as const;
+export const S_SEQ = 0; // ticket t's request: published at t+1, completed at t+2 (initially the slot index)
+export const S_OP = 1;
+export const S_INDEX = 2; // BAR index for BAR ops
+export const S_SIZE = 3;
+export const S_OFF_LO = 4;
+export const S_OFF_HI = 5;
+export const S_STATUS = 6;
+export const S_ID = 7; // caller's request id, echoed back
+export const S_WAITER = 8; // 1 while the producer waits on SEQ
+export const S_DATA = 12; // 16 bytes of inline data (words 12..15)
 export const SLOT_BYTES = 64;
 export const SLOT_WORDS = SLOT_BYTES / 4;
 export const INLINE_BYTES = 16;
@@ -108,10 +107,10 @@ export function createRingBuffer(g: RingGeometry = { capacity: 64, bulkBytes: 40
   const base = (RING_ALIGN - Number((koffi.address(new Uint8Array(sab)) as bigint) % BigInt(RING_ALIGN))) % RING_ALIGN;
   new Int32Array(sab)[sab.byteLength / 4 - 1] = base;
   const h = ringWords(sab);
-  h[H.CAPACITY] = g.capacity;
-  h[H.BULK_BYTES] = g.bulkBytes;
-  for (let i = 0; i < g.capacity; i++) { h[slotWord(i) + S.SEQ] = i; h[freeWord(g, i)] = i; }
-  Atomics.store(h, H.MAGIC, RING_MAGIC);
+  h[H_CAPACITY] = g.capacity;
+  h[H_BULK_BYTES] = g.bulkBytes;
+  for (let i = 0; i < g.capacity; i++) { h[slotWord(i) + S_SEQ] = i; h[freeWord(g, i)] = i; }
+  Atomics.store(h, H_MAGIC, RING_MAGIC);
   return sab;
 }
 
@@ -122,20 +121,20 @@ export function ringOffset(sab: SharedArrayBuffer): number {
   return base;
 }
 
-/** The ring's words: index with H.* and slotWord(i) + S.*. */
+/** The ring's words: index with H_* and slotWord(i) + S_*. */
 export function ringWords(sab: SharedArrayBuffer): Int32Array {
   return new Int32Array(sab, ringOffset(sab), (sab.byteLength - RING_ALIGN) / 4);
 }
 
-/** The ring's bytes: index with bulkOffset() and (slotWord(i) + S.DATA) * 4. */
+/** The ring's bytes: index with bulkOffset() and (slotWord(i) + S_DATA) * 4. */
 export function ringU8(sab: SharedArrayBuffer): Uint8Array {
   return new Uint8Array(sab, ringOffset(sab), sab.byteLength - RING_ALIGN);
 }
 
 export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
   const h = ringWords(sab);
-  if (Atomics.load(h, H.MAGIC) !== RING_MAGIC) throw new Error('not a device ring (bad magic)');
-  return { capacity: h[H.CAPACITY]!, bulkBytes: h[H.BULK_BYTES]! };
+  if (Atomics.load(h, H_MAGIC) !== RING_MAGIC) throw new Error('not a device ring (bad magic)');
+  return { capacity: h[H_CAPACITY]!, bulkBytes: h[H_BULK_BYTES]! };
 }
 
 export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;

@@ -2,7 +2,7 @@
 // ticket order, complete each in its slot, and sleep with Atomics.waitAsync when idle so the
 // worker's event loop stays free for control calls and interrupt relays.
 import { SpinBudget } from './spin.js';
-import { H, INLINE_BYTES, RING_STATE, S, STATUS, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
+import { H_DOORBELL, H_EPOCH, H_HEAD, H_SLEEPING, H_STATE, INLINE_BYTES, RING_STATE, STATUS, S_DATA, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
 export interface Request {
@@ -66,7 +66,7 @@ export class RingServer {
 
   /** Serve every request that is ready now; returns how many. Synchronous. */
   drain(limit = Infinity): number {
-    this.#head = Atomics.load(this.#i32, H.HEAD);
+    this.#head = Atomics.load(this.#i32, H_HEAD);
     let n = 0;
     while (n < limit && this.#serveNext()) n++;
     return n;
@@ -82,14 +82,14 @@ export class RingServer {
     const t = this.#head;
     const slot = t & this.#mask;
     const w = slotWord(slot);
-    if (Atomics.load(h, w + S.SEQ) !== ((t + 1) | 0)) return false;
-    const size = h[w + S.SIZE]!;
-    req.op = h[w + S.OP]!;
-    req.index = h[w + S.INDEX]!;
+    if (Atomics.load(h, w + S_SEQ) !== ((t + 1) | 0)) return false;
+    const size = h[w + S_SIZE]!;
+    req.op = h[w + S_OP]!;
+    req.index = h[w + S_INDEX]!;
     req.size = size;
-    req.offset = (h[w + S.OFF_HI]! >>> 0) * 0x100000000 + (h[w + S.OFF_LO]! >>> 0);
+    req.offset = (h[w + S_OFF_HI]! >>> 0) * 0x100000000 + (h[w + S_OFF_LO]! >>> 0);
     let status: number;
-    const d = w + S.DATA, st = this.#stage;
+    const d = w + S_DATA, st = this.#stage;
     if (size >= 0 && size <= INLINE_BYTES) {
       st[0] = h[d]!; st[1] = h[d + 1]!; st[2] = h[d + 2]!; st[3] = h[d + 3]!;
       req.data = this.#stageBytes; req.words = st;
@@ -99,11 +99,11 @@ export class RingServer {
       req.data = this.#bulk[slot]!; req.words = undefined;
       try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
     } else status = STATUS.BAD_WIDTH;
-    h[w + S.STATUS] = status;
+    h[w + S_STATUS] = status;
     this.#head = (t + 1) | 0;
-    h[H.HEAD] = this.#head;
-    Atomics.store(h, w + S.SEQ, (t + 2) | 0);
-    if (Atomics.load(h, w + S.WAITER) !== 0) Atomics.notify(h, w + S.SEQ, 1);
+    h[H_HEAD] = this.#head;
+    Atomics.store(h, w + S_SEQ, (t + 2) | 0);
+    if (Atomics.load(h, w + S_WAITER) !== 0) Atomics.notify(h, w + S_SEQ, 1);
     this.served++;
     return true;
   }
@@ -112,7 +112,7 @@ export class RingServer {
   start(): void {
     if (this.#running) return;
     this.#running = true;
-    Atomics.add(this.#i32, H.EPOCH, 1);
+    Atomics.add(this.#i32, H_EPOCH, 1);
     this.#stopped = this.#loop();
   }
 
@@ -137,31 +137,31 @@ export class RingServer {
 
   async #loop(): Promise<void> {
     const h = this.#i32;
-    this.#head = Atomics.load(h, H.HEAD);
+    this.#head = Atomics.load(h, H_HEAD);
     while (this.#running) {
       if (this.#busy()) { await new Promise<void>((r) => setImmediate(r)); continue; }
       if (!this.#running) break;
       // Idle: read the doorbell before the last check, then sleep only if it has not moved.
-      const bell = Atomics.load(h, H.DOORBELL);
-      Atomics.store(h, H.SLEEPING, 1);
+      const bell = Atomics.load(h, H_DOORBELL);
+      Atomics.store(h, H_SLEEPING, 1);
       if (!this.#ready() && this.#running) {
-        const w = Atomics.waitAsync(h, H.DOORBELL, bell);
+        const w = Atomics.waitAsync(h, H_DOORBELL, bell);
         if (w.async) await w.value;
       }
-      Atomics.store(h, H.SLEEPING, 0);
+      Atomics.store(h, H_SLEEPING, 0);
     }
   }
 
   #ready(): boolean {
     const t = this.#head;
-    return Atomics.load(this.#i32, slotWord(t & this.#mask) + S.SEQ) === ((t + 1) | 0);
+    return Atomics.load(this.#i32, slotWord(t & this.#mask) + S_SEQ) === ((t + 1) | 0);
   }
 
   /** Stop serving (requests stay queued for the next server on this ring). */
   async stop(): Promise<void> {
     this.#running = false;
-    Atomics.add(this.#i32, H.DOORBELL, 1);
-    Atomics.notify(this.#i32, H.DOORBELL);
+    Atomics.add(this.#i32, H_DOORBELL, 1);
+    Atomics.notify(this.#i32, H_DOORBELL);
     await this.#stopped;
   }
 }
@@ -169,6 +169,6 @@ export class RingServer {
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */
 export function closeRing(sab: SharedArrayBuffer): void {
   const h = ringWords(sab), g = ringGeometry(sab);
-  Atomics.store(h, H.STATE, RING_STATE.CLOSED);
-  for (let i = 0; i < g.capacity; i++) { Atomics.notify(h, slotWord(i) + S.SEQ); Atomics.notify(h, freeWord(g, i)); }
+  Atomics.store(h, H_STATE, RING_STATE.CLOSED);
+  for (let i = 0; i < g.capacity; i++) { Atomics.notify(h, slotWord(i) + S_SEQ); Atomics.notify(h, freeWord(g, i)); }
 }

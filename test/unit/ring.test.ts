@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
 import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
 import koffi from 'koffi';
-import { H, OP, S, STATUS, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
+import { H_CAPACITY, H_FULL_WAITERS, H_HEAD, H_TAIL, OP, STATUS, S_DATA, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
 import { RingServer, closeRing } from '../../src/ring/server.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -25,7 +25,7 @@ test('a ring starts on a cache-line boundary whatever its buffer\'s alignment', 
     const ring = createRingBuffer({ capacity: 4 << (i % 3), bulkBytes: 8 * (i % 5) });
     seen.add(ringOffset(ring));
     assert.is(Number((koffi.address(ringU8(ring)) as bigint) % 64n), 0, `ring ${i} at offset ${ringOffset(ring)}`);
-    assert.is(Atomics.load(ringWords(ring), H.CAPACITY), 4 << (i % 3));
+    assert.is(Atomics.load(ringWords(ring), H_CAPACITY), 4 << (i % 3));
   }
   assert.ok([...seen].every((b) => b % 16 === 0 && b < 64), `offsets ${[...seen]}`);
   assert.throws(() => ringGeometry(new SharedArrayBuffer(1024)), /not a device ring/);
@@ -47,7 +47,7 @@ test('4 producer threads × 2 rings: every request completes once, correctly', a
   for (const r of results) { assert.equal(r.errors, []); assert.equal(r.mismatches, []); assert.is(r.done, perProducer); }
   // Each producer request is one ring call, except write+read-back which is two.
   assert.ok(served[0]! + served[1]! >= 4 * perProducer, `served ${served}`);
-  for (const ring of rings) assert.is(Atomics.load(ringWords(ring), H.TAIL), Atomics.load(ringWords(ring), H.HEAD), 'tail == head: nothing left in flight');
+  for (const ring of rings) assert.is(Atomics.load(ringWords(ring), H_TAIL), Atomics.load(ringWords(ring), H_HEAD), 'tail == head: nothing left in flight');
 });
 
 test('malformed requests get their status and the server keeps serving', async () => {
@@ -90,7 +90,7 @@ test('a full ring applies back-pressure; requests queued while no server runs ar
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   // A fifth submit would block: the ring is full. Check that it is, without blocking.
   const h = ringWords(ring);
-  assert.is(Atomics.load(h, H.TAIL) - Atomics.load(h, H.HEAD), 4, '4 in flight');
+  assert.is(Atomics.load(h, H_TAIL) - Atomics.load(h, H_HEAD), 4, '4 in flight');
   const server = new RingServer(ring, simulatedHandler(4096));
   assert.is(server.drain(), 4, 'a later server serves what was queued');
   for (const [i, t] of tickets.entries()) { assert.is(c.await(t), STATUS.OK); c.release(t); assert.is(c.lo, 0x10 * i); }
@@ -114,7 +114,7 @@ test('inline data reaches the handler and its writes come back, whatever the sta
   assert.is(c.lo, 42); assert.is(c.hi, 7);
   assert.is(c.await(b), STATUS.OK); c.release(b);
   assert.is(c.lo, 100);
-  assert.is(ringWords(ring)[slotWord(b & 3) + S.DATA + 3], 0x55, 'the whole inline area is copied back');
+  assert.is(ringWords(ring)[slotWord(b & 3) + S_DATA + 3], 0x55, 'the whole inline area is copied back');
 });
 
 test('a producer blocked on a full ring is woken by the release of the slot it waits for', async () => {
@@ -124,8 +124,8 @@ test('a producer blocked on a full ring is woken by the release of the slot it w
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring });
   // The other thread spins briefly, then sleeps (a 5 s slice) on slot 0's free word.
-  for (let i = 0; i < 200 && Atomics.load(h, H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
-  assert.is(Atomics.load(h, H.FULL_WAITERS), 1, 'the fifth producer waits for a free slot');
+  for (let i = 0; i < 200 && Atomics.load(h, H_FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  assert.is(Atomics.load(h, H_FULL_WAITERS), 1, 'the fifth producer waits for a free slot');
   const server = new RingServer(ring, simulatedHandler(4096));
   assert.is(server.drain(), 4);
   const t0 = performance.now();
@@ -136,7 +136,7 @@ test('a producer blocked on a full ring is woken by the release of the slot it w
   assert.is(r.status, STATUS.OK);
   assert.ok(performance.now() - t0 < 2000, `woken by the release (${(performance.now() - t0).toFixed(0)} ms)`);
   for (const t of tickets.slice(1)) { c.await(t); c.release(t); }
-  assert.is(Atomics.load(h, H.TAIL), 5);
+  assert.is(Atomics.load(h, H_TAIL), 5);
 });
 
 test('closing the ring wakes a producer blocked on a full ring', async () => {
@@ -144,7 +144,7 @@ test('closing the ring wakes a producer blocked on a full ring', async () => {
   const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
   for (let i = 0; i < 4; i++) c.submit(OP.NOP, 0, 0, 0);
   const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring }).then(() => 'returned', (e: Error) => e.message);
-  for (let i = 0; i < 200 && Atomics.load(ringWords(ring), H.FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
+  for (let i = 0; i < 200 && Atomics.load(ringWords(ring), H_FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
   const t0 = performance.now();
   closeRing(ring);
   assert.match(await other, /closed/);
