@@ -10,12 +10,14 @@ const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; 
 if (data.role === 'echo') {
   parentPort!.on('message', (m) => parentPort!.postMessage(m));
 } else if (data.role === 'pingpong') {
-  // Word 0 (set by the main thread) is echoed into word 16, a cache line away; -1 ends it.
-  const words = data.words;
+  // Word 0 (set by the main thread) is echoed into word 16, a cache line away; -1 ends it. Between
+  // its rounds (word 1 is 0) it sleeps after PARK_POLLS idle polls, so it does not take a core
+  // from the ring while the two are measured in alternation.
+  const words = data.words, PARK_POLLS = 20_000;
   parentPort!.postMessage('ready');
   for (let seen = 0; ;) {
-    let v: number;
-    while ((v = Atomics.load(words, 0)) === seen);
+    let v: number, polls = 0;
+    while ((v = Atomics.load(words, 0)) === seen) if (++polls > PARK_POLLS && Atomics.load(words, 1) === 0) { Atomics.wait(words, 0, seen); polls = 0; }
     if (v < 0) break;
     Atomics.store(words, 16, (seen = v));
   }
