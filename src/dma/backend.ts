@@ -6,6 +6,7 @@ import type { Target } from '../../native/libc.js';
 import type { MemfdRegion } from '../memory/memfd-region.js';
 import { type IovaRange, hex } from './iova-ranges.js';
 import type { MapRunner } from './map-offload.js';
+import { withHint } from './diagnose.js';
 
 /**
  * The memory behind a mapping. A memfd source is mapped by file and offset where the backend
@@ -122,6 +123,20 @@ export class BackendListeners {
   /** The backend's device set changed (and it still has devices): tell listeners its ranges now. */
   emitRanges(backend: DmaBackend): void {
     this.emit({ kind: 'ranges', ranges: backend.allowedRanges(), alignment: backend.iovaAlignment() }, backend);
+  }
+
+  /**
+   * A device joined: tell listeners the backend's ranges now. If a listener refuses them (guest
+   * memory mapped where the new device reserves IOVA), `undo` detaches the device again and the
+   * listener's error is thrown, naming `device`.
+   */
+  emitDeviceJoined(backend: DmaBackend, device: string, undo: () => void): void {
+    try {
+      this.emitRanges(backend);
+    } catch (e) {
+      try { undo(); } catch { /* the listener's error is the one to report */ }
+      throw withHint(e, `${device} was detached from ${backend} again`);
+    }
   }
 
   /** A device left: the backend emptied (every mapping gone with it), or its ranges may have widened. */

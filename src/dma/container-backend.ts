@@ -198,12 +198,7 @@ export class ContainerBackend implements DmaBackend {
     state.devices.set(bdf, device);
     this.#refreshRanges();
     const invalid = this.#log.outside(this.#ranges);
-    try {
-      this.#listeners.emitRanges(this);
-    } catch (e) {
-      try { this.detachDevice(bdf); } catch { /* the listener's error is the one to report */ }
-      throw withHint(e, `${bdf} was detached from ${this} again`);
-    }
+    this.#listeners.emitDeviceJoined(this, bdf, () => this.detachDevice(bdf));
     const detach = (): void => { if (this.#groupOf(bdf)) this.detachDevice(bdf); };
     return { bdf, device, backend: this, invalid, groupId: state.groupId, ranges: this.#ranges, detach };
   }

@@ -239,12 +239,7 @@ export class IommufdContext implements DmaBackend {
     this.#devices.set(device.fd, { device, devId, ptId });
     this.#refreshRanges();
     const invalid = this.#log.outside(this.#ranges);
-    try {
-      this.#listeners.emitRanges(this);
-    } catch (e) {
-      try { this.detachDevice(device); } catch { /* the listener's error is the one to report */ }
-      throw withHint(e, `${device.path} was detached from ${this} again`);
-    }
+    this.#listeners.emitDeviceJoined(this, device.path, () => this.detachDevice(device));
     return { devId, ioasId, ptId, ranges: this.#ranges, invalid };
   }
 

@@ -106,8 +106,9 @@ export class RingClient {
     h[w + S_OP] = op;
     h[w + S_INDEX] = index;
     h[w + S_SIZE] = size;
-    // Offsets past 4 GiB are rare (a large 64-bit BAR); the division is kept off the common path.
-    const hi = offset > 0xffffffff ? Math.floor(offset / 0x100000000) : 0;
+    // Offsets outside [0, 4 GiB) are rare (a large 64-bit BAR, or a malformed negative one, which
+    // must stay huge so the server refuses it); the division is kept off the common path.
+    const hi = offset >= 0 && offset <= 0xffffffff ? 0 : Math.floor(offset / 0x100000000);
     h[w + S_OFF_LO] = offset - hi * 0x100000000;
     h[w + S_OFF_HI] = hi;
     h[w + S_ID] = id;

@@ -117,6 +117,20 @@ test('inline data reaches the handler and its writes come back, whatever the sta
   assert.is(ringWords(ring)[slotWord(b & 3) + S_DATA + 3], 0x55, 'the whole inline area is copied back');
 });
 
+test('offsets cross the ring intact: past 4 GiB, at the 32-bit edge, and negative ones stay out of any BAR', () => {
+  const ring = createRingBuffer({ capacity: 8, bulkBytes: 64 });
+  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const seen: number[] = [];
+  const server = new RingServer(ring, (req) => { seen.push(req.offset); return STATUS.OK; });
+  const offsets = [0, 0x1000, 0xfffffffc, 0x100000000, 0x3_0000_0010, -4];
+  const tickets = offsets.map((o) => c.submit(OP.BAR_READ, 0, o, 4));
+  assert.is(server.drain(), offsets.length);
+  for (const t of tickets) { c.await(t); c.release(t); }
+  assert.equal(seen.slice(0, 5), offsets.slice(0, 5));
+  // A negative offset arrives as 2^64 - 4: larger than any BAR, never 4 GiB - 4 (inside a large one).
+  assert.ok(seen[5]! > 2 ** 63, `-4 arrived as 0x${seen[5]!.toString(16)}`);
+});
+
 test('a producer blocked on a full ring is woken by the release of the slot it waits for', async () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
   const h = ringWords(ring);
