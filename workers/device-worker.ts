@@ -8,6 +8,7 @@ import { Comlink, installErrorTransfer, nodeEndpoint } from '../src/control/coml
 import { AssignedDevice, type DeviceDescription } from '../src/device/assigned-device.js';
 import { DeviceInterrupts, type InterruptOptions, type IrqStatus } from '../src/device/interrupts.js';
 import type { RouterPort } from '../src/irq/gsi-router.js';
+import { IRQ, irqViews } from '../src/irq/irq-state.js';
 import { STAT, STATE, stateViews, type DeviceMemory } from '../src/device/shared-state.js';
 import { RingServer } from '../src/ring/server.js';
 import { STATUS } from '../src/ring/protocol.js';
@@ -67,7 +68,11 @@ try {
   irq.attach(device, device.restored);
 } catch (e) { setupError = e; }
 
-const server = new RingServer(data.ring, (req) => (device ? device.handle(req) : STATUS.NOT_READY));
+// While serving, the worker turns its event loop when the coordinator or the GSI router posts to
+// it (they bump the ring's attention word) or the irq poller hands it a firing (WORKER_SEQ).
+const server = new RingServer(data.ring, (req) => (device ? device.handle(req) : STATUS.NOT_READY), {
+  watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ]],
+});
 server.start();
 
 const need = (): AssignedDevice => {

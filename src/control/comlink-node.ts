@@ -7,10 +7,16 @@ import type { MessagePort, Worker } from 'node:worker_threads';
 type NodePort = Pick<MessagePort | Worker, 'postMessage' | 'on' | 'off'>;
 type Listener = Parameters<Comlink.Endpoint['addEventListener']>[1];
 
-export function nodeEndpoint(port: NodePort): Comlink.Endpoint {
+/**
+ * `afterPost` runs after each message is posted: a device worker busy serving its ring turns its
+ * event loop only when asked, so its callers pass the ring's attention signal here.
+ */
+export function nodeEndpoint(port: NodePort, afterPost?: () => void): Comlink.Endpoint {
   const wrapped = new WeakMap<Listener, (data: unknown) => void>();
   return {
-    postMessage: (message: unknown, transfer?: unknown[]) => port.postMessage(message, transfer as never),
+    postMessage: afterPost
+      ? (message: unknown, transfer?: unknown[]) => { port.postMessage(message, transfer as never); afterPost(); }
+      : (message: unknown, transfer?: unknown[]) => port.postMessage(message, transfer as never),
     addEventListener: (_type: string, listener: Listener) => {
       const fn = (data: unknown): void => {
         const ev = { data } as Parameters<Extract<Listener, (...a: never[]) => unknown>>[0];

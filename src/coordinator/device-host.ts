@@ -15,7 +15,7 @@ import { IRQ, SRC, irqViews, type IrqKind } from '../irq/irq-state.js';
 import { HostIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.js';
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
-import { createRingBuffer, type RingGeometry } from '../ring/protocol.js';
+import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
 import { closeRing } from '../ring/server.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
@@ -74,7 +74,7 @@ export class DeviceHost {
     const transfer: MessagePort[] = [];
     if (this.opts.router) {
       this.#routerLink?.close();
-      this.#routerLink = this.opts.router.connect(this.name);
+      this.#routerLink = this.opts.router.connect(this.name, attentionSignal(this.ring));
       data.routerPort = this.#routerLink.port;
       data.vmFd = this.opts.router.vm.fd;
       transfer.push(this.#routerLink.port);
@@ -87,7 +87,7 @@ export class DeviceHost {
       this.#worker.once('error', (e) => fail(`crashed: ${e.message}`));
     });
     this.#exit.catch(() => {}); // observed by #call; never unhandled
-    this.#api = Comlink.wrap<DeviceControl>(nodeEndpoint(this.#worker));
+    this.#api = Comlink.wrap<DeviceControl>(nodeEndpoint(this.#worker, attentionSignal(this.ring)));
     try {
       this.description = await this.#call(() => this.#api.ready());
     } catch (e) {

@@ -117,12 +117,15 @@ export class GsiRouter {
     });
   }
 
-  /** A port for a device worker: it calls update() for `owner` through comlink. */
-  connect(owner: string): { port: MessagePort; close: () => void } {
+  /**
+   * A port for a device worker: it calls update() for `owner` through comlink. `afterReply` runs
+   * after each reply is posted (the device ring's attention signal, so a busy worker reads it soon).
+   */
+  connect(owner: string, afterReply?: () => void): { port: MessagePort; close: () => void } {
     installErrorTransfer();
     const { port1, port2 } = new MessageChannel();
     const api: RouterPort = { update: (changes) => this.update(owner, changes) };
-    Comlink.expose(api, nodeEndpoint(port1));
+    Comlink.expose(api, nodeEndpoint(port1, afterReply));
     port1.unref();
     return { port: port2, close: () => port1.close() };
   }

@@ -1,8 +1,9 @@
 // The producer side of a device ring, usable from any thread holding the SharedArrayBuffer
 // (a VMM's vCPU threads): claim a slot, publish a request, wait for its completion, release.
-// Waiting spins briefly, then sleeps on the slot's sequence word, so a busy device costs
-// sub-microsecond hops and an idle one no CPU. A full ring blocks the producer (back-pressure).
-import { SpinBudget } from './spin.js';
+// Waiting spins (up to an adaptive budget in µs), then sleeps on the slot's sequence word, so a
+// busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
+// (back-pressure).
+import { POLLS_PER_CLOCK, PREEMPTED_MS, SpinBudget } from './spin.js';
 import { H_DOORBELL, H_FULL_WAITERS, H_SLEEPING, H_STATE, H_TAIL, INLINE_BYTES, OP, RING_STATE, STATUS, S_DATA, S_ID, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
@@ -22,14 +23,15 @@ const describe = (op: number, index: number, offset: number, size: number): stri
 
 export interface RingClientOptions {
   /**
-   * Loads of the sequence word before sleeping on it (16000: about 150 µs here). A request in
-   * flight completes within a microsecond while the worker is busy, but a worker that was asleep
-   * takes 50-150 µs to wake from Atomics.waitAsync (its event loop turns first), and one under
-   * load yields to its event loop for tens of µs every 1024 requests. A producer that gave up
-   * spinning before that only added its own wake-up to the wait, and a worker that then missed it
-   * went to sleep too: the two ended up waking each other per request.
+   * How long to poll for a completion before sleeping on it, in µs (default 500; adaptive, see
+   * SpinBudget). A request completes within a microsecond while the worker is busy, but a worker
+   * that was asleep takes 80-190 µs to wake (p99: 2 ms), and one giving its event loop a turn may
+   * take 100 µs. A producer that gave up spinning before that only added its own wake-up to the
+   * wait, and a worker that then missed it went to sleep too: the two woke each other per request.
    */
-  spin?: number;
+  spinUs?: number;
+  /** The poll once spinning stops paying (µs, default 5): more busy threads than cores. */
+  minSpinUs?: number;
   /** How long one sleep lasts before the ring state is checked again (ms). */
   waitSliceMs?: number;
 }
@@ -41,7 +43,6 @@ export class RingClient {
   readonly #mask: number;
   /** Word index of slot 0's free word. */
   readonly #free: number;
-  readonly #spin: number;
   readonly #await: SpinBudget;
   readonly #slice: number;
   /** Results of the last completed call() (inline data words 0 and 1). */
@@ -54,8 +55,7 @@ export class RingClient {
     this.#u8 = ringU8(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#free = freeWord(this.geometry, 0);
-    this.#spin = opts.spin ?? 16000;
-    this.#await = new SpinBudget(this.#spin);
+    this.#await = new SpinBudget(opts.spinUs ?? 500, opts.minSpinUs ?? 5);
     this.#slice = opts.waitSliceMs ?? 100;
   }
 
@@ -82,7 +82,7 @@ export class RingClient {
 
   #claim(): number {
     const h = this.#i32;
-    for (let spins = 0; ; ) {
+    for (let spins = 0, until = 0; ; ) {
       const t = Atomics.load(h, H_TAIL);
       const f = this.#free + (t & this.#mask);
       const free = Atomics.load(h, f);
@@ -91,11 +91,15 @@ export class RingClient {
         if (Atomics.compareExchange(h, H_TAIL, t, (t + 1) | 0) === t) return t;
       } else if (diff < 0) {
         // Full: this slot still holds the request from one lap ago. Wait for its release.
-        if (++spins < this.#spin) continue;
+        if ((++spins & (POLLS_PER_CLOCK - 1)) !== 0) continue;
+        const now = performance.now();
+        if (until === 0) until = now + this.#await.max / 1000;
+        if (now < until) continue;
         this.#checkOpen();
         Atomics.add(h, H_FULL_WAITERS, 1);
         if (Atomics.load(h, f) === free) Atomics.wait(h, f, free, this.#slice);
         Atomics.sub(h, H_FULL_WAITERS, 1);
+        until = 0;
       }
     }
   }
@@ -132,7 +136,21 @@ export class RingClient {
     const w = slotWord(t & this.#mask);
     const done = (t + 2) | 0;
     const budget = this.#await;
-    for (let i = 0; i < budget.n; i++) if (Atomics.load(h, w + S_SEQ) === done) { budget.hit(); return h[w + S_STATUS]!; }
+    // The clock is read only every POLLS_PER_CLOCK polls: most requests complete before the first
+    // read. Spinning paid if the completion came within the budget's minimum: a later one means
+    // the worker needed a CPU this thread was holding (more busy threads than cores), so it counts
+    // against spinning, and the budget drops once that is the rule.
+    for (let i = 1, first = 0, last = 0; ; i++) {
+      if (Atomics.load(h, w + S_SEQ) === done) {
+        if (first === 0 || performance.now() - first <= budget.min / 1000) budget.hit(); else budget.miss();
+        return h[w + S_STATUS]!;
+      }
+      if ((i & (POLLS_PER_CLOCK - 1)) !== 0) continue;
+      const now = performance.now();
+      if (first === 0) first = now;
+      else if (now - first >= budget.ms || now - last >= PREEMPTED_MS) break;
+      last = now;
+    }
     budget.miss();
     for (;;) {
       Atomics.store(h, w + S_WAITER, 1);

@@ -16,6 +16,7 @@ export const H_CAPACITY = 1;
 export const H_BULK_BYTES = 2;
 export const H_STATE = 3; // RING_STATE
 export const H_EPOCH = 4; // bumped by each consumer that attaches (a restarted worker)
+export const H_ATTENTION = 5; // bumped by whoever posts a message to the consumer's thread (see attentionSignal)
 // line 1: producers
 export const H_TAIL = 16; // next ticket a producer claims
 export const H_DOORBELL = 17; // bumped by a producer that finds the consumer sleeping; the consumer waits on it
@@ -135,6 +136,17 @@ export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
   const h = ringWords(sab);
   if (Atomics.load(h, H_MAGIC) !== RING_MAGIC) throw new Error('not a device ring (bad magic)');
   return { capacity: h[H_CAPACITY]!, bulkBytes: h[H_BULK_BYTES]! };
+}
+
+/**
+ * A function to call after posting a message to the thread that serves this ring: a server busy
+ * with requests turns its event loop only now and then, and this bump makes it turn it within
+ * ~100 µs (it checks the word every 64 requests or 256 idle polls). A sleeping server needs no
+ * bump: its event loop is free.
+ */
+export function attentionSignal(sab: SharedArrayBuffer): () => void {
+  const h = ringWords(sab);
+  return () => { Atomics.add(h, H_ATTENTION, 1); };
 }
 
 export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;

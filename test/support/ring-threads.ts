@@ -92,8 +92,27 @@ if (!isMainThread && (workerData as { role?: string })?.role === 'sim-server') {
 }
 if (!isMainThread && (workerData as { role?: string })?.role === 'one-call') {
   // One NOP through a ring that may be full: report the status and how long the call took.
-  const c = new RingClient((workerData as { ring: SharedArrayBuffer }).ring, { spin: 10, waitSliceMs: 5000 });
+  const c = new RingClient((workerData as { ring: SharedArrayBuffer }).ring, { spinUs: 1, waitSliceMs: 5000 });
   const t0 = performance.now();
   const status = c.call(OP.NOP, 0, 0, 0);
   parentPort!.postMessage({ status, ms: performance.now() - t0 });
+}
+if (!isMainThread && (workerData as { role?: string })?.role === 'busy-server') {
+  // A server that turns its event loop only when asked: it polls an idle ring for 10 s and owes
+  // its event loop a turn only every 10 minutes. Answers 'ping' with 'pong'.
+  const job = workerData as { ring: SharedArrayBuffer; watch: SharedArrayBuffer };
+  const server = new RingServer(job.ring, simulatedHandler(), { spinUs: 10_000_000, yieldMs: 600_000, watch: [[new Int32Array(job.watch), 0]] });
+  server.start();
+  parentPort!.on('message', async (m) => {
+    if (m === 'ping') parentPort!.postMessage('pong');
+    if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); }
+  });
+}
+if (!isMainThread && (workerData as { role?: string })?.role === 'nop-loop') {
+  // NOPs back to back until word 0 of `stop` is set; reports how many.
+  const job = workerData as { ring: SharedArrayBuffer; stop: SharedArrayBuffer };
+  const c = new RingClient(job.ring), stop = new Int32Array(job.stop);
+  let n = 0;
+  while (Atomics.load(stop, 0) === 0) { if (c.call(OP.NOP, 0, 0, 0) !== STATUS.OK) break; n++; }
+  parentPort!.postMessage(n);
 }

@@ -6,7 +6,7 @@ import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
 import { RingClient, RingClosedError, RingError } from '../../src/ring/client.js';
 import koffi from 'koffi';
-import { H_CAPACITY, H_FULL_WAITERS, H_HEAD, H_TAIL, OP, STATUS, S_DATA, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
+import { H_CAPACITY, H_FULL_WAITERS, H_HEAD, H_TAIL, OP, STATUS, S_DATA, attentionSignal, createRingBuffer, ringGeometry, ringOffset, ringU8, ringWords, slotWord } from '../../src/ring/protocol.js';
 import { RingServer, closeRing } from '../../src/ring/server.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -86,7 +86,7 @@ test('typed accessors throw RingError naming the request', async () => {
 
 test('a full ring applies back-pressure; requests queued while no server runs are served by the next one', async () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   // A fifth submit would block: the ring is full. Check that it is, without blocking.
   const h = ringWords(ring);
@@ -98,7 +98,7 @@ test('a full ring applies back-pressure; requests queued while no server runs ar
 
 test('inline data reaches the handler and its writes come back, whatever the status', () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const seen: number[][] = [];
   const server = new RingServer(ring, (req) => {
     seen.push([...req.words!]);
@@ -119,7 +119,7 @@ test('inline data reaches the handler and its writes come back, whatever the sta
 
 test('offsets cross the ring intact: past 4 GiB, at the 32-bit edge, and negative ones stay out of any BAR', () => {
   const ring = createRingBuffer({ capacity: 8, bulkBytes: 64 });
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const seen: number[] = [];
   const server = new RingServer(ring, (req) => { seen.push(req.offset); return STATUS.OK; });
   const offsets = [0, 0x1000, 0xfffffffc, 0x100000000, 0x3_0000_0010, -4];
@@ -134,7 +134,7 @@ test('offsets cross the ring intact: past 4 GiB, at the 32-bit edge, and negativ
 test('a producer blocked on a full ring is woken by the release of the slot it waits for', async () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
   const h = ringWords(ring);
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const tickets = [0, 1, 2, 3].map((i) => c.submit(OP.BAR_READ, 0, 0x10 * i, 4));
   const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring });
   // The other thread spins briefly, then sleeps (a 5 s slice) on slot 0's free word.
@@ -153,9 +153,39 @@ test('a producer blocked on a full ring is woken by the release of the slot it w
   assert.is(Atomics.load(h, H_TAIL), 5);
 });
 
+test('a server busy with requests turns its event loop when its attention word or a watched word moves', async () => {
+  const ring = createRingBuffer({ capacity: 16, bulkBytes: 64 });
+  const watch = new SharedArrayBuffer(4), stop = new SharedArrayBuffer(4);
+  const server = new Worker(supportUrl('ring-threads.js'), { workerData: { role: 'busy-server', ring, watch } });
+  const producer = runThread<number>('ring-threads.js', { role: 'nop-loop', ring, stop });
+  const h = ringWords(ring);
+  while (Atomics.load(h, H_HEAD) < 10_000) await new Promise((r) => setTimeout(r, 5));
+  const pong = (): Promise<string> => new Promise((resolve) => server.once('message', () => resolve('pong')));
+  const within = (p: Promise<string>, ms: number): Promise<string> => Promise.race([p, new Promise<string>((r) => setTimeout(() => r('no answer'), ms))]);
+  // It owes its event loop a turn only every 10 minutes: a plain post waits.
+  let answer = pong();
+  server.postMessage('ping');
+  assert.is(await within(answer, 300), 'no answer', 'a post without a signal waits while the ring is busy');
+  const before = Atomics.load(h, H_HEAD);
+  attentionSignal(ring)();
+  assert.is(await within(answer, 10_000), 'pong', 'the attention signal gets the post read');
+  assert.ok(Atomics.load(h, H_HEAD) > before, 'still serving');
+  answer = pong();
+  server.postMessage('ping');
+  Atomics.add(new Int32Array(watch), 0, 1);
+  assert.is(await within(answer, 10_000), 'pong', 'a watched word gets the post read');
+  Atomics.store(new Int32Array(stop), 0, 1);
+  assert.ok((await producer) > 10_000);
+  const stopped = new Promise<{ served: number }>((resolve) => server.once('message', resolve));
+  server.postMessage('stop');
+  attentionSignal(ring)(); // it would otherwise poll the idle ring for 10 s first
+  assert.is((await stopped).served, Atomics.load(h, H_HEAD));
+  await server.terminate();
+});
+
 test('closing the ring wakes a producer blocked on a full ring', async () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   for (let i = 0; i < 4; i++) c.submit(OP.NOP, 0, 0, 0);
   const other = runThread<{ status: number; ms: number }>('ring-threads.js', { role: 'one-call', ring }).then(() => 'returned', (e: Error) => e.message);
   for (let i = 0; i < 200 && Atomics.load(ringWords(ring), H_FULL_WAITERS) === 0; i++) await new Promise((r) => setTimeout(r, 5));
@@ -167,7 +197,7 @@ test('closing the ring wakes a producer blocked on a full ring', async () => {
 
 test('closing the ring wakes a waiting producer with RingClosedError', () => {
   const ring = createRingBuffer({ capacity: 4, bulkBytes: 64 });
-  const c = new RingClient(ring, { spin: 10, waitSliceMs: 5 });
+  const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const t = c.submit(OP.NOP, 0, 0, 0);
   closeRing(ring);
   assert.throws(() => c.await(t), (e: unknown) => e instanceof RingClosedError);
