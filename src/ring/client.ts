@@ -3,7 +3,7 @@
 // Waiting spins (up to an adaptive budget in µs), then sleeps on the slot's sequence word, so a
 // busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
 // (back-pressure).
-import { POLLS_PER_CLOCK, PREEMPTED_MS, SpinBudget } from './spin.js';
+import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
 import { H_DOORBELL, H_FULL_WAITERS, H_SLEEPING, H_STATE, H_TAIL, INLINE_BYTES, OP, RING_STATE, STATUS, S_DATA, S_ID, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
@@ -140,7 +140,7 @@ export class RingClient {
     // read. Spinning paid if the completion came within the budget's minimum: a later one means
     // the worker needed a CPU this thread was holding (more busy threads than cores), so it counts
     // against spinning, and the budget drops once that is the rule.
-    for (let i = 1, first = 0, last = 0; ; i++) {
+    for (let i = 1, first = 0; ; i++) {
       if (Atomics.load(h, w + S_SEQ) === done) {
         if (first === 0 || performance.now() - first <= budget.min / 1000) budget.hit(); else budget.miss();
         return h[w + S_STATUS]!;
@@ -148,8 +148,7 @@ export class RingClient {
       if ((i & (POLLS_PER_CLOCK - 1)) !== 0) continue;
       const now = performance.now();
       if (first === 0) first = now;
-      else if (now - first >= budget.ms || now - last >= PREEMPTED_MS) break;
-      last = now;
+      else if (now - first >= budget.ms) break;
     }
     budget.miss();
     for (;;) {

@@ -3,7 +3,7 @@
 // worker's event loop stays free for control calls and interrupt relays. While busy it turns
 // that event loop only when asked (the ring's attention word, or a watched word, moved) or every
 // few ms, not every so many requests: each turn costs 7 µs typically and 100 µs at p90 here.
-import { POLLS_PER_CLOCK, PREEMPTED_MS, SpinBudget } from './spin.js';
+import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
 import { H_ATTENTION, H_DOORBELL, H_EPOCH, H_HEAD, H_SLEEPING, H_STATE, INLINE_BYTES, RING_STATE, STATUS, S_DATA, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
@@ -132,15 +132,14 @@ export class RingServer {
   }
 
   /**
-   * Serve and poll until the ring has been idle for the spin budget, or this thread lost its CPU
-   * while polling (false: time to sleep), or the event loop is owed a turn (true). Each idle
-   * stretch that ends in a request tells the budget spinning paid; one that ends otherwise, that
-   * it did not.
+   * Serve and poll until the ring has been idle for the spin budget (false: time to sleep), or
+   * the event loop is owed a turn (true). Each idle stretch that ends in a request tells the
+   * budget spinning paid; one that runs out tells it spinning did not.
    */
   #busy(): boolean {
     const spin = this.#spin;
     const turnAt = performance.now() + this.#yieldMs;
-    let served = 0, polls = 0, idleUntil = 0, last = 0;
+    let served = 0, polls = 0, idleUntil = 0;
     while (this.#running) {
       if (this.#serveNext()) {
         if (polls !== 0) { spin.hit(); polls = 0; idleUntil = 0; }
@@ -150,8 +149,7 @@ export class RingServer {
         const now = performance.now();
         if (now >= turnAt) return true;
         if (idleUntil === 0) idleUntil = now + spin.ms;
-        else if (now >= idleUntil || now - last >= PREEMPTED_MS) { spin.miss(); return false; }
-        last = now;
+        else if (now >= idleUntil) { spin.miss(); return false; }
       }
     }
     return false;

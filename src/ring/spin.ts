@@ -21,12 +21,6 @@ const PAYS = (WINDOW * 3) / 4; // at least 3 in 4 spins caught their event in ti
 
 /** Polls between two clock reads in a spin loop (a clock read costs ~50 ns; a poll a few). */
 export const POLLS_PER_CLOCK = 256;
-/**
- * A gap this long between two clock reads of a spin loop (256 polls take 1-3 µs) means the
- * spinner lost its CPU: another thread wanted it, so the spin stops there and counts as a miss.
- * (KVM's halt polling stops when another task is runnable, for the same reason.)
- */
-export const PREEMPTED_MS = 0.05;
 
 export class SpinBudget {
   /** The current budget in µs, and in ms (what the spin loops compare performance.now() against). */
