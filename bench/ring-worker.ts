@@ -1,29 +1,36 @@
 // Worker side of bench/ring: serves a ring whose BAR0 is a memfd (the same validation and pread
-// a device worker does), echoes postMessage, or answers a bare Atomics ping-pong (the baselines).
-import { parentPort, workerData } from 'node:worker_threads';
+// a device worker does), or echoes postMessage. While the main thread measures a baseline (inline
+// pread, bare ping-pong), a HOLD request keeps this thread in a bare Atomics ping-pong loop,
+// awake on its core, so no figure's rounds begin with a thread waking up.
+import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { raw } from '../native/libc.js';
 import { OP, STATUS } from '../src/ring/protocol.js';
 import { RingServer, type Request } from '../src/ring/server.js';
 
-const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number } | { role: 'echo' } | { role: 'pingpong'; words: Int32Array };
+/** A bench-only ring op: answer a ping-pong on `words` until word HOLDING is cleared. */
+export const OP_HOLD = 0x7f;
+/** `words` layout: the main thread's ping, the hold flag, and the echo a cache line away. */
+export const PING = 0, HOLDING = 1, ECHO = 16;
 
-if (data.role === 'echo') {
+const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number; words: Int32Array } | { role: 'echo' };
+
+if (isMainThread) {
+  // imported by bench/ring.ts for the constants above
+} else if (data.role === 'echo') {
   parentPort!.on('message', (m) => parentPort!.postMessage(m));
-} else if (data.role === 'pingpong') {
-  // Word 0 (set by the main thread) is echoed into word 16, a cache line away; -1 ends it. Between
-  // its rounds (word 1 is 0) it sleeps after PARK_POLLS idle polls, so it does not take a core
-  // from the ring while the two are measured in alternation.
-  const words = data.words, PARK_POLLS = 20_000;
-  parentPort!.postMessage('ready');
-  for (let seen = 0; ;) {
-    let v: number, polls = 0;
-    while ((v = Atomics.load(words, 0)) === seen) if (++polls > PARK_POLLS && Atomics.load(words, 1) === 0) { Atomics.wait(words, 0, seen); polls = 0; }
-    if (v < 0) break;
-    Atomics.store(words, 16, (seen = v));
-  }
 } else {
-  const { fd, barSize } = data;
+  const { fd, barSize, words } = data;
+  const hold = (): number => {
+    let seen = Atomics.load(words, PING);
+    Atomics.store(words, ECHO, seen);
+    while (Atomics.load(words, HOLDING) !== 0) {
+      const v = Atomics.load(words, PING);
+      if (v !== seen) Atomics.store(words, ECHO, (seen = v));
+    }
+    return STATUS.OK;
+  };
   const handler = (req: Request): number => {
+    if (req.op === OP_HOLD) return hold();
     if (req.op !== OP.BAR_READ && req.op !== OP.BAR_WRITE) return STATUS.BAD_OP;
     if (req.index !== 0) return STATUS.BAD_BAR;
     const { offset, size } = req;

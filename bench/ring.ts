@@ -9,10 +9,14 @@
 //   reported twice: the median batch (a typical request) and the mean (every interruption
 //   included: timer ticks, IPIs, the worker's event-loop turns). The ratio target is checked on
 //   the medians; the means are printed beside them.
-// - The ring and the bare ping-pong are measured in alternation, in rounds of ~20 ms, so both
-//   see the same machine: on this VM a cross-core hop switches between ~0.3 µs and ~1 µs every
-//   few tens of ms (the host moving vCPUs), for a bare ping-pong as much as for the ring. Their
-//   difference is the ring's own cost; the ratio to inline pread also carries the machine's state.
+// - The ring, the inline pread and a bare ping-pong with the ring's own worker thread are measured
+//   in alternating rounds of ~15 ms, so all three see the same machine: on this VM a cross-core
+//   hop costs ~0.3 µs or ~1 µs depending on where the host has put the two vCPUs, for a bare
+//   ping-pong as much as for the ring. The ring minus (ping-pong + inline pread) is the ring's own
+//   cost; the ratio to inline pread also carries the machine's state.
+// - No thread sleeps between rounds: during the baselines' rounds the ring's worker is held in a
+//   ping-pong loop by a HOLD request (bench/ring-worker.ts). A vCPU that halts comes back slow
+//   here: a futex wake-up costs 80-190 µs, and the hop after it often ~1 µs for milliseconds.
 // - Each figure has its own loop function, warmed up on the very closure it measures: one shared
 //   timing loop called with several closures is deoptimised and re-optimised by V8 when a new
 //   closure arrives, and that recompilation used to land in the ring's measured rounds.
@@ -23,12 +27,13 @@ import { RingClient } from '../src/ring/client.js';
 import { OP, STATUS, createRingBuffer } from '../src/ring/protocol.js';
 import { MemfdRegion } from '../src/memory/memfd-region.js';
 import { median, round } from './support.js';
+import { ECHO, HOLDING, OP_HOLD, PING } from './ring-worker.js';
 
 const WORKER = new URL('./ring-worker.js', import.meta.url);
 const BAR = 16384;
 /** Operations per clock read (the clock costs ~50 ns: 3 ns per operation). */
 const BATCH = 16;
-const SAMPLES = 25_000, ROUNDS = 10, WARM_MS = 500;
+const SAMPLES = 25_000, ROUNDS = 20, WARM_MS = 500;
 /** BENCH_VERBOSE=1 prints the warm-up and the spread of every figure. */
 const VERBOSE = process.env.BENCH_VERBOSE === '1';
 
@@ -92,15 +97,29 @@ function ringRoundTrip(c: RingClient): Sampler {
   };
 }
 
-/** A bare Atomics ping-pong with a worker: the cost of crossing cores and back. */
-function pingPong(words: Int32Array): Sampler {
-  let k = 0;
-  const hop = (): void => { k++; Atomics.store(words, 0, k); while (Atomics.load(words, 16) !== k); };
+/**
+ * Runs a baseline's sampler while the ring's worker is held in its ping-pong loop (awake, on its
+ * core): a HOLD request through the ring, completed when the hold is released.
+ */
+function held(c: RingClient, words: Int32Array, sampler: Sampler): Sampler {
   return (out, from, to) => {
-    Atomics.store(words, 1, 1); // a round: stay awake
-    Atomics.store(words, 0, ++k);
-    Atomics.notify(words, 0); // wake it if it parked
-    while (Atomics.load(words, 16) !== k);
+    Atomics.store(words, HOLDING, 1);
+    const echo = Atomics.load(words, PING) - 1;
+    Atomics.store(words, ECHO, echo);
+    const t = c.submit(OP_HOLD, 0, 0, 0);
+    while (Atomics.load(words, ECHO) === echo); // the worker has entered the hold
+    sampler(out, from, to);
+    Atomics.store(words, HOLDING, 0);
+    if (c.await(t) !== STATUS.OK) throw new Error('hold failed');
+    c.release(t);
+  };
+}
+
+/** A bare Atomics ping-pong with the held worker: the cost of crossing cores and back. */
+function pingPong(words: Int32Array): Sampler {
+  let k = Atomics.load(words, PING);
+  const hop = (): void => { k++; Atomics.store(words, PING, k); while (Atomics.load(words, ECHO) !== k); };
+  return (out, from, to) => {
     for (let i = 0; i < 64; i++) hop();
     let t = performance.now();
     for (let s = from; s < to; s++) {
@@ -109,7 +128,6 @@ function pingPong(words: Int32Array): Sampler {
       out[s] = ((now - t) * 1000) / BATCH;
       t = now;
     }
-    Atomics.store(words, 1, 0);
   };
 }
 
@@ -143,18 +161,13 @@ async function postMessageRtt(n: number): Promise<number> {
 export async function benchRing(): Promise<Record<string, number>> {
   const bar = new MemfdRegion('bench-bar', BAR);
   const fd = bar.fd.fd;
-  const { inline } = measure({ inline: inlinePread(fd) }) as { inline: Timing };
-
   const ring = createRingBuffer({ capacity: 256, bulkBytes: 64 });
-  const ringWorker = new Worker(WORKER, { workerData: { role: 'ring', ring, fd, barSize: BAR } });
   const words = new Int32Array(new SharedArrayBuffer(128));
-  const ppWorker = new Worker(WORKER, { workerData: { role: 'pingpong', words } });
-  await Promise.all([once(ringWorker, 'message'), once(ppWorker, 'message')]);
+  const ringWorker = new Worker(WORKER, { workerData: { role: 'ring', ring, fd, barSize: BAR, words } });
+  await once(ringWorker, 'message');
   const c = new RingClient(ring);
-  const { ring: rtt, pingpong: floor } = measure({ ring: ringRoundTrip(c), pingpong: pingPong(words) }) as { ring: Timing; pingpong: Timing };
-  Atomics.store(words, 0, -1);
-  Atomics.notify(words, 0);
-  await ppWorker.terminate();
+  const figures = { ring: ringRoundTrip(c), inline: held(c, words, inlinePread(fd)), pingpong: held(c, words, pingPong(words)) };
+  const { ring: rtt, inline, pingpong: floor } = measure(figures) as { ring: Timing; inline: Timing; pingpong: Timing };
   const opsPerS = ringThroughput(c);
   ringWorker.postMessage('stop');
   await once(ringWorker, 'message');

@@ -55,7 +55,7 @@ export class RingClient {
     this.#u8 = ringU8(sab);
     this.#mask = this.geometry.capacity - 1;
     this.#free = freeWord(this.geometry, 0);
-    this.#await = new SpinBudget(opts.spinUs ?? 500, opts.minSpinUs ?? 5);
+    this.#await = new SpinBudget(opts.spinUs ?? 2000, opts.minSpinUs ?? 5, false);
     this.#slice = opts.waitSliceMs ?? 100;
   }
 

@@ -70,7 +70,7 @@ export class RingServer {
     this.geometry = ringGeometry(sab);
     this.#i32 = ringWords(sab);
     this.#mask = this.geometry.capacity - 1;
-    this.#spin = new SpinBudget(opts.spinUs ?? 200, opts.minSpinUs ?? 5);
+    this.#spin = new SpinBudget(opts.spinUs ?? 1000, opts.minSpinUs ?? 5);
     this.#yieldMs = opts.yieldMs ?? 4;
     this.#watch = opts.watch ?? [];
     this.#seen = new Int32Array(1 + this.#watch.length);

@@ -8,13 +8,14 @@
 // Spinning only pays while the peer runs on another core. When it does not (more busy threads
 // than cores: the spinner holds the CPU its peer needs), events come late or not at all, and a
 // spin that runs out burns its whole budget. Over each window of spin phases the budget counts
-// how many caught their event in time: a window where at least 3 in 4 did keeps the maximum, any
-// other drops it to `min` µs, and every 8th window at the minimum is a probe at the maximum, so
-// the budget finds out that spinning pays again. (With 4 producers and 2 servers on 2 CPUs, a
-// rule of "1 in 8 caught" kept 500 µs spins that mostly ran out: 4× slower than 50 µs spins.) The
-// minimum must still cover a busy peer's turnaround (a round trip is about a microsecond): with a
-// token minimum, a busy ring whose budgets had dropped missed on every request, the window could
-// not see that spinning pays, and both sides woke each other per request.
+// how many caught their event in time. A window where fewer than 3 in 4 did drops the budget to
+// `min` µs; one where they did doubles it, up to `max`. A side whose minimum cannot see whether
+// longer spins would pay (a server: requests come after the producer's own think time) probes:
+// every 8th window at the minimum runs at the maximum. (With 4 producers and 2 servers on 2
+// CPUs, keeping the maximum while 1 in 8 spins caught, or probing at a 2 ms maximum from the
+// producers, made the run 3-4× slower.) The minimum must still cover a busy peer's turnaround (a
+// round trip is about a microsecond): with a token minimum, a busy ring whose budgets had dropped
+// missed on every request, and both sides woke each other per request.
 const WINDOW = 64;
 const PROBE_EVERY = 8; // windows
 const PAYS = (WINDOW * 3) / 4; // at least 3 in 4 spins caught their event in time
@@ -30,8 +31,8 @@ export class SpinBudget {
   #phases = 0;
   #hits = 0;
   #windows = 0;
-  /** `max` and `min` in µs; the minimum defaults to a sixteenth of the maximum. */
-  constructor(readonly max: number, min?: number) {
+  /** `max` and `min` in µs (the minimum defaults to a sixteenth of the maximum); `probe`: see above. */
+  constructor(readonly max: number, min?: number, readonly probe = true) {
     this.min = Math.min(max, min ?? max / 16);
     this.us = max;
     this.ms = max / 1000;
@@ -45,7 +46,7 @@ export class SpinBudget {
     const pays = this.#hits >= PAYS;
     this.#phases = this.#hits = 0;
     this.#windows++;
-    this.us = pays || this.#windows % PROBE_EVERY === 0 ? this.max : this.min;
+    this.us = pays ? Math.min(this.max, this.us * 2) : this.probe && this.#windows % PROBE_EVERY === 0 ? this.max : this.min;
     this.ms = this.us / 1000;
   }
 }
