@@ -23,7 +23,7 @@ const describe = (op: number, index: number, offset: number, size: number): stri
 
 export interface RingClientOptions {
   /**
-   * How long to poll for a completion before sleeping on it, in µs (default 500; adaptive, see
+   * How long to poll for a completion before sleeping on it, in µs (default 2000; adaptive, see
    * SpinBudget). A request completes within a microsecond while the worker is busy, but a worker
    * that was asleep takes 80-190 µs to wake (p99: 2 ms), and one giving its event loop a turn may
    * take 100 µs. A producer that gave up spinning before that only added its own wake-up to the

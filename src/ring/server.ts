@@ -26,7 +26,7 @@ export interface Request {
 export type Handler = (req: Request) => number;
 
 export interface RingServerOptions {
-  /** Longest poll of an idle ring before sleeping, in µs (default 200; adaptive, see SpinBudget). */
+  /** Longest poll of an idle ring before sleeping, in µs (default 1000; adaptive, see SpinBudget). */
   spinUs?: number;
   /** The poll once spinning stops paying, in µs (default 5). */
   minSpinUs?: number;
