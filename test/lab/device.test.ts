@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { raw } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
 import { DeviceHost } from '../../src/coordinator/device-host.js';
-import { OP, STATUS } from '../../src/ring/protocol.js';
+import { H_ATTENTION, OP, STATUS, ringWords } from '../../src/ring/protocol.js';
 import { labDevice, openOnContainer, openOnIommufd, requireLab } from '../support/lab.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread } from '../support/threads.js';
@@ -136,6 +136,23 @@ t('malformed and out-of-range requests get their status; the worker keeps servin
   const st = await s.nvme!.stats();
   // (The oversized bulk request is refused by the ring server before it reaches the device counters.)
   assert.ok(st.ERR_BAD_OP >= 1 && st.ERR_BAD_BAR >= 3 && st.ERR_OUT_OF_RANGE >= 3 && st.ERR_BAD_WIDTH >= 2 && st.ERR_MISALIGNED >= 2, JSON.stringify(st));
+});
+
+t('control calls are answered while the worker is busy serving its ring', async () => {
+  // A producer thread keeps the NVMe worker serving NOPs back to back; between its event-loop
+  // turns, the coordinator's posts flag themselves in the ring's attention word.
+  const h = ringWords(s.nvme!.ring), stop = new SharedArrayBuffer(4);
+  const producer = runThread<number>('ring-threads.js', { role: 'nop-loop', ring: s.nvme!.ring, stop });
+  const first = await s.nvme!.stats();
+  for (let i = 0; i < 5000 && (await s.nvme!.stats()).served < first.served + 1000; i++) { /* the producer is under way */ }
+  const flagged = Atomics.load(h, H_ATTENTION);
+  const served: number[] = [];
+  for (let i = 0; i < 20; i++) served.push((await s.nvme!.stats()).served);
+  Atomics.store(new Int32Array(stop), 0, 1);
+  const nops = await producer;
+  assert.ok(Atomics.load(h, H_ATTENTION) - flagged >= 20, `each control call flagged its post (${Atomics.load(h, H_ATTENTION) - flagged} flags for 20 calls)`);
+  assert.ok(served[19]! > served[0]!, `the ring was served while the calls were answered: ${served.join(' ')}`);
+  assert.ok(nops > 1000, `${nops} NOPs`);
 });
 
 t('describe and reset over the control plane', async () => {
