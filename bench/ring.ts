@@ -33,19 +33,21 @@ const WORKER = new URL('./ring-worker.js', import.meta.url);
 const BAR = 16384;
 /** Operations per clock read (the clock costs ~50 ns: 3 ns per operation). */
 const BATCH = 16;
-const SAMPLES = 25_000, ROUNDS = 20, WARM_MS = 500;
+const SAMPLES = 60_000, ROUNDS = 60, WARM_MS = 500;
 /** BENCH_VERBOSE=1 prints the warm-up and the spread of every figure. */
 const VERBOSE = process.env.BENCH_VERBOSE === '1';
 
-interface Timing { median: number; mean: number; p99: number }
+interface Timing { median: number; mean: number; p99: number; /** the median of each measured round */ rounds: number[] }
 
 /** Fills out[from, to) with µs per operation, one entry per batch. */
 type Sampler = (out: Float64Array, from: number, to: number) => void;
 
 function summarize(what: string, xs: Float64Array, warm: number[]): Timing {
   const sorted = Array.from(xs).sort((a, b) => a - b);
-  const t: Timing = { median: sorted[xs.length >> 1]!, mean: sorted.reduce((a, b) => a + b, 0) / xs.length, p99: sorted[Math.floor(xs.length * 0.99)]! };
-  if (VERBOSE) console.log(`${what}: warm-up medians ${warm.map((x) => x.toFixed(2)).join(' ')} | median ${t.median.toFixed(3)} mean ${t.mean.toFixed(3)} p99 ${t.p99.toFixed(2)} µs`);
+  const per = xs.length / ROUNDS;
+  const rounds = Array.from({ length: ROUNDS }, (_, r) => median(Array.from(xs.subarray(r * per, (r + 1) * per))));
+  const t: Timing = { median: sorted[xs.length >> 1]!, mean: sorted.reduce((a, b) => a + b, 0) / xs.length, p99: sorted[Math.floor(xs.length * 0.99)]!, rounds };
+  if (VERBOSE) console.log(`${what}: warm-up medians ${warm.map((x) => x.toFixed(2)).join(' ')} | median ${t.median.toFixed(3)} mean ${t.mean.toFixed(3)} p99 ${t.p99.toFixed(2)} µs | round medians ${rounds.map((x) => x.toFixed(2)).join(' ')}`);
   return t;
 }
 
@@ -177,13 +179,16 @@ export async function benchRing(): Promise<Record<string, number>> {
   const pm = await postMessageRtt(20_000);
   const ratio = rtt.median / inline.median;
   const floorRatio = (floor.median + inline.median) / inline.median;
-  console.log(`inline pread ${inline.median.toFixed(3)} µs (mean ${inline.mean.toFixed(3)}) | ring round trip ${rtt.median.toFixed(3)} µs (mean ${rtt.mean.toFixed(3)}): ${ratio.toFixed(2)}× inline (means: ${(rtt.mean / inline.mean).toFixed(2)}×) | bare ping-pong in the same rounds ${floor.median.toFixed(3)} µs: hop + pread floor ${floorRatio.toFixed(2)}× inline, ring over it ${((rtt.median - floor.median - inline.median) * 1000).toFixed(0)} ns | postMessage ${pm.toFixed(1)} µs (${(pm / rtt.median).toFixed(0)}× the ring) | ${(opsPerS / 1e6).toFixed(2)} M requests/s through one worker`);
+  // Rounds in which the machine's bare hop was at a slow level (1.5× its best round or more).
+  const bestHop = Math.min(...floor.rounds);
+  const slowRounds = floor.rounds.filter((x) => x >= bestHop * 1.5).length / ROUNDS;
+  console.log(`inline pread ${inline.median.toFixed(3)} µs (mean ${inline.mean.toFixed(3)}) | ring round trip ${rtt.median.toFixed(3)} µs (mean ${rtt.mean.toFixed(3)}): ${ratio.toFixed(2)}× inline (means: ${(rtt.mean / inline.mean).toFixed(2)}×) | bare ping-pong in the same rounds ${floor.median.toFixed(3)} µs: hop + pread floor ${floorRatio.toFixed(2)}× inline, ring over it ${((rtt.median - floor.median - inline.median) * 1000).toFixed(0)} ns; the hop was slow in ${(slowRounds * 100).toFixed(0)}% of rounds | postMessage ${pm.toFixed(1)} µs (${(pm / rtt.median).toFixed(0)}× the ring) | ${(opsPerS / 1e6).toFixed(2)} M requests/s through one worker`);
   return {
     ring_rtt_median_us: round(rtt.median), inline_pread_median_us: round(inline.median), postmessage_rtt_median_us: round(pm),
     ring_rtt_ratio: round(ratio, 2), ring_ops_per_s: Math.round(opsPerS),
     ring_rtt_mean_us: round(rtt.mean), inline_pread_mean_us: round(inline.mean), ring_rtt_mean_ratio: round(rtt.mean / inline.mean, 2),
     ring_rtt_p99_us: round(rtt.p99, 2), pingpong_rtt_median_us: round(floor.median), ring_floor_ratio: round(floorRatio, 2),
     ring_over_floor_ns: Math.round((rtt.median - floor.median - inline.median) * 1000),
-    postmessage_over_ring: round(pm / rtt.median, 1),
+    postmessage_over_ring: round(pm / rtt.median, 1), hop_slow_rounds_pct: Math.round(slowRounds * 100),
   };
 }
