@@ -10,7 +10,7 @@
 //   included: timer ticks, IPIs, the worker's event-loop turns). The ratio target is checked on
 //   the medians; the means are printed beside them.
 // - The ring, the inline pread and a bare ping-pong with the ring's own worker thread are measured
-//   in alternating rounds of ~15 ms, so all three see the same machine: on this VM a cross-core
+//   in alternating rounds (~10 ms for the ring), so all three see the same machine: on this VM a cross-core
 //   hop costs ~0.3 µs or ~1 µs depending on where the host has put the two vCPUs, for a bare
 //   ping-pong as much as for the ring. The ring minus (ping-pong + inline pread) is the ring's own
 //   cost; the ratio to inline pread also carries the machine's state.

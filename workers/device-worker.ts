@@ -10,7 +10,7 @@ import { DeviceInterrupts, type InterruptOptions, type IrqStatus } from '../src/
 import type { RouterPort } from '../src/irq/gsi-router.js';
 import { IRQ, irqViews } from '../src/irq/irq-state.js';
 import { STAT, STATE, stateViews, type DeviceMemory } from '../src/device/shared-state.js';
-import { RingServer } from '../src/ring/server.js';
+import { RingServer, type RingServeOptions } from '../src/ring/server.js';
 import { STATUS } from '../src/ring/protocol.js';
 
 export interface DeviceWorkerData {
@@ -26,6 +26,8 @@ export interface DeviceWorkerData {
   intxGsi?: number;
   /** Enable INTx while MSI/MSI-X are off (default true). */
   intx?: boolean;
+  /** How the ring is served: spin budget and the longest stretch without an event-loop turn. */
+  serve?: RingServeOptions;
 }
 
 /** What the coordinator can ask of a device worker. */
@@ -69,9 +71,11 @@ try {
 } catch (e) { setupError = e; }
 
 // While serving, the worker turns its event loop when the coordinator or the GSI router posts to
-// it (they bump the ring's attention word) or the irq poller hands it a firing (WORKER_SEQ).
+// it (they bump the ring's attention word) and while the irq poller has handed it firings its
+// interrupt loop has not taken yet (WORKER_SEQ ahead of WORKER_SEEN).
 const server = new RingServer(data.ring, (req) => (device ? device.handle(req) : STATUS.NOT_READY), {
-  watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ]],
+  ...data.serve,
+  watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ, IRQ.WORKER_SEEN]],
 });
 server.start();
 

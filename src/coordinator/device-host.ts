@@ -16,7 +16,7 @@ import { HostIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.j
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
-import { closeRing } from '../ring/server.js';
+import { closeRing, type RingServeOptions } from '../ring/server.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
 
@@ -25,6 +25,8 @@ export interface DeviceHostOptions {
   /** The device's VFIO fd; the caller keeps ownership (and closes it after shutdown). */
   device: Target;
   ring?: RingGeometry;
+  /** How the worker serves the ring (spin budget, longest stretch without an event-loop turn); defaults in RingServeOptions. */
+  serve?: RingServeOptions;
   /** KVM mode: the VM's GSI router (its VM fd is used for routes and KVM_SIGNAL_MSI). Absent: relay mode. */
   router?: GsiRouter;
   /** KVM mode: the GSI the VMM wired the device's INTx pin to (else INTx is relayed). */
@@ -71,6 +73,7 @@ export class DeviceHost {
     const data: DeviceWorkerData = { name: this.name, fd: this.opts.device.fd, path: this.opts.device.path, ring: this.ring, memory: this.memory };
     if (this.opts.intxGsi !== undefined) data.intxGsi = this.opts.intxGsi;
     if (this.opts.intx !== undefined) data.intx = this.opts.intx;
+    if (this.opts.serve) data.serve = { ...this.opts.serve };
     const transfer: MessagePort[] = [];
     if (this.opts.router) {
       this.#routerLink?.close();

@@ -181,6 +181,7 @@ export class DeviceInterrupts implements MsixListener {
       const hdr = this.views.hdr;
       while (this.#running) {
         const seq = Atomics.load(hdr, IRQ.WORKER_SEQ);
+        Atomics.store(hdr, IRQ.WORKER_SEEN, seq);
         this.#takeFirings();
         const w = Atomics.waitAsync(hdr, IRQ.WORKER_SEQ, seq);
         if (w.async) await w.value;
@@ -190,9 +191,10 @@ export class DeviceInterrupts implements MsixListener {
 
   async stop(): Promise<void> {
     this.#running = false;
-    Atomics.add(this.views.hdr, IRQ.WORKER_SEQ, 1);
+    const seq = Atomics.add(this.views.hdr, IRQ.WORKER_SEQ, 1) + 1;
     Atomics.notify(this.views.hdr, IRQ.WORKER_SEQ);
     await this.#loop;
+    Atomics.store(this.views.hdr, IRQ.WORKER_SEEN, seq); // this wake-up was for the loop only
   }
 
   status(): IrqStatus {

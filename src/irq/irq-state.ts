@@ -30,6 +30,7 @@ export const IRQ = {
   ERRORS: 9, // interrupt setup errors (the worker keeps their text)
   POLLER_ERRORS: 10,
   WORKER_SEQ: 16, // poller → worker doorbell
+  WORKER_SEEN: 17, // the WORKER_SEQ the worker has taken firings for (its ring server wants an event-loop turn while they differ)
   HOST_SEQ: 32, // poller/worker → host doorbell
   WORDS: 48,
 } as const;

@@ -25,7 +25,8 @@ export interface Request {
 /** Serves one request: reads/writes req.data, returns a STATUS code. Must not throw. */
 export type Handler = (req: Request) => number;
 
-export interface RingServerOptions {
+/** How a ring is served (plain numbers: a coordinator passes them to its device worker). */
+export interface RingServeOptions {
   /** Longest poll of an idle ring before sleeping, in µs (default 1000; adaptive, see SpinBudget). */
   spinUs?: number;
   /** The poll once spinning stops paying, in µs (default 5). */
@@ -33,11 +34,19 @@ export interface RingServerOptions {
   /**
    * Longest stretch of serving before the thread's event loop gets a turn, in ms (default 4).
    * Whoever bumps the ring's attention word (attentionSignal) or a `watch` word gets a turn
-   * within ~100 µs; this bounds the wait of anything else (a message posted without a bump).
+   * within 64 requests or 256 idle polls (~50 µs with 0.6-µs requests); this bounds the wait of
+   * anything else (a message posted without a bump).
    */
   yieldMs?: number;
-  /** More words whose change asks for an event-loop turn: [view, index] (the worker's interrupt doorbell). */
-  watch?: ReadonlyArray<readonly [Int32Array, number]>;
+}
+
+export interface RingServerOptions extends RingServeOptions {
+  /**
+   * Work that the thread's event loop must do, as [view, seq, seen] word pairs: while view[seq]
+   * differs from view[seen] (the consumer stores the seq it has taken), the event loop is owed a
+   * turn. (The worker's interrupt doorbell: WORKER_SEQ and WORKER_SEEN.)
+   */
+  watch?: ReadonlyArray<readonly [Int32Array, number, number]>;
 }
 
 export class RingServer {
@@ -56,9 +65,11 @@ export class RingServer {
   readonly #req: Request = { op: 0, index: 0, offset: 0, size: 0, data: new Uint8Array(0), words: undefined };
   readonly #spin: SpinBudget;
   readonly #yieldMs: number;
-  readonly #watch: ReadonlyArray<readonly [Int32Array, number]>;
-  /** The attention and watch words as of the last time the event loop got its turn. */
-  readonly #seen: Int32Array;
+  readonly #watch: ReadonlyArray<readonly [Int32Array, number, number]>;
+  /** The attention word as of the last time the event loop got its turn. */
+  #seenAttention = 0;
+  /** When an idle stretch interrupted by an event-loop turn ends (0: not idle). */
+  #idleUntil = 0;
   #running = false;
   /** Next ticket to serve (mirrored in the ring's HEAD word). */
   #head = 0;
@@ -73,7 +84,6 @@ export class RingServer {
     this.#spin = new SpinBudget(opts.spinUs ?? 1000, opts.minSpinUs ?? 5);
     this.#yieldMs = opts.yieldMs ?? 4;
     this.#watch = opts.watch ?? [];
-    this.#seen = new Int32Array(1 + this.#watch.length);
     const n = this.geometry.capacity;
     const u8 = ringU8(sab);
     this.#bulk = Array.from({ length: n }, (_, i) => u8.subarray(bulkOffset(this.geometry, i), bulkOffset(this.geometry, i) + this.geometry.bulkBytes));
@@ -139,17 +149,18 @@ export class RingServer {
   #busy(): boolean {
     const spin = this.#spin;
     const turnAt = performance.now() + this.#yieldMs;
-    let served = 0, polls = 0, idleUntil = 0;
+    // An idle stretch goes on across event-loop turns: turns asked for every few hundred µs
+    // must not keep an idle ring's server awake for good.
+    let served = 0, polls = 0, idleUntil = this.#idleUntil;
     while (this.#running) {
       if (this.#serveNext()) {
-        if (polls !== 0) { spin.hit(); polls = 0; idleUntil = 0; }
-        if ((++served & 63) === 0 && (this.#attention() || performance.now() >= turnAt)) return true;
+        if (polls !== 0 || idleUntil !== 0) { spin.hit(); polls = 0; idleUntil = 0; }
+        if ((++served & 63) === 0 && (this.#attention() || performance.now() >= turnAt)) { this.#idleUntil = 0; return true; }
       } else if ((++polls & (POLLS_PER_CLOCK - 1)) === 0) {
-        if (this.#attention()) return true;
         const now = performance.now();
-        if (now >= turnAt) return true;
         if (idleUntil === 0) idleUntil = now + spin.ms;
-        else if (now >= idleUntil) { spin.miss(); return false; }
+        else if (now >= idleUntil) { spin.miss(); this.#idleUntil = 0; return false; }
+        if (this.#attention() || now >= turnAt) { this.#idleUntil = idleUntil; return true; }
       }
     }
     return false;
@@ -157,34 +168,29 @@ export class RingServer {
 
   /** Has anyone asked for an event-loop turn since the last one? */
   #attention(): boolean {
-    const seen = this.#seen;
-    if (Atomics.load(this.#i32, H_ATTENTION) !== seen[0]) return true;
-    for (let i = 0; i < this.#watch.length; i++) { const [v, at] = this.#watch[i]!; if (Atomics.load(v, at) !== seen[i + 1]) return true; }
+    if (Atomics.load(this.#i32, H_ATTENTION) !== this.#seenAttention) return true;
+    for (let i = 0; i < this.#watch.length; i++) { const [v, seq, seen] = this.#watch[i]!; if (Atomics.load(v, seq) !== Atomics.load(v, seen)) return true; }
     return false;
-  }
-
-  /** Note the attention words just before the event loop gets its turn (a bump after this asks for the next). */
-  #noteAttention(): void {
-    const seen = this.#seen;
-    seen[0] = Atomics.load(this.#i32, H_ATTENTION);
-    for (let i = 0; i < this.#watch.length; i++) { const [v, at] = this.#watch[i]!; seen[i + 1] = Atomics.load(v, at); }
   }
 
   async #loop(): Promise<void> {
     const h = this.#i32;
     this.#head = Atomics.load(h, H_HEAD);
-    this.#noteAttention();
+    this.#seenAttention = Atomics.load(h, H_ATTENTION);
     while (this.#running) {
-      const turn = this.#busy();
-      this.#noteAttention();
-      if (turn) { await new Promise<void>((r) => setImmediate(r)); continue; }
+      if (this.#busy()) {
+        // Posts flagged before this point are in the event loop's queue: this turn reads them.
+        this.#seenAttention = Atomics.load(h, H_ATTENTION);
+        await new Promise<void>((r) => setImmediate(r));
+        continue;
+      }
       if (!this.#running) break;
       // Idle: read the doorbell before the last check, then sleep only if it has not moved.
       const bell = Atomics.load(h, H_DOORBELL);
       Atomics.store(h, H_SLEEPING, 1);
       if (!this.#ready() && this.#running) {
         const w = Atomics.waitAsync(h, H_DOORBELL, bell);
-        if (w.async) await w.value;
+        if (w.async) { this.#seenAttention = Atomics.load(h, H_ATTENTION); await w.value; }
       }
       Atomics.store(h, H_SLEEPING, 0);
     }

@@ -33,7 +33,7 @@ export class SpinBudget {
   #windows = 0;
   /** `max` and `min` in µs (the minimum defaults to a sixteenth of the maximum); `probe`: see above. */
   constructor(readonly max: number, min?: number, readonly probe = true) {
-    this.min = Math.min(max, min ?? max / 16);
+    this.min = Math.min(max, Math.max(1, min ?? max / 16)); // a minimum of 0 could never double
     this.us = max;
     this.ms = max / 1000;
   }

@@ -7,7 +7,7 @@ import { readFileSync } from 'node:fs';
 import { raw } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
 import { DeviceHost } from '../../src/coordinator/device-host.js';
-import { H_ATTENTION, OP, STATUS, ringWords } from '../../src/ring/protocol.js';
+import { H_ATTENTION, H_HEAD, OP, STATUS, ringWords } from '../../src/ring/protocol.js';
 import { labDevice, openOnContainer, openOnIommufd, requireLab } from '../support/lab.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread } from '../support/threads.js';
@@ -22,8 +22,10 @@ t.before(async () => {
   const n = openOnIommufd(s.bdf.nvme);
   const e = openOnContainer(s.bdf.e1000e);
   s.closers.push(n.close, e.close);
-  s.nvme = await DeviceHost.start({ name: 'nvme0', device: n.dev });
-  s.e1000e = await DeviceHost.start({ name: 'e1000e0', device: e.dev });
+  // The workers owe their event loops a turn only every minute: every control call of this suite
+  // must get through because the coordinator flags its posts in the ring.
+  s.nvme = await DeviceHost.start({ name: 'nvme0', device: n.dev, serve: { yieldMs: 60_000 } });
+  s.e1000e = await DeviceHost.start({ name: 'e1000e0', device: e.dev, serve: { yieldMs: 60_000 } });
 });
 
 t.after(async () => {
@@ -139,16 +141,26 @@ t('malformed and out-of-range requests get their status; the worker keeps servin
 });
 
 t('control calls are answered while the worker is busy serving its ring', async () => {
-  // A producer thread keeps the NVMe worker serving NOPs back to back; between its event-loop
-  // turns, the coordinator's posts flag themselves in the ring's attention word.
+  // A producer thread keeps the NVMe worker serving NOPs back to back. Its event loop is owed a
+  // turn only every minute (serve.yieldMs above), so each answer below comes because the
+  // coordinator flagged its post in the ring's attention word.
   const h = ringWords(s.nvme!.ring), stop = new SharedArrayBuffer(4);
   const producer = runThread<number>('ring-threads.js', { role: 'nop-loop', ring: s.nvme!.ring, stop });
-  const first = await s.nvme!.stats();
-  for (let i = 0; i < 5000 && (await s.nvme!.stats()).served < first.served + 1000; i++) { /* the producer is under way */ }
-  const flagged = Atomics.load(h, H_ATTENTION);
+  const within = <T>(p: Promise<T>, ms: number): Promise<T | 'no answer'> => Promise.race([p, new Promise<'no answer'>((r) => setTimeout(() => r('no answer'), ms))]);
   const served: number[] = [];
-  for (let i = 0; i < 20; i++) served.push((await s.nvme!.stats()).served);
-  Atomics.store(new Int32Array(stop), 0, 1);
+  let flagged = 0;
+  try {
+    const first = await s.nvme!.stats();
+    for (let i = 0; i < 5000 && Atomics.load(h, H_HEAD) < first.served + 1000; i++) await new Promise((r) => setTimeout(r, 2));
+    flagged = Atomics.load(h, H_ATTENTION);
+    for (let i = 0; i < 20; i++) {
+      const st = await within(s.nvme!.stats(), 20_000);
+      assert.ok(st !== 'no answer', `stats() call ${i} answered while the ring is busy`);
+      served.push(st.served);
+    }
+  } finally {
+    Atomics.store(new Int32Array(stop), 0, 1);
+  }
   const nops = await producer;
   assert.ok(Atomics.load(h, H_ATTENTION) - flagged >= 20, `each control call flagged its post (${Atomics.load(h, H_ATTENTION) - flagged} flags for 20 calls)`);
   assert.ok(served[19]! > served[0]!, `the ring was served while the calls were answered: ${served.join(' ')}`);

@@ -99,12 +99,14 @@ if (!isMainThread && (workerData as { role?: string })?.role === 'one-call') {
 }
 if (!isMainThread && (workerData as { role?: string })?.role === 'busy-server') {
   // A server that turns its event loop only when asked: it polls an idle ring for 10 s and owes
-  // its event loop a turn only every 10 minutes. Answers 'ping' with 'pong'.
+  // its event loop a turn only every 10 minutes. Answers 'ping' with 'pong', and marks `watch`
+  // word 0 seen (in word 1) when it does.
   const job = workerData as { ring: SharedArrayBuffer; watch: SharedArrayBuffer };
-  const server = new RingServer(job.ring, simulatedHandler(), { spinUs: 10_000_000, yieldMs: 600_000, watch: [[new Int32Array(job.watch), 0]] });
+  const watch = new Int32Array(job.watch);
+  const server = new RingServer(job.ring, simulatedHandler(), { spinUs: 10_000_000, yieldMs: 600_000, watch: [[watch, 0, 1]] });
   server.start();
   parentPort!.on('message', async (m) => {
-    if (m === 'ping') parentPort!.postMessage('pong');
+    if (m === 'ping') { Atomics.store(watch, 1, Atomics.load(watch, 0)); parentPort!.postMessage('pong'); }
     if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); }
   });
 }

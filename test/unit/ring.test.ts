@@ -155,26 +155,34 @@ test('a producer blocked on a full ring is woken by the release of the slot it w
 
 test('a server busy with requests turns its event loop when its attention word or a watched word moves', async () => {
   const ring = createRingBuffer({ capacity: 16, bulkBytes: 64 });
-  const watch = new SharedArrayBuffer(4), stop = new SharedArrayBuffer(4);
-  const server = new Worker(supportUrl('ring-threads.js'), { workerData: { role: 'busy-server', ring, watch } });
+  const watch = new Int32Array(new SharedArrayBuffer(8)), stop = new SharedArrayBuffer(4);
+  const server = new Worker(supportUrl('ring-threads.js'), { workerData: { role: 'busy-server', ring, watch: watch.buffer } });
   const producer = runThread<number>('ring-threads.js', { role: 'nop-loop', ring, stop });
   const h = ringWords(ring);
-  while (Atomics.load(h, H_HEAD) < 10_000) await new Promise((r) => setTimeout(r, 5));
+  const served = async (atLeast: number): Promise<boolean> => {
+    for (const t0 = performance.now(); performance.now() - t0 < 10_000; await new Promise((r) => setTimeout(r, 5))) if (Atomics.load(h, H_HEAD) >= atLeast) return true;
+    return false;
+  };
   const pong = (): Promise<string> => new Promise((resolve) => server.once('message', () => resolve('pong')));
   const within = (p: Promise<string>, ms: number): Promise<string> => Promise.race([p, new Promise<string>((r) => setTimeout(() => r('no answer'), ms))]);
-  // It owes its event loop a turn only every 10 minutes: a plain post waits.
-  let answer = pong();
-  server.postMessage('ping');
-  assert.is(await within(answer, 300), 'no answer', 'a post without a signal waits while the ring is busy');
-  const before = Atomics.load(h, H_HEAD);
-  attentionSignal(ring)();
-  assert.is(await within(answer, 10_000), 'pong', 'the attention signal gets the post read');
-  assert.ok(Atomics.load(h, H_HEAD) > before, 'still serving');
-  answer = pong();
-  server.postMessage('ping');
-  Atomics.add(new Int32Array(watch), 0, 1);
-  assert.is(await within(answer, 10_000), 'pong', 'a watched word gets the post read');
-  Atomics.store(new Int32Array(stop), 0, 1);
+  try {
+    assert.ok(await served(10_000), 'the producer keeps the server busy');
+    // It owes its event loop a turn only every 10 minutes: a plain post waits.
+    let answer = pong();
+    server.postMessage('ping');
+    assert.is(await within(answer, 300), 'no answer', 'a post without a signal waits while the ring is busy');
+    const before = Atomics.load(h, H_HEAD);
+    attentionSignal(ring)();
+    assert.is(await within(answer, 10_000), 'pong', 'the attention signal gets the post read');
+    assert.ok(await served(before + 1), 'still serving');
+    answer = pong();
+    server.postMessage('ping');
+    Atomics.add(watch, 0, 1); // work for the event loop: word 0 ahead of word 1
+    assert.is(await within(answer, 10_000), 'pong', 'a watched word gets the post read');
+    assert.is(Atomics.load(watch, 1), Atomics.load(watch, 0), 'the event loop took the work');
+  } finally {
+    Atomics.store(new Int32Array(stop), 0, 1);
+  }
   assert.ok((await producer) > 10_000);
   const stopped = new Promise<{ served: number }>((resolve) => server.once('message', resolve));
   server.postMessage('stop');
