@@ -88,7 +88,7 @@ function inlinePread(fd: number): Sampler {
 
 function ringRoundTrip(c: RingClient): Sampler {
   return (out, from, to) => {
-    for (let i = 0; i < 64; i++) c.call(OP.BAR_READ, 0, 8, 4); // wake the server if it slept
+    for (let i = 0; i < 64; i++) c.call(OP.BAR_READ, 0, 8, 4); // back from the hold: both threads on the ring again
     let t = performance.now();
     for (let s = from; s < to; s++) {
       for (let i = 0; i < BATCH; i++) if (c.call(OP.BAR_READ, 0, 8, 4) !== STATUS.OK) throw new Error('ring read failed');

@@ -172,8 +172,7 @@ export class Runtime {
       d.detach();
     }
     this.devices.clear();
-    for (const v of [...this.viommus.values()].reverse()) { try { v.close(); } catch { /* closing its context reports what is left */ } }
-    this.viommus.clear();
+    this.viommus.clear(); // each closed with its context's last device, above
     for (const r of [...this.memory.regions()]) this.memory.removeRegion(r);
     for (const c of this.contexts.values()) c.close();
     this.container?.close();

@@ -24,9 +24,8 @@ const PAYS = (WINDOW * 3) / 4; // at least 3 in 4 spins caught their event in ti
 export const POLLS_PER_CLOCK = 256;
 
 export class SpinBudget {
-  /** The current budget in µs, and in ms (what the spin loops compare performance.now() against). */
+  /** The current budget in µs. */
   us: number;
-  ms: number;
   readonly min: number;
   #phases = 0;
   #hits = 0;
@@ -35,8 +34,10 @@ export class SpinBudget {
   constructor(readonly max: number, min?: number, readonly probe = true) {
     this.min = Math.min(max, Math.max(1, min ?? max / 16)); // a minimum of 0 could never double
     this.us = max;
-    this.ms = max / 1000;
   }
+
+  /** The current budget in ms: what the spin loops compare performance.now() against. */
+  get ms(): number { return this.us / 1000; }
 
   hit(): void { this.#hits++; this.#phase(); }
   miss(): void { this.#phase(); }
@@ -47,6 +48,5 @@ export class SpinBudget {
     this.#phases = this.#hits = 0;
     this.#windows++;
     this.us = pays ? Math.min(this.max, this.us * 2) : this.probe && this.#windows % PROBE_EVERY === 0 ? this.max : this.min;
-    this.ms = this.us / 1000;
   }
 }

@@ -2,6 +2,7 @@
 import { existsSync } from 'node:fs';
 import { findFunctions, listFunctions } from '../../src/host/pci-sysfs.js';
 import type { Target } from '../../native/libc.js';
+import type { DmaBackend } from '../../src/dma/backend.js';
 import { ContainerBackend } from '../../src/dma/container-backend.js';
 import { IommufdContext } from '../../src/dma/iommufd-context.js';
 
@@ -34,19 +35,17 @@ export function nonVfioFunction(): string {
 }
 
 /** A lab device on the cdev path, attached to a fresh iommufd context (the production path). */
-export function openOnIommufd(bdf: string): { dev: Target; close: () => void } {
-  const ctx = IommufdContext.open(`test-${bdf}`);
-  try {
-    const a = ctx.attachPciDevice(bdf);
-    return { dev: a.device, close: () => { a.detach(); ctx.close(); } };
-  } catch (e) { ctx.close(); throw e; }
-}
+export const openOnIommufd = (bdf: string): LabDevice => attachThrough(IommufdContext.open(`test-${bdf}`), bdf);
 
 /** A lab device on the legacy group/container path (the production path). */
-export function openOnContainer(bdf: string): { dev: Target; close: () => void } {
-  const container = ContainerBackend.open(`test-${bdf}`);
+export const openOnContainer = (bdf: string): LabDevice => attachThrough(ContainerBackend.open(`test-${bdf}`), bdf);
+
+export interface LabDevice { dev: Target; close: () => void }
+
+/** Attach `bdf` through a backend of its own; close() detaches it and closes the backend. */
+function attachThrough(backend: DmaBackend & { close(): void }, bdf: string): LabDevice {
   try {
-    const a = container.attachPciDevice(bdf);
-    return { dev: a.device, close: () => { a.detach(); container.close(); } };
-  } catch (e) { container.close(); throw e; }
+    const a = backend.attachPciDevice(bdf);
+    return { dev: a.device, close: () => { a.detach(); backend.close(); } };
+  } catch (e) { backend.close(); throw e; }
 }
