@@ -15,7 +15,10 @@ import type { Registry } from 'prom-client';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
 import { type AnyVIommu, type DeviceIommuInfo, type VDevice, VIommu, type VIommuDescription, type VIommuOptions, deviceIommuInfo } from '../nesting/viommu.js';
-import { DeviceHost } from './device-host.js';
+import { DeviceHost, type DeviceHostOptions } from './device-host.js';
+
+/** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */
+export type DeviceAttachOptions = Omit<DeviceHostOptions, 'name' | 'device'>;
 
 export interface RuntimeDevice {
   readonly port: string;
@@ -75,7 +78,7 @@ export class Runtime {
   }
 
   /** Attach one device (cdev on its context, or the legacy container) and start its worker. */
-  async addDevice(v: VfioSpec): Promise<RuntimeDevice> {
+  async addDevice(v: VfioSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
     if (this.devices.has(v.port)) throw new Error(`port ${v.port} already has a device`);
     let backend: DmaBackend, device: OwnedFd | { fd: number; path: string }, detach: () => void;
     let devId: number | undefined; // iommufd's id for the device
@@ -100,11 +103,23 @@ export class Runtime {
     let host: DeviceHost, iommu: DeviceIommuInfo | undefined;
     try {
       if (backend instanceof IommufdContext && devId !== undefined) iommu = deviceIommuInfo(backend.iommufd, devId);
-      host = await DeviceHost.start({ name: v.port, device });
+      host = await DeviceHost.start({ ...opts, name: v.port, device });
     } catch (e) { detach(); throw e; }
     const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach, device, iommu };
     this.devices.set(v.port, d);
     return d;
+  }
+
+  /**
+   * Stop the device's worker (requests still in its ring complete with RingClosedError, its
+   * interrupts go from VFIO and KVM), detach it (its context's IOAS goes with its last device)
+   * and close its fds.
+   */
+  async removeDevice(port: string): Promise<void> {
+    const d = this.devices.get(port);
+    if (!d) throw new Error(`no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
+    this.devices.delete(port);
+    try { await d.host.shutdown(); } finally { d.detach(); }
   }
 
   device(port: string): DeviceHost {
