@@ -14,6 +14,10 @@ import { loud } from '../support/hooks.js';
 import { labDevice, requireLab } from '../support/lab.js';
 import { NvmeAdmin, modelNumber } from '../support/nvme-admin.js';
 import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { closeSync, existsSync, fsyncSync, openSync, writeSync } from 'node:fs';
+
+const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
 
 /** DMAR fault lines in the kernel log (the IOMMU refusing a device access). */
 function dmarFaults(): string[] {
@@ -67,6 +71,23 @@ for (const kind of ['iommufd', 'container'] as const) {
     assert.is(st.nvme!.identifyController(iova), 0);
     assert.is(modelNumber(st.chosen.bytes), 'QEMU NVMe Ctrl');
     st.backend!.unmap(iova, 4096n);
+  });
+
+  s('4 MiB of blocks the host wrote into the backing file are read by DMA (an I/O queue pair)', () => {
+    const page = st.ram!.bytes.subarray(Number(BUF), Number(BUF) + 4096);
+    assert.is(st.nvme!.identifyController(BUF), 0);
+    const serial = Buffer.from(page.subarray(4, 24)).toString('latin1').trim(); // lab/run: serial=lab<n>, file nvme<n>.img
+    const file = `/lab/nvme${serial.replace(/^lab/, '')}.img`;
+    if (!existsSync(file)) { console.log(`    ${kind}: skipped: no backing file ${file} (not under lab/run)`); return; }
+    const data = randomBytes(4 << 20), at = 1 << 20;
+    const fd = openSync(file, 'r+');
+    try { writeSync(fd, data, 0, data.length, at); fsyncSync(fd); } finally { closeSync(fd); }
+    const buf = 0x400000n;
+    st.ram!.bytes.fill(0, Number(buf), Number(buf) + data.length);
+    st.nvme!.readBlocks({ nsid: 1, offset: BigInt(at), bytes: data.length, bufGpa: buf, cqGpa: 0x40000n, sqGpa: 0x50000n, prpGpa: 0x60000n });
+    const got = st.ram!.bytes.subarray(Number(buf), Number(buf) + data.length);
+    console.log(`    ${kind}: ${file} (serial ${serial}): 4 MiB read through an I/O queue, md5 ${md5(got)} (written ${md5(data)})`);
+    assert.ok(Buffer.from(got).equals(data), 'the blocks read by DMA are the bytes written');
   });
 
   s('memory added while the device runs is reachable; once removed, DMA to it fails', () => {
