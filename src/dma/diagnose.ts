@@ -5,6 +5,7 @@
 import { readFileSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import { SysError } from '../../native/errno.js';
+import { withHint } from '../errors.js';
 import { C, raw, rlimit } from '../../native/libc.js';
 import { decode } from '../../native/layout.js';
 import { SYSFS_PCI } from '../host/pci-sysfs.js';
@@ -13,20 +14,6 @@ import { type IovaRange, U64_MAX, formatRange, formatSize, formatSpan, rangeToSp
 
 /** Capability numbers from <linux/capability.h>. */
 export const CAP_IPC_LOCK = 14;
-
-/** The same failure with `hint` added; a SysError keeps its call, target and errno. */
-export function withHint(e: unknown, hint: string): Error {
-  if (e instanceof SysError) {
-    const base = `${e.call} on ${e.target}: ${e.code}`;
-    const old = e.message.length > base.length + 3 ? e.message.slice(base.length + 2, -1) : '';
-    const out = new SysError(e.call, e.target, e.errno, old ? `${old}; ${hint}` : hint);
-    out.cause = e;
-    return out;
-  }
-  const err = e instanceof Error ? e : new Error(String(e));
-  const out = new Error(`${err.message} (${hint})`, { cause: err });
-  return out;
-}
 
 const statusLine = (key: string): string | undefined => {
   try { return readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(`${key}:`))?.slice(key.length + 1).trim(); } catch { return undefined; }

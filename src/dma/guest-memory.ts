@@ -7,7 +7,7 @@
 // address inside a registered mapping" before anything trusts an address a device was given.
 import type { MapRunner } from './map-offload.js';
 import { type BackendEvent, type DmaBackend, type GuestMemorySource, advanceSource } from './backend.js';
-import { withHint } from './diagnose.js';
+import { withHint } from '../errors.js';
 import {
   type IovaRange, type IovaSpan, IovaHoleError, PAGE_SIZE, alignRanges, checkSpan, formatSize, formatSpan, hex,
   isAligned, spanEnd, spanInRanges, spansOverlap, splitGuestRange, subtractSpans,

@@ -7,7 +7,7 @@
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import type { Target } from '../../native/libc.js';
-import { withHint } from '../dma/diagnose.js';
+import { withHint } from '../errors.js';
 import type { ContextDependent, IommufdContext, NestableDevice } from '../dma/iommufd-context.js';
 import {
   type DefaultMode, type HwInfoOf, type IommuHwInfo, type IommuKind, type IommuType, type Invalidation, IOMMU_TYPES,
