@@ -10,7 +10,7 @@ import { OwnedFd } from '../fd.js';
 import { iommuGroupOf } from '../host/pci-sysfs.js';
 import { openContainer, openGroup } from '../vfio/open.js';
 import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { explainAttachConflict, explainBisect, explainMapFailure } from './diagnose.js';
+import { explainAttachConflict, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
 import { withHint } from '../errors.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, findFreeIova, formatRanges, formatSize, formatSpan, hex, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
@@ -177,12 +177,12 @@ export class ContainerBackend implements DmaBackend {
         vfio.groupSetContainer(group, this.#container.fd);
       } catch (e) {
         group.close();
-        throw explainAttachConflict(e, bdf, this.#log.all(), String(this));
+        throw explainUnsafeInterrupts(explainAttachConflict(e, bdf, this.#log.all(), String(this)), 'container');
       }
       if (!this.#iommuSet) {
         try { vfio.setIommu(this.#container, V.VFIO_TYPE1v2_IOMMU); } catch (e) {
           try { vfio.groupUnsetContainer(group); } finally { group.close(); }
-          throw e;
+          throw explainUnsafeInterrupts(e, 'container');
         }
         this.#iommuSet = true;
       }

@@ -12,7 +12,7 @@ import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
 import { DEV_IOMMU, openCdev, openIommufd } from '../vfio/open.js';
 import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { bdfOfCdev, explainAttachConflict, explainBisect, explainMapFailure } from './diagnose.js';
+import { bdfOfCdev, explainAttachConflict, explainBindFailure, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
 import { withHint } from '../errors.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, formatRanges, formatSpan, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
@@ -226,16 +226,13 @@ export class IommufdContext implements DmaBackend {
     try {
       devId = vfio.deviceBindIommufd(device, this.#fd.fd);
     } catch (e) {
-      if (e instanceof SysError && (e.code === 'EINVAL' || e.code === 'EBUSY')) {
-        throw withHint(e, `a VFIO cdev file binds to one iommufd, once: if this fd was bound before (an earlier attach, or another context), close it and open the cdev again; EBUSY means another process or iommufd holds the device`);
-      }
-      throw e;
+      throw explainBindFailure(e, device.path);
     }
     let ptId: number;
     try {
       ptId = vfio.deviceAttachIommufdPt(device, ioasId);
     } catch (e) {
-      throw explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this));
+      throw explainUnsafeInterrupts(explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this)), 'iommufd');
     }
     this.#devices.set(device.fd, { device, devId, ptId });
     this.#refreshRanges();
