@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
 // says whether the host is ready for device assignment, `run` assigns devices (one worker each).
-import { Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
+import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
 import { listFunctions, type PciFunction } from '../host/pci-sysfs.js';
 import { validateHost } from '../host/validate.js';
 import { InvalidSpecError } from '../errors.js';
@@ -44,10 +44,18 @@ function printChecks(json: boolean): number {
   return checks.some((c) => c.verdict === 'FAIL') ? 1 : 0;
 }
 
+/** What a backend maps, piece by piece: a region split around a reserved window shows each piece. */
+function printMapped(mapped: readonly MappedPiece[]): void {
+  if (mapped.length) console.log(`    mapped: ${mapped.map((m) => `${m.iova}+${m.size} (${m.region})`).join(', ')}`);
+}
+
 function printRuntime(d: RuntimeDescription, json: boolean): void {
   if (json) { console.log(JSON.stringify(d, null, 2)); return; }
-  for (const c of d.contexts) console.log(`iommufd context ${c.id}: IOAS ${c.ioasId ?? '-'}, ${c.devices} device(s), IOVA ${c.ranges.join(', ')}`);
-  if (d.container) console.log(`legacy container: ${d.container.devices.join(', ')}`);
+  for (const c of d.contexts) {
+    console.log(`iommufd context ${c.id}: IOAS ${c.ioasId ?? '-'}, ${c.devices} device(s), IOVA ${c.ranges.join(', ')}`);
+    printMapped(c.mapped);
+  }
+  if (d.container) { console.log(`legacy container: ${d.container.devices.join(', ')}`); printMapped(d.container.mapped); }
   for (const m of d.memory) console.log(`guest memory ${m.name}: GPA ${m.gpa}, ${m.size} bytes`);
   for (const v of d.devices) {
     const x = v.description;
