@@ -3,12 +3,13 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Worker } from 'node:worker_threads';
-import { SysError } from '../../native/errno.js';
+import { SysError, errnoNumber } from '../../native/errno.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../../src/control/comlink-node.js';
 import {
   ConflictError, ERR, ERROR_CLASSES, HostSetupError, InvalidSpecError, KernelError, NestingSetupError,
-  NotFoundError, PartialInvalidationError, RingClosedError, VfrError, WorkerExitedError, errnoNameOf, withHint,
+  NotFoundError, PartialInvalidationError, RingClosedError, VfrError, WorkerExitedError, attributeKernelError, errnoNameOf, withHint,
 } from '../../src/errors.js';
+import { explainBindFailure, explainUnsafeInterrupts } from '../../src/dma/diagnose.js';
 import { supportUrl } from '../support/threads.js';
 import { type Thrower, samples } from '../support/error-thrower.js';
 
@@ -82,6 +83,37 @@ test('across a worker_threads boundary (comlink): class by code, code, fields, m
       check(kind, caught, 'coordinator');
     }
   } finally { await w.terminate(); }
+});
+
+const bind = (code: string): SysError => new SysError('VFIO_DEVICE_BIND_IOMMUFD', '/dev/vfio/devices/vfio7 (fd 4)', errnoNumber(code));
+
+test('the hint of a refused cdev bind matches its errno', () => {
+  const inval = explainBindFailure(bind('EINVAL'), '/dev/vfio/devices/vfio7 (fd 4)') as SysError;
+  assert.is(inval.code, 'EINVAL', 'still the kernel errno');
+  assert.match(inval.message, /already open and bound to an iommufd elsewhere: another process/);
+  assert.match(inval.message, /stop that holder, or have it hand this process its iommufd and cdev fds/);
+  const busy = explainBindFailure(bind('EBUSY'), '/dev/vfio/devices/vfio7') as SysError;
+  assert.match(busy.message, /legacy VFIO group .* is in use .*use the legacy path here too/);
+  const perm = explainBindFailure(bind('EPERM'), '/dev/vfio/devices/vfio7') as SysError;
+  assert.match(perm.message, /cannot isolate this device's MSIs .*iommufd allow_unsafe_interrupts=1/);
+  const gone = explainBindFailure(bind('ENODEV'), '/dev/vfio/devices/vfio7') as SysError;
+  assert.match(gone.message, /went away .*bind it to vfio-pci again/);
+  const setIommu = explainUnsafeInterrupts(new SysError('VFIO_SET_IOMMU', '/dev/vfio/vfio', errnoNumber('EPERM')), 'container') as SysError;
+  assert.match(setIommu.message, /vfio_iommu_type1 allow_unsafe_interrupts=1/);
+  const other = bind('EFAULT');
+  assert.is(explainBindFailure(other, '/dev/vfio/devices/vfio7'), other, 'no guess for an errno without a known cause');
+});
+
+test('the runtime attributes a kernel error to its device, keeping call, node and errno readable', () => {
+  const e = attributeKernelError(withHint(bind('EINVAL'), 'held elsewhere'), { bdf: '0000:00:04.0', port: 'y' });
+  assert.ok(e instanceof KernelError && e instanceof SysError && e instanceof VfrError);
+  const k = e as KernelError;
+  assert.equal([k.code, k.errnoName, k.errno, k.bdf, k.port], ['VFR_ERR_KERNEL', 'EINVAL', 22, '0000:00:04.0', 'y']);
+  assert.match(k.message, /VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio\d+ \(fd 4\): EINVAL \(held elsewhere\)$/);
+  assert.ok(k.message.startsWith('0000:00:04.0, port y: '));
+  assert.is(attributeKernelError(k, { bdf: 'other' }), k, 'attributed once');
+  const plain = new Error('not a kernel error');
+  assert.is(attributeKernelError(plain, { bdf: 'x' }), plain);
 });
 
 test.run();
