@@ -7,7 +7,10 @@ import { InvalidSpecError } from '../errors.js';
 import { normalizeBdf } from '../host/pci-sysfs.js';
 
 export interface IommuSpec { id: string; iommufdFd?: number }
-/** A device: host= picks it by PCI address; fd= is a pre-opened cdev (iommufd), groupFd= a pre-opened group (legacy). */
+/**
+ * A device: host= picks it by PCI address; fd= is a pre-opened cdev (iommufd), groupFd= a
+ * pre-opened group (legacy).
+ */
 export interface DeviceSpec { port: string; host?: string; iommu?: string; fd?: number; groupFd?: number }
 /** @deprecated the CLI's name for DeviceSpec. */
 export type VfioSpec = DeviceSpec;
@@ -15,7 +18,11 @@ export interface MemorySpec { size: bigint; gpa: bigint }
 export interface RuntimeSpec { iommu: IommuSpec[]; vfio: DeviceSpec[]; memory: MemorySpec[] }
 
 /** Numbers may come as numbers, bigints or strings (JSON, argv); sizes as "16M", addresses as "0x1000". */
-export interface RuntimeSpecInput { iommu?: readonly unknown[]; vfio?: readonly unknown[]; memory?: readonly unknown[] }
+export interface RuntimeSpecInput {
+  iommu?: readonly unknown[];
+  vfio?: readonly unknown[];
+  memory?: readonly unknown[];
+}
 
 export type SpecKind = 'iommu' | 'vfio' | 'memory';
 
@@ -48,7 +55,9 @@ class Entry {
     }
     this.fields = input as Record<string, unknown>;
     for (const k of Object.keys(this.fields)) {
-      if (!KEYS[kind].includes(k)) throw this.error(`unknown key '${k}' (known: ${KEYS[kind].join(', ')})`, k);
+      if (!KEYS[kind].includes(k)) {
+        throw this.error(`unknown key '${k}' (known: ${KEYS[kind].join(', ')})`, k);
+      }
     }
   }
 
@@ -67,7 +76,9 @@ class Entry {
       return undefined;
     }
     if (typeof v !== 'string' || !NAME.test(v)) {
-      throw this.error(`${this.k(key)}=${String(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`, key);
+      throw this.error(
+        `${this.k(key)}=${String(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`, key,
+      );
     }
     return v;
   }
@@ -76,8 +87,14 @@ class Entry {
     const v = this.fields[key];
     if (v === undefined) return undefined;
     const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
-    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) throw this.error(`${this.k(key)}=${String(v)} is not a file descriptor number`, key);
-    if (n < 3) throw this.error(`${this.k(key)}=${n} is stdin/stdout/stderr, not an inherited VFIO or iommufd fd`, key);
+    if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
+      throw this.error(`${this.k(key)}=${String(v)} is not a file descriptor number`, key);
+    }
+    if (n < 3) {
+      throw this.error(
+        `${this.k(key)}=${n} is stdin/stdout/stderr, not an inherited VFIO or iommufd fd`, key,
+      );
+    }
     return n;
   }
 
@@ -85,7 +102,11 @@ class Entry {
     const v = this.fields.host;
     if (v === undefined) return undefined;
     const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
-    if (!bdf) throw this.error(`host=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`, 'host');
+    if (!bdf) {
+      throw this.error(
+        `host=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`, 'host',
+      );
+    }
     return bdf;
   }
 
@@ -97,8 +118,14 @@ class Entry {
     let size: bigint | undefined;
     if (m) size = BigInt(m[1]!) << { '': 0n, K: 10n, M: 20n, G: 30n }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
     else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v))) size = BigInt(v);
-    if (size === undefined || size < 0n) throw this.error(`size=${String(v)} is not a size (a number with an optional K, M or G)`, 'size');
-    if (size === 0n || size % 4096n !== 0n) throw this.error(`size=${String(v)} must be a non-zero multiple of 4 KiB`, 'size');
+    if (size === undefined || size < 0n) {
+      throw this.error(
+        `size=${String(v)} is not a size (a number with an optional K, M or G)`, 'size',
+      );
+    }
+    if (size === 0n || size % 4096n !== 0n) {
+      throw this.error(`size=${String(v)} must be a non-zero multiple of 4 KiB`, 'size');
+    }
     return size;
   }
 
@@ -133,21 +160,39 @@ export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle 
   const fd = e.fd('fd');
   if (fd !== undefined) {
     spec.fd = fd;
-    if (!spec.iommu) throw e.error(`${e.k('fd')}= is a VFIO cdev fd, which needs an iommufd context: add iommu=<id>`, 'fd');
+    if (!spec.iommu) {
+      throw e.error(
+        `${e.k('fd')}= is a VFIO cdev fd, which needs an iommufd context: add iommu=<id>`, 'fd',
+      );
+    }
   }
   const groupFd = e.fd('groupFd');
   if (groupFd !== undefined) {
     spec.groupFd = groupFd;
-    if (spec.iommu) throw e.error(`${e.k('groupFd')}= is for the legacy group path; with iommu=<id> pass the cdev as ${e.k('fd')}=<n>`, 'groupFd');
-    if (!spec.host) throw e.error(`${e.k('groupFd')}= needs host=<bdf> (the device's name in its group)`, 'groupFd');
+    if (spec.iommu) {
+      throw e.error(
+        `${e.k('groupFd')}= is for the legacy group path; with iommu=<id> pass the cdev as ${e.k('fd')}=<n>`, 'groupFd',
+      );
+    }
+    if (!spec.host) {
+      throw e.error(
+        `${e.k('groupFd')}= needs host=<bdf> (the device's name in its group)`, 'groupFd',
+      );
+    }
   }
-  if (!spec.host && spec.fd === undefined) throw e.error(`host=<bdf> is required (or ${e.k('fd')}=<n> with iommu=<id>)`, 'host');
+  if (!spec.host && spec.fd === undefined) {
+    throw e.error(`host=<bdf> is required (or ${e.k('fd')}=<n> with iommu=<id>)`, 'host');
+  }
   return spec;
 }
 
 function memorySpec(e: Entry): MemorySpec {
   const size = e.size(), gpa = e.address('gpa');
-  if (gpa + size > U64_END) throw e.error(`gpa=0x${gpa.toString(16)} + size=0x${size.toString(16)} passes the end of the 64-bit address space`, 'gpa');
+  if (gpa + size > U64_END) {
+    throw e.error(
+      `gpa=0x${gpa.toString(16)} + size=0x${size.toString(16)} passes the end of the 64-bit address space`, 'gpa',
+    );
+  }
   return { size, gpa };
 }
 
@@ -162,10 +207,19 @@ function list(input: RuntimeSpecInput, kind: SpecKind): readonly unknown[] {
  * Validate and normalize a whole spec: each entry, then the entries together (ids, ports, hosts
  * and fds unique, every iommu= naming a context, memory regions not overlapping).
  */
-export function normalizeRuntimeSpec(input: RuntimeSpecInput | RuntimeSpec, style: SpecStyle = OBJECT_STYLE): RuntimeSpec {
+export function normalizeRuntimeSpec(
+  input: RuntimeSpecInput | RuntimeSpec,
+  style: SpecStyle = OBJECT_STYLE,
+): RuntimeSpec {
   if (typeof input === 'object' && input !== null && normalized.has(input)) return input as RuntimeSpec;
-  if (typeof input !== 'object' || input === null || Array.isArray(input)) throw new InvalidSpecError('a runtime spec must be an object with iommu, vfio and memory arrays');
-  for (const k of Object.keys(input)) if (!['iommu', 'vfio', 'memory'].includes(k)) throw new InvalidSpecError(`unknown key '${k}' in a runtime spec (known: iommu, vfio, memory)`, k);
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new InvalidSpecError('a runtime spec must be an object with iommu, vfio and memory arrays');
+  }
+  for (const k of Object.keys(input)) {
+    if (!['iommu', 'vfio', 'memory'].includes(k)) {
+      throw new InvalidSpecError(`unknown key '${k}' in a runtime spec (known: iommu, vfio, memory)`, k);
+    }
+  }
   const spec: RuntimeSpec = {
     iommu: list(input, 'iommu').map((x, i) => iommuSpec(new Entry('iommu', i, x, style))),
     vfio: list(input, 'vfio').map((x, i) => normalizeDeviceSpec(x, i, style)),
@@ -182,33 +236,52 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
   const opt = style.option, key = style.key;
   const ids = new Set<string>();
   spec.iommu.forEach((c, i) => {
-    if (ids.has(c.id)) throw new InvalidSpecError(`${opt('iommu')} id=${c.id} is given twice`, `iommu[${i}].id`);
+    if (ids.has(c.id)) {
+      throw new InvalidSpecError(`${opt('iommu')} id=${c.id} is given twice`, `iommu[${i}].id`);
+    }
     ids.add(c.id);
   });
   const ports = new Set<string>(), hosts = new Set<string>();
   const fds = new Set<number>(spec.iommu.flatMap((c) => (c.iommufdFd !== undefined ? [c.iommufdFd] : [])));
   spec.vfio.forEach((v, i) => {
     const at = `vfio[${i}]`;
-    if (ports.has(v.port)) throw new InvalidSpecError(`${opt('vfio')} port=${v.port} is used by two devices`, `${at}.port`);
+    if (ports.has(v.port)) {
+      throw new InvalidSpecError(`${opt('vfio')} port=${v.port} is used by two devices`, `${at}.port`);
+    }
     ports.add(v.port);
     if (v.host) {
-      if (hosts.has(v.host)) throw new InvalidSpecError(`${opt('vfio')} host=${v.host} is assigned twice`, `${at}.host`);
+      if (hosts.has(v.host)) {
+        throw new InvalidSpecError(`${opt('vfio')} host=${v.host} is assigned twice`, `${at}.host`);
+      }
       hosts.add(v.host);
     }
     if (v.iommu && !ids.has(v.iommu)) {
-      throw new InvalidSpecError(`${opt('vfio')} port=${v.port}: iommu=${v.iommu} names no ${opt('iommu')} id (known: ${[...ids].join(', ') || 'none'})`, `${at}.iommu`);
+      const known = [...ids].join(', ') || 'none';
+      throw new InvalidSpecError(
+        `${opt('vfio')} port=${v.port}: iommu=${v.iommu} names no ${opt('iommu')} id (known: ${known})`,
+        `${at}.iommu`,
+      );
     }
     for (const [k, fd] of [['fd', v.fd], ['groupFd', v.groupFd]] as const) {
       if (fd === undefined) continue;
-      if (fds.has(fd)) throw new InvalidSpecError(`${opt('vfio')} port=${v.port}: ${key(k)}=${fd} is already used by another option`, `${at}.${k}`);
+      if (fds.has(fd)) {
+        throw new InvalidSpecError(
+          `${opt('vfio')} port=${v.port}: ${key(k)}=${fd} is already used by another option`,
+          `${at}.${k}`,
+        );
+      }
       fds.add(fd);
     }
   });
-  const mem = spec.memory.map((m, i) => ({ ...m, i })).sort((a, b) => (a.gpa < b.gpa ? -1 : a.gpa > b.gpa ? 1 : 0));
+  const mem = spec.memory.map((m, i) => ({ ...m, i }))
+    .sort((a, b) => (a.gpa < b.gpa ? -1 : a.gpa > b.gpa ? 1 : 0));
   for (let i = 1; i < mem.length; i++) {
     const prev = mem[i - 1]!, cur = mem[i]!;
     if (prev.gpa + prev.size > cur.gpa) {
-      throw new InvalidSpecError(`${opt('memory')} gpa=0x${cur.gpa.toString(16)} overlaps the region at 0x${prev.gpa.toString(16)}`, `memory[${cur.i}].gpa`);
+      throw new InvalidSpecError(
+        `${opt('memory')} gpa=0x${cur.gpa.toString(16)} overlaps the region at 0x${prev.gpa.toString(16)}`,
+        `memory[${cur.i}].gpa`,
+      );
     }
   }
 }
