@@ -32,8 +32,8 @@ export abstract class VfrError extends Error {
 }
 Object.defineProperty(VfrError.prototype, BRAND, { value: true });
 
-/** What a lookup was about: a port, an iommufd context, a PCI function, a vIOMMU, an fd. */
-export type Resource = 'port' | 'context' | 'pci-function' | 'viommu' | 'fd' | 'device';
+/** What a lookup was about: a port, an iommufd context, a PCI function, a vIOMMU, an fd, a guest memory region. */
+export type Resource = 'port' | 'context' | 'pci-function' | 'viommu' | 'fd' | 'device' | 'region';
 
 /** The thing named does not exist (no device on that port, no such context or PCI function). */
 export class NotFoundError extends VfrError {

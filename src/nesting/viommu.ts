@@ -7,7 +7,7 @@
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import type { Target } from '../../native/libc.js';
-import { NestingSetupError, PartialInvalidationError, withHint } from '../errors.js';
+import { ConflictError, NestingSetupError, PartialInvalidationError, withHint } from '../errors.js';
 import type { ContextDependent, IommufdContext, NestableDevice } from '../dma/iommufd-context.js';
 import {
   type DefaultMode, type HwInfoOf, type IommuHwInfo, type IommuKind, type IommuType, type Invalidation, IOMMU_TYPES,
@@ -202,7 +202,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
    */
   addDevice(device: NestableDevice, virtId: bigint | number): VDevice<K> {
     this.#check();
-    if (this.#devices.has(device.devId)) throw new Error(`${device.label} is already under ${this}`);
+    if (this.#devices.has(device.devId)) throw new ConflictError(`${device.label} is already under ${this}`, 'device', device.label);
     const vid = BigInt(virtId);
     if (vid < 0n || vid > 0xffff_ffff_ffff_ffffn) throw new RangeError(`virtual device id ${String(virtId)} does not fit in 64 bits`);
     const undo = new Undo(this.#fd);

@@ -87,6 +87,11 @@ test('describe() shows the pieces each backend mapped: a region split around a r
       { region: 'high', iova: '0xfe000000', size: '0x800000' },
       { region: 'high', iova: '0xfe900000', size: '0x1700000' },
     ]]], 'the context has its own hole');
+    assert.throws(() => rt.addMemory({ name: 'again', gpa: 0xfe000000n, size: MiB, memory: hvaSource(0x7f0000000000n) }),
+      (e: unknown) => e instanceof ConflictError && e.resource === 'region' && e.id === 'high');
+    assert.throws(() => rt.addMemory({ name: 'odd', gpa: 0x800n, size: MiB, memory: hvaSource(0x7f0000000000n) }),
+      (e: unknown) => e instanceof InvalidSpecError && /must be multiples of the 4 KiB page size/.test(e.message));
+    assert.throws(() => rt.memory.removeRegion(0x1000n), (e: unknown) => e instanceof NotFoundError && e.resource === 'region');
   } finally { await rt.shutdown(); }
 });
 
