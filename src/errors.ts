@@ -57,7 +57,10 @@ export class InvalidSpecError extends VfrError {
   constructor(message: string, field?: string) { super(message); this.field = field; }
 }
 
-/** The host is not set up for what was asked: a function not bound to vfio-pci, a kernel feature or node missing. */
+/**
+ * The host is not set up for what was asked: a function not bound to vfio-pci, a node or kernel
+ * feature missing.
+ */
 export class HostSetupError extends VfrError {
   override readonly name = 'HostSetupError';
   readonly code = ERR.HOST_SETUP;
@@ -66,7 +69,11 @@ export class HostSetupError extends VfrError {
 }
 
 /** Where a kernel error happened, beyond the call and node SysError already names. */
-export interface KernelErrorContext { readonly bdf?: string | undefined; readonly port?: string | undefined; readonly hint?: string }
+export interface KernelErrorContext {
+  readonly bdf?: string | undefined;
+  readonly port?: string | undefined;
+  readonly hint?: string;
+}
 
 /** The hint a SysError carries in its message ("CALL on TARGET: ECODE (hint)"), or ''. */
 export function hintOf(e: SysError): string {
