@@ -21,7 +21,7 @@ export function errnoNumber(name: string): number {
 
 /** A failed system call: `VFIO_DEVICE_BIND_IOMMUFD on /dev/vfio/devices/vfio0: EPERM`. */
 export class SysError extends Error {
-  override readonly name = 'SysError';
+  override readonly name: string = 'SysError';
   readonly code: string;
   constructor(readonly call: string, readonly target: string, readonly errno: number, hint?: string) {
     super(`${call} on ${target}: ${errnoName(errno)}${hint ? ` (${hint})` : ''}`);

@@ -1,12 +1,13 @@
 #!/usr/bin/env node
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
 // says whether the host is ready for device assignment, `run` assigns devices (one worker each).
-import { Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
+import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
 import { listFunctions, type PciFunction } from '../host/pci-sysfs.js';
 import { validateHost } from '../host/validate.js';
-import { SpecError, parseRuntimeArgs } from './specs.js';
+import { InvalidSpecError } from '../errors.js';
+import { parseRuntimeArgs } from './specs.js';
 
-const USAGE = `usage: vfio-runtime <command> [--json]
+const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> --help, -h: this text)
   devices   list PCI functions: driver, IOMMU group, VFIO cdev, BARs, MSI/MSI-X vectors
   check     check the host is ready for device assignment (exit 1 on any FAIL)
   run       assign devices and serve them until SIGINT/SIGTERM (--once: set up, report, tear down)
@@ -43,10 +44,18 @@ function printChecks(json: boolean): number {
   return checks.some((c) => c.verdict === 'FAIL') ? 1 : 0;
 }
 
+/** What a backend maps, piece by piece: a region split around a reserved window shows each piece. */
+function printMapped(mapped: readonly MappedPiece[]): void {
+  if (mapped.length) console.log(`    mapped: ${mapped.map((m) => `${m.iova}+${m.size} (${m.region})`).join(', ')}`);
+}
+
 function printRuntime(d: RuntimeDescription, json: boolean): void {
   if (json) { console.log(JSON.stringify(d, null, 2)); return; }
-  for (const c of d.contexts) console.log(`iommufd context ${c.id}: IOAS ${c.ioasId ?? '-'}, ${c.devices} device(s), IOVA ${c.ranges.join(', ')}`);
-  if (d.container) console.log(`legacy container: ${d.container.devices.join(', ')}`);
+  for (const c of d.contexts) {
+    console.log(`iommufd context ${c.id}: IOAS ${c.ioasId ?? '-'}, ${c.devices} device(s), IOVA ${c.ranges.join(', ')}`);
+    printMapped(c.mapped);
+  }
+  if (d.container) { console.log(`legacy container: ${d.container.devices.join(', ')}`); printMapped(d.container.mapped); }
   for (const m of d.memory) console.log(`guest memory ${m.name}: GPA ${m.gpa}, ${m.size} bytes`);
   for (const v of d.devices) {
     const x = v.description;
@@ -57,8 +66,8 @@ function printRuntime(d: RuntimeDescription, json: boolean): void {
 async function run(argv: string[], json: boolean): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
   const unknown = rest.filter((a) => a !== '--once' && a !== '--json');
-  if (unknown.length) throw new SpecError(`run: unknown argument(s) ${unknown.join(' ')}`);
-  if (spec.vfio.length === 0) throw new SpecError('run: assign at least one device with --vfio host=<bdf>,port=<name>');
+  if (unknown.length) throw new InvalidSpecError(`run: unknown argument(s) ${unknown.join(' ')}`);
+  if (spec.vfio.length === 0) throw new InvalidSpecError('run: assign at least one device with --vfio host=<bdf>,port=<name>', 'vfio');
   const rt = await Runtime.start(spec);
   printRuntime(rt.describe(), json);
   if (!argv.includes('--once')) {
@@ -69,18 +78,21 @@ async function run(argv: string[], json: boolean): Promise<number> {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // Help asked for anywhere (`--help`, `-h`, `run --help`) is an answer, not a mistake: exit 0.
+  if (argv.some((a) => a === '--help' || a === '-h')) { console.log(USAGE); return 0; }
   const json = argv.includes('--json');
   const [cmd] = argv.filter((a) => !a.startsWith('--'));
   switch (cmd) {
     case 'devices': printDevices(listFunctions(), json); return 0;
     case 'check': return printChecks(json);
     case 'run': return run(argv.slice(argv.indexOf('run') + 1), json);
-    case undefined: case 'help': console.log(USAGE); return cmd ? 0 : 2;
+    case undefined: console.error(USAGE); return 2;
+    case 'help': console.log(USAGE); return 0;
     default: console.error(`vfio-runtime: unknown command '${cmd}'\n${USAGE}`); return 2;
   }
 }
 
 main(process.argv.slice(2)).then((code) => { process.exitCode = code; }, (e: unknown) => {
   console.error(`vfio-runtime: ${e instanceof Error ? e.message : String(e)}`);
-  process.exitCode = e instanceof SpecError ? 2 : 1;
+  process.exitCode = e instanceof InvalidSpecError ? 2 : 1;
 });

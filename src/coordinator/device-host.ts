@@ -17,6 +17,7 @@ import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
 import { closeRing, type RingServeOptions } from '../ring/server.js';
+import { WorkerExitedError } from '../errors.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
 
@@ -39,7 +40,8 @@ export interface DeviceHostOptions {
 
 export type { InterruptEvent };
 
-export class DeviceWorkerExit extends Error { override readonly name = 'DeviceWorkerExit'; }
+/** The error a control call to a dead worker rejects with (VFR_ERR_WORKER_EXITED); the old name stays. */
+export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
 
 export class DeviceHost {
   readonly name: string;
@@ -85,8 +87,8 @@ export class DeviceHost {
     this.#worker = new Worker(WORKER_URL, { workerData: data, name: `device:${this.name}`, transferList: transfer });
     this.#exitCode = undefined;
     this.#exit = new Promise<never>((_, reject) => {
-      const fail = (why: string): void => reject(new DeviceWorkerExit(`device worker ${this.name} ${why}`));
-      this.#worker.once('exit', (code) => { this.#exitCode = code; fail(`exited (code ${code})`); });
+      const fail = (why: string, code?: number): void => reject(new WorkerExitedError(`device worker ${this.name} ${why}`, this.name, code));
+      this.#worker.once('exit', (code) => { this.#exitCode = code; fail(`exited (code ${code})`, code); });
       this.#worker.once('error', (e) => fail(`crashed: ${e.message}`));
     });
     this.#exit.catch(() => {}); // observed by #call; never unhandled
@@ -101,7 +103,7 @@ export class DeviceHost {
 
   /** A control call that rejects if the worker exits before answering. */
   #call<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#exitCode !== undefined) return Promise.reject(new DeviceWorkerExit(`device worker ${this.name} is not running`));
+    if (this.#exitCode !== undefined) return Promise.reject(new WorkerExitedError(`device worker ${this.name} is not running`, this.name, this.#exitCode));
     return Promise.race([fn(), this.#exit]);
   }
 

@@ -2,20 +2,25 @@
 // Type1v2 container for devices without iommu=, the guest-memory table over all of them, and
 // one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
 // pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
+import { readlinkSync } from 'node:fs';
 import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
 import { ContainerBackend } from '../dma/container-backend.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
 import { IommufdContext } from '../dma/iommufd-context.js';
 import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
-import type { RuntimeSpec, VfioSpec } from '../cli/specs.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
 import type { Target } from '../../native/libc.js';
 import type { Registry } from 'prom-client';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
 import { type AnyVIommu, type DeviceIommuInfo, type VDevice, VIommu, type VIommuDescription, type VIommuOptions, deviceIommuInfo } from '../nesting/viommu.js';
+import { ConflictError, InvalidSpecError, NotFoundError, attributeKernelError } from '../errors.js';
+import { bdfOfCdev } from '../dma/diagnose.js';
 import { DeviceHost, type DeviceHostOptions } from './device-host.js';
+import { type DeviceSpec, type RuntimeSpec, type RuntimeSpecInput, normalizeDeviceSpec, normalizeRuntimeSpec } from './spec.js';
+
+export type { DeviceSpec, IommuSpec, MemorySpec, RuntimeSpec, RuntimeSpecInput, VfioSpec } from './spec.js';
 
 /** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */
 export type DeviceAttachOptions = Omit<DeviceHostOptions, 'name' | 'device'>;
@@ -32,15 +37,24 @@ export interface RuntimeDevice {
   readonly iommu: DeviceIommuInfo | undefined;
 }
 
+/** One map call of guest memory into a backend: a region, or the piece of it between reserved windows. */
+export interface MappedPiece { region: string; iova: string; size: string }
+
 export interface RuntimeDescription {
-  contexts: { id: string; ioasId: number | undefined; devices: number; ranges: string[] }[];
-  container: { devices: string[] } | undefined;
+  /** `mapped`: what the context's IOAS really maps, piece by piece (a region split around a hole shows its pieces). */
+  contexts: { id: string; ioasId: number | undefined; devices: number; ranges: string[]; mapped: MappedPiece[] }[];
+  container: { devices: string[]; mapped: MappedPiece[] } | undefined;
   devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean }; description: DeviceDescription }[];
   memory: { name: string; gpa: string; size: string }[];
   viommus: VIommuDescription[];
 }
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
+
+/** The PCI address of an inherited cdev fd, if sysfs tells (for naming the device in errors). */
+function cdevBdf(fd: number): string | undefined {
+  try { return bdfOfCdev(readlinkSync(`/proc/self/fd/${fd}`)); } catch { return undefined; }
+}
 
 export class Runtime {
   readonly contexts = new Map<string, IommufdContext>();
@@ -55,19 +69,24 @@ export class Runtime {
 
   private constructor() {}
 
-  /** Open contexts, map guest memory, attach devices and start their workers; undo it all on failure. */
-  static async start(spec: RuntimeSpec): Promise<Runtime> {
+  /**
+   * Check the spec (InvalidSpecError naming the field), then open contexts, map guest memory,
+   * attach devices and start their workers; undo it all on failure.
+   */
+  static async start(input: RuntimeSpec | RuntimeSpecInput): Promise<Runtime> {
+    const spec = normalizeRuntimeSpec(input);
     const rt = new Runtime();
     try {
       for (const i of spec.iommu) {
-        const ctx = IommufdContext.open(i.id, i.iommufdFd !== undefined ? { fd: i.iommufdFd } : {});
+        let ctx: IommufdContext;
+        try { ctx = IommufdContext.open(i.id, i.iommufdFd !== undefined ? { fd: i.iommufdFd } : {}); } catch (e) { throw attributeKernelError(e, {}); }
         rt.contexts.set(i.id, ctx);
         rt.memory.addBackend(ctx);
       }
       spec.memory.forEach((m, i) => {
         const region = new MemfdRegion(`guest-ram${i}`, Number(m.size));
         rt.ram.push(region);
-        rt.memory.addRegion({ name: `ram${i}`, gpa: m.gpa, size: m.size, memory: memfdRegionSource(region) });
+        rt.addMemory({ name: `ram${i}`, gpa: m.gpa, size: m.size, memory: memfdRegionSource(region) });
       });
       for (const v of spec.vfio) await rt.addDevice(v);
       return rt;
@@ -77,14 +96,29 @@ export class Runtime {
     }
   }
 
-  /** Attach one device (cdev on its context, or the legacy container) and start its worker. */
-  async addDevice(v: VfioSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
-    if (this.devices.has(v.port)) throw new Error(`port ${v.port} already has a device`);
+  /**
+   * Attach one device (cdev on its context, or the legacy container) and start its worker. The
+   * spec is checked first (InvalidSpecError); a taken port or device is a ConflictError, an
+   * unknown context a NotFoundError, a failed kernel call a KernelError naming the device.
+   */
+  async addDevice(spec: DeviceSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
+    const v = normalizeDeviceSpec(spec);
+    if (this.devices.has(v.port)) throw new ConflictError(`port ${v.port} already has a device`, 'port', v.port);
+    const holder = v.host === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.host);
+    if (holder) throw new ConflictError(`${v.host} is assigned already, on port ${holder.port}`, 'device', v.host!);
+    try {
+      return await this.#attach(v, opts);
+    } catch (e) {
+      throw attributeKernelError(e, { bdf: v.host ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined), port: v.port });
+    }
+  }
+
+  async #attach(v: DeviceSpec, opts: DeviceAttachOptions): Promise<RuntimeDevice> {
     let backend: DmaBackend, device: OwnedFd | { fd: number; path: string }, detach: () => void;
     let devId: number | undefined; // iommufd's id for the device
     if (v.iommu) {
       const ctx = this.contexts.get(v.iommu);
-      if (!ctx) throw new Error(`--vfio port=${v.port}: no iommufd context '${v.iommu}'`);
+      if (!ctx) throw new NotFoundError(`--vfio port=${v.port}: no iommufd context '${v.iommu}' (contexts: ${[...this.contexts.keys()].join(', ') || 'none'})`, 'context', v.iommu);
       backend = ctx;
       if (v.fd !== undefined) {
         const cdev = OwnedFd.inherited(v.fd, `--vfio port=${v.port}: fd`, '/dev/vfio/devices/vfioN', /^\/dev\/vfio\/devices\/vfio\d+$/);
@@ -117,21 +151,25 @@ export class Runtime {
    */
   async removeDevice(port: string): Promise<void> {
     const d = this.devices.get(port);
-    if (!d) throw new Error(`no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
+    if (!d) throw this.#noDevice(port, '');
     this.devices.delete(port);
     try { await d.host.shutdown(); } finally { d.detach(); }
   }
 
   device(port: string): DeviceHost {
     const d = this.devices.get(port);
-    if (!d) throw new Error(`no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
+    if (!d) throw this.#noDevice(port, '');
     return d.host;
+  }
+
+  #noDevice(port: string, prefix: string): NotFoundError {
+    return new NotFoundError(`${prefix}no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`, 'port', port);
   }
 
   #iommufdDevice(port: string, what: string): { d: RuntimeDevice; ctx: IommufdContext } {
     const d = this.devices.get(port);
-    if (!d) throw new Error(`${what}: no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`);
-    if (!(d.backend instanceof IommufdContext)) throw new Error(`${what}: port '${port}' is on the legacy VFIO container; nested translation needs iommufd (give it iommu=<id>)`);
+    if (!d) throw this.#noDevice(port, `${what}: `);
+    if (!(d.backend instanceof IommufdContext)) throw new InvalidSpecError(`${what}: port '${port}' is on the legacy VFIO container; nested translation needs iommufd (give it iommu=<id>)`);
     return { d, ctx: d.backend };
   }
 
@@ -140,9 +178,10 @@ export class Runtime {
    * device on `port` and living on that device's iommufd context (closed with it).
    */
   createVIommu<K extends IommuKind>(name: string, kind: K, port: string, opts: VIommuOptions<K> = {}): VIommu<K> {
-    if (this.viommus.get(name)?.closed === false) throw new Error(`vIOMMU '${name}' already exists`);
+    if (this.viommus.get(name)?.closed === false) throw new ConflictError(`vIOMMU '${name}' already exists`, 'viommu', name);
     const { d, ctx } = this.#iommufdDevice(port, `vIOMMU '${name}'`);
-    const v = VIommu.create(name, ctx, ctx.nestable(d.device), kind, opts);
+    let v: VIommu<K>;
+    try { v = VIommu.create(name, ctx, ctx.nestable(d.device), kind, opts); } catch (e) { throw attributeKernelError(e, { bdf: d.bdf, port }); }
     this.viommus.set(name, v as unknown as AnyVIommu);
     return v;
   }
@@ -160,13 +199,22 @@ export class Runtime {
   }
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
-  addMemory(spec: GuestRegionSpec): GuestRegion { return this.memory.addRegion(spec); }
-  removeMemory(region: GuestRegion): void { this.memory.removeRegion(region); }
+  addMemory(spec: GuestRegionSpec): GuestRegion {
+    try { return this.memory.addRegion(spec); } catch (e) { throw attributeKernelError(e, {}); }
+  }
+  removeMemory(region: GuestRegion): void {
+    try { this.memory.removeRegion(region); } catch (e) { throw attributeKernelError(e, {}); }
+  }
+
+  /** What guest memory `backend` really maps: one piece per map call, in IOVA order. */
+  #mapped(backend: DmaBackend): MappedPiece[] {
+    return this.memory.mappingsOf(backend).map((m) => ({ region: m.region.name, iova: hex(m.iova), size: hex(m.length) }));
+  }
 
   describe(): RuntimeDescription {
     return {
-      contexts: [...this.contexts.values()].map((c) => ({ id: c.name, ioasId: c.ioasId, devices: c.deviceCount, ranges: c.allowedRanges().map((r) => `${hex(r.start)}-${hex(r.last)}`) })),
-      container: this.container ? { devices: [...this.devices.values()].filter((d) => d.backend === this.container).map((d) => d.bdf ?? d.port) } : undefined,
+      contexts: [...this.contexts.values()].map((c) => ({ id: c.name, ioasId: c.ioasId, devices: c.deviceCount, ranges: c.allowedRanges().map((r) => `${hex(r.start)}-${hex(r.last)}`), mapped: this.#mapped(c) })),
+      container: this.container ? { devices: [...this.devices.values()].filter((d) => d.backend === this.container).map((d) => d.bdf ?? d.port), mapped: this.#mapped(this.container) } : undefined,
       devices: [...this.devices.values()].map((d) => ({
         port: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}`,
         ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined ? { ioasId: d.backend.ioasId } : {}),

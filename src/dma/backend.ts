@@ -6,7 +6,7 @@ import type { Target } from '../../native/libc.js';
 import type { MemfdRegion } from '../memory/memfd-region.js';
 import { type IovaRange, hex } from './iova-ranges.js';
 import type { MapRunner } from './map-offload.js';
-import { withHint } from './diagnose.js';
+import { withHint } from '../errors.js';
 
 /**
  * The memory behind a mapping. A memfd source is mapped by file and offset where the backend

@@ -10,7 +10,8 @@ import { OwnedFd } from '../fd.js';
 import { iommuGroupOf } from '../host/pci-sysfs.js';
 import { openContainer, openGroup } from '../vfio/open.js';
 import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
+import { explainAttachConflict, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
+import { ConflictError, withHint } from '../errors.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, findFreeIova, formatRanges, formatSize, formatSpan, hex, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
 import type { MapRunner } from './map-offload.js';
@@ -167,7 +168,7 @@ export class ContainerBackend implements DmaBackend {
     const pre = opts.groupFd !== undefined ? adoptGroup(bdf, opts.groupFd) : undefined;
     const groupId = pre?.groupId ?? iommuGroupOf(bdf);
     const known = groupId === undefined ? undefined : this.#groups.get(groupId);
-    if (known?.devices.has(bdf)) { pre?.group.close(); throw new Error(`${bdf} is already attached to ${this}`); }
+    if (known?.devices.has(bdf)) { pre?.group.close(); throw new ConflictError(`${bdf} is already attached to ${this}`, 'device', bdf); }
     if (known && pre) pre.group.close(); // the group is open already; the passed fd is not needed
     let state = known;
     if (!state) {
@@ -176,12 +177,12 @@ export class ContainerBackend implements DmaBackend {
         vfio.groupSetContainer(group, this.#container.fd);
       } catch (e) {
         group.close();
-        throw explainAttachConflict(e, bdf, this.#log.all(), String(this));
+        throw explainUnsafeInterrupts(explainAttachConflict(e, bdf, this.#log.all(), String(this)), 'container');
       }
       if (!this.#iommuSet) {
         try { vfio.setIommu(this.#container, V.VFIO_TYPE1v2_IOMMU); } catch (e) {
           try { vfio.groupUnsetContainer(group); } finally { group.close(); }
-          throw e;
+          throw explainUnsafeInterrupts(e, 'container');
         }
         this.#iommuSet = true;
       }

@@ -1,32 +1,20 @@
 // Kernel failures of DMA calls turned into errors that name the fix: ENOMEM from pinning
 // (RLIMIT_MEMLOCK, and how each backend accounts pinned pages), an unmap that would cut a
 // mapping in two, an attach refused because existing mappings overlap the device's reserved
-// IOVA regions. The errno stays: a SysError comes back as a SysError with a longer hint.
+// IOVA regions, a cdev bind refused because someone else holds the device, EPERM for MSIs the
+// platform cannot isolate. The errno stays: a SysError comes back as a SysError with a longer hint.
 import { readFileSync, realpathSync } from 'node:fs';
 import { basename } from 'node:path';
 import { SysError } from '../../native/errno.js';
+import { withHint } from '../errors.js';
 import { C, raw, rlimit } from '../../native/libc.js';
 import { decode } from '../../native/layout.js';
-import { SYSFS_PCI } from '../host/pci-sysfs.js';
+import { SYSFS_PCI, iommuGroupOf, pciPath } from '../host/pci-sysfs.js';
 import type { DmaMapping } from './backend.js';
 import { type IovaRange, U64_MAX, formatRange, formatSize, formatSpan, rangeToSpan, spansOverlap } from './iova-ranges.js';
 
 /** Capability numbers from <linux/capability.h>. */
 export const CAP_IPC_LOCK = 14;
-
-/** The same failure with `hint` added; a SysError keeps its call, target and errno. */
-export function withHint(e: unknown, hint: string): Error {
-  if (e instanceof SysError) {
-    const base = `${e.call} on ${e.target}: ${e.code}`;
-    const old = e.message.length > base.length + 3 ? e.message.slice(base.length + 2, -1) : '';
-    const out = new SysError(e.call, e.target, e.errno, old ? `${old}; ${hint}` : hint);
-    out.cause = e;
-    return out;
-  }
-  const err = e instanceof Error ? e : new Error(String(e));
-  const out = new Error(`${err.message} (${hint})`, { cause: err });
-  return out;
-}
 
 const statusLine = (key: string): string | undefined => {
   try { return readFileSync('/proc/self/status', 'utf8').split('\n').find((l) => l.startsWith(`${key}:`))?.slice(key.length + 1).trim(); } catch { return undefined; }
@@ -76,8 +64,9 @@ export interface ReservedRegion { readonly range: IovaRange; readonly type: stri
 
 /** The IOMMU group's reserved regions of a PCI function, from sysfs ([] if unreadable). */
 export function reservedRegionsOf(bdf: string): ReservedRegion[] {
+  const file = pciPath(bdf, 'iommu_group', 'reserved_regions');
   try {
-    return readFileSync(`${SYSFS_PCI}/${bdf}/iommu_group/reserved_regions`, 'utf8').trim().split('\n').filter(Boolean).map((line) => {
+    return readFileSync(file, 'utf8').trim().split('\n').filter(Boolean).map((line) => {
       const [s, l, type] = line.trim().split(/\s+/);
       return { range: { start: BigInt(s!), last: BigInt(l!) }, type: type ?? '?' };
     });
@@ -86,7 +75,10 @@ export function reservedRegionsOf(bdf: string): ReservedRegion[] {
 
 /** The PCI address behind a VFIO cdev node (/dev/vfio/devices/vfioN), if sysfs says. */
 export function bdfOfCdev(path: string): string | undefined {
-  try { return basename(realpathSync(`/sys/class/vfio-dev/${basename(path)}/device`)); } catch { return undefined; }
+  // An inherited fd's path reads "/dev/vfio/devices/vfio3 (fd 4)": the node is the first word.
+  const node = basename(path.split(' ')[0]!);
+  if (!/^vfio\d+$/.test(node)) return undefined;
+  try { return basename(realpathSync(`/sys/class/vfio-dev/${node}/device`)); } catch { return undefined; }
 }
 
 /**
@@ -105,3 +97,36 @@ export function explainAttachConflict(e: unknown, bdf: string | undefined, mappi
   return withHint(e, `mappings of ${name} overlap reserved IOVA regions of ${bdf} (${regions}) and are invalid for it: ${clashes.map((m) => formatSpan(m)).join(', ')}; unmap them, or attach devices before mapping guest memory`);
 }
 
+
+/**
+ * Explain a refused VFIO_DEVICE_BIND_IOMMUFD. EINVAL: the device is open already through another
+ * cdev fd (the cdev path allows one open at a time: another process, or another context of this
+ * one, has it), or this very fd was bound before. EBUSY: the device's legacy group is in use.
+ */
+export function explainBindFailure(e: unknown, path: string): unknown {
+  if (!(e instanceof SysError)) return e;
+  const bdf = bdfOfCdev(path), dev = bdf ?? path;
+  const group = bdf ? iommuGroupOf(bdf) : undefined;
+  const groupNode = group === undefined ? 'its /dev/vfio/<group>' : `/dev/vfio/${group}`;
+  switch (e.code) {
+    case 'EINVAL':
+      return withHint(e, `${dev} is already open and bound to an iommufd elsewhere: another process (a VMM, or a second runtime) or another --iommu context of this one holds it (\`fuser -v ${path.split(' ')[0]}\` names a process): stop that holder, or have it hand this process its iommufd and cdev fds (iommufd_fd=<n>, fd=<n>); a cdev fd binds once, so a fd this process bound before must be closed and the cdev opened again`);
+    case 'EBUSY':
+      return withHint(e, `${dev}'s legacy VFIO group ${groupNode} is in use (a VMM or runtime on the group/container path holds it): stop that holder, or use the legacy path here too (omit iommu=, and pass its group fd as group_fd=<n>)`);
+    case 'EPERM':
+      return explainUnsafeInterrupts(e, 'iommufd');
+    case 'ENODEV': case 'ENXIO':
+      return withHint(e, `${dev} went away (unplugged, or unbound from vfio-pci): bind it to vfio-pci again and reopen its cdev`);
+    default: return e;
+  }
+}
+
+/**
+ * Explain EPERM from an attach (iommufd) or VFIO_SET_IOMMU (Type1): the kernel refuses a device
+ * whose MSIs the platform cannot isolate (no interrupt remapping), unless told to allow it.
+ */
+export function explainUnsafeInterrupts(e: unknown, kind: 'iommufd' | 'container'): unknown {
+  if (!(e instanceof SysError) || e.code !== 'EPERM') return e;
+  const param = kind === 'iommufd' ? 'iommufd allow_unsafe_interrupts=1' : 'vfio_iommu_type1 allow_unsafe_interrupts=1';
+  return withHint(e, `the platform cannot isolate this device's MSIs (interrupt remapping is off or missing): enable it (intremap=on, or the IOMMU's interrupt remapping in firmware), or, trusting the device and guest, load ${param}`);
+}

@@ -7,7 +7,7 @@
 // address inside a registered mapping" before anything trusts an address a device was given.
 import type { MapRunner } from './map-offload.js';
 import { type BackendEvent, type DmaBackend, type GuestMemorySource, advanceSource } from './backend.js';
-import { withHint } from './diagnose.js';
+import { ConflictError, InvalidSpecError, NotFoundError, withHint } from '../errors.js';
 import {
   type IovaRange, type IovaSpan, IovaHoleError, PAGE_SIZE, alignRanges, checkSpan, formatSize, formatSpan, hex,
   isAligned, spanEnd, spanInRanges, spansOverlap, splitGuestRange, subtractSpans,
@@ -139,7 +139,10 @@ export class GuestMemory {
    */
   removeRegion(which: GuestRegion | bigint): Map<DmaBackend, bigint> {
     const region = typeof which === 'bigint' ? this.#regions.find((r) => r.gpa === which) : this.#regions.find((r) => r.id === which.id);
-    if (!region) throw new Error(`no guest region ${typeof which === 'bigint' ? `starts at GPA ${hex(which)}` : `'${which.name}' is registered`}`);
+    if (!region) {
+      const what = typeof which === 'bigint' ? `starts at GPA ${hex(which)}` : `'${which.name}' is registered`;
+      throw new NotFoundError(`no guest region ${what}`, 'region', typeof which === 'bigint' ? hex(which) : which.name);
+    }
     const unmapped = new Map<DmaBackend, bigint>();
     let firstError: unknown;
     const failed: string[] = [];
@@ -301,14 +304,16 @@ export class GuestMemory {
     const name = spec.name ?? `ram@${hex(spec.gpa)}`;
     checkSpan(`guest region '${name}'`, span);
     if (!isAligned(spec.gpa, PAGE_SIZE) || !isAligned(spec.size, PAGE_SIZE)) {
-      throw new RangeError(`guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`);
+      throw new InvalidSpecError(`guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`);
     }
     const mem = spec.memory;
     if (!isAligned(mem.hva, PAGE_SIZE) || (mem.kind === 'memfd' && !isAligned(mem.offset, PAGE_SIZE))) {
-      throw new RangeError(`guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`);
+      throw new InvalidSpecError(`guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`);
     }
     const clash = this.#regions.find((r) => spansOverlap(r, span));
-    if (clash) throw new RangeError(`guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`);
+    if (clash) {
+      throw new ConflictError(`guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`, 'region', clash.name);
+    }
     const region: GuestRegion = { id: this.#nextId++, name, gpa: spec.gpa, size: spec.size, iova: spec.gpa, length: spec.size, memory: mem };
     return region;
   }

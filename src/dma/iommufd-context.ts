@@ -12,7 +12,8 @@ import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
 import { DEV_IOMMU, openCdev, openIommufd } from '../vfio/open.js';
 import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { bdfOfCdev, explainAttachConflict, explainBisect, explainMapFailure, withHint } from './diagnose.js';
+import { bdfOfCdev, explainAttachConflict, explainBindFailure, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
+import { ConflictError, NotFoundError, withHint } from '../errors.js';
 import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, formatRanges, formatSpan, spanInRanges } from './iova-ranges.js';
 import { MappingLog } from './mapping-log.js';
 import type { MapRunner } from './map-offload.js';
@@ -120,7 +121,7 @@ export class IommufdContext implements DmaBackend {
   /** The devId of an attached VFIO device, and the handle nested translation uses to move it between page tables. */
   nestable(device: Target): NestableDevice {
     const a = this.#devices.get(device.fd);
-    if (!a || a.device !== device) throw new Error(`${device.path} is not attached to ${this}`);
+    if (!a || a.device !== device) throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
     return {
       devId: a.devId,
       label: device.path,
@@ -219,22 +220,19 @@ export class IommufdContext implements DmaBackend {
    * the attach. A cdev fd binds once: after a failed attach or a detach, close it and reopen.
    */
   attachDevice(device: Target): IommufdAttachment {
-    if (this.#devices.has(device.fd)) throw new Error(`${device.path} is already attached to ${this}`);
+    if (this.#devices.has(device.fd)) throw new ConflictError(`${device.path} is already attached to ${this}`, 'device', device.path);
     const ioasId = this.#ensureIoas();
     let devId: number;
     try {
       devId = vfio.deviceBindIommufd(device, this.#fd.fd);
     } catch (e) {
-      if (e instanceof SysError && (e.code === 'EINVAL' || e.code === 'EBUSY')) {
-        throw withHint(e, `a VFIO cdev file binds to one iommufd, once: if this fd was bound before (an earlier attach, or another context), close it and open the cdev again; EBUSY means another process or iommufd holds the device`);
-      }
-      throw e;
+      throw explainBindFailure(e, device.path);
     }
     let ptId: number;
     try {
       ptId = vfio.deviceAttachIommufdPt(device, ioasId);
     } catch (e) {
-      throw explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this));
+      throw explainUnsafeInterrupts(explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this)), 'iommufd');
     }
     this.#devices.set(device.fd, { device, devId, ptId });
     this.#refreshRanges();
@@ -246,7 +244,7 @@ export class IommufdContext implements DmaBackend {
   /** Detach a device; when it was the last one, destroy the IOAS (and with it every mapping). */
   detachDevice(device: Target): void {
     const a = this.#devices.get(device.fd);
-    if (!a) throw new Error(`${device.path} is not attached to ${this}`);
+    if (!a) throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
     // A vDevice that cannot be torn down must not keep the device attached: detach anyway, then report it.
     let released: unknown;
     for (const d of this.#dependents) { try { d.releaseDevice(a.devId); } catch (e) { released ??= e; } }
@@ -283,7 +281,7 @@ export class IommufdContext implements DmaBackend {
 
   /** Destroy the IOAS and close the iommufd; every device must have been detached. */
   close(): void {
-    if (this.#devices.size) throw new Error(`${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`);
+    if (this.#devices.size) throw new ConflictError(`${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`, 'context', this.name);
     this.#closeDependents();
     if (this.#ioas !== undefined && !this.#fd.closed) iommufd.destroy(this.#fd, this.#ioas);
     this.#ioas = undefined;

@@ -3,6 +3,7 @@
 import { existsSync, readFileSync, readdirSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { PCI } from '../../native/pci-regs.js';
+import { InvalidSpecError, NotFoundError } from '../errors.js';
 
 export const SYSFS_PCI = process.env.VFIO_RUNTIME_SYSFS_PCI ?? '/sys/bus/pci/devices';
 
@@ -12,6 +13,16 @@ const BDF = /^([0-9a-f]{4}):([0-9a-f]{2}):([0-9a-f]{2})\.([0-7])$/;
 export function normalizeBdf(s: string): string | undefined {
   const full = /^[0-9a-fA-F]{2}:[0-9a-fA-F]{2}\.[0-7]$/.test(s) ? `0000:${s}` : s;
   return BDF.test(full.toLowerCase()) ? full.toLowerCase() : undefined;
+}
+
+/**
+ * The sysfs path of `bdf`'s `parts`, for a checked PCI address only: whatever a caller passes
+ * never reaches a path join unless it is one (no '../', no '/'), whichever layer it came through.
+ */
+export function pciPath(bdf: string, ...parts: string[]): string {
+  const full = typeof bdf === 'string' ? normalizeBdf(bdf) : undefined;
+  if (!full) throw new InvalidSpecError(`'${String(bdf)}' is not a PCI address (like 0000:01:00.0 or 01:00.0)`);
+  return join(SYSFS_PCI, full, ...parts);
 }
 
 export interface BarInfo { index: number; start: bigint; size: bigint; io: boolean; is64: boolean; prefetch: boolean }
@@ -34,30 +45,33 @@ const readHex = (p: string): number => Number.parseInt(readText(p) ?? '0', 16);
 
 /** The function's sysfs directory, or a clear error when the host has no such function. */
 export function sysfsDir(bdf: string): string {
-  const dir = join(SYSFS_PCI, bdf);
-  if (!existsSync(dir)) throw new Error(`no PCI function ${bdf} on this host (${dir} does not exist)`);
+  const dir = pciPath(bdf);
+  if (!existsSync(dir)) throw new NotFoundError(`no PCI function ${bdf} on this host (${dir} does not exist)`, 'pci-function', bdf);
   return dir;
 }
 
 export function driverOf(bdf: string): string | undefined {
-  try { return basename(readlinkSync(join(SYSFS_PCI, bdf, 'driver'))); } catch { return undefined; }
+  const link = pciPath(bdf, 'driver'); // outside the try: a bad address is an error, not 'no driver'
+  try { return basename(readlinkSync(link)); } catch { return undefined; }
 }
 
 export function iommuGroupOf(bdf: string): number | undefined {
-  try { return Number(basename(readlinkSync(join(SYSFS_PCI, bdf, 'iommu_group')))); } catch { return undefined; }
+  const link = pciPath(bdf, 'iommu_group');
+  try { return Number(basename(readlinkSync(link))); } catch { return undefined; }
 }
 
 /** /dev/vfio/devices/vfioN for a function bound to vfio-pci (the kernel lists it under vfio-dev/). */
 export function cdevOf(bdf: string): string | undefined {
+  const dir = pciPath(bdf, 'vfio-dev');
   try {
-    const name = readdirSync(join(SYSFS_PCI, bdf, 'vfio-dev')).find((e) => e.startsWith('vfio'));
+    const name = readdirSync(dir).find((e) => e.startsWith('vfio'));
     return name ? `/dev/vfio/devices/${name}` : undefined;
   } catch { return undefined; }
 }
 
 /** BARs from the `resource` file: one "start end flags" line per resource, BARs first. */
 export function barsOf(bdf: string): BarInfo[] {
-  const text = readText(join(SYSFS_PCI, bdf, 'resource')) ?? '';
+  const text = readText(pciPath(bdf, 'resource')) ?? '';
   const bars: BarInfo[] = [];
   text.split('\n').slice(0, 6).forEach((line, index) => {
     const [s, e, f] = line.trim().split(/\s+/).map((x) => BigInt(x));

@@ -7,7 +7,7 @@
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import type { Target } from '../../native/libc.js';
-import { withHint } from '../dma/diagnose.js';
+import { ConflictError, NestingSetupError, PartialInvalidationError, withHint } from '../errors.js';
 import type { ContextDependent, IommufdContext, NestableDevice } from '../dma/iommufd-context.js';
 import {
   type DefaultMode, type HwInfoOf, type IommuHwInfo, type IommuKind, type IommuType, type Invalidation, IOMMU_TYPES,
@@ -76,7 +76,7 @@ export interface VIommuDescription {
 }
 
 /** Thrown when a VIommu or VDevice could not be made; what was made before the failure has been destroyed. */
-export type NestingSetupError = Error & { readonly step: string; readonly undone: readonly { what: string; id: number }[] };
+export { NestingSetupError };
 
 /** Runs the creation steps, remembering the objects each made so a failure destroys them all, newest first. */
 class Undo {
@@ -97,7 +97,7 @@ class Undo {
     }
     const done = undone.length ? `; destroyed again: ${undone.map((u) => `${u.what} ${u.id}`).join(', ')}` : '';
     const left = leaked.length ? `; COULD NOT UNDO ${leaked.join('; ')}` : '';
-    return Object.assign(withHint(e, `${hint}, at step "${step}"${done}${left}`), { step, undone });
+    return new NestingSetupError(withHint(e, `${hint}, at step "${step}"${done}${left}`).message, step, undone, e);
   }
 }
 
@@ -202,7 +202,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
    */
   addDevice(device: NestableDevice, virtId: bigint | number): VDevice<K> {
     this.#check();
-    if (this.#devices.has(device.devId)) throw new Error(`${device.label} is already under ${this}`);
+    if (this.#devices.has(device.devId)) throw new ConflictError(`${device.label} is already under ${this}`, 'device', device.label);
     const vid = BigInt(virtId);
     if (vid < 0n || vid > 0xffff_ffff_ffff_ffffn) throw new RangeError(`virtual device id ${String(virtId)} does not fit in 64 bits`);
     const undo = new Undo(this.#fd);
@@ -261,6 +261,7 @@ export class VIommu<K extends IommuKind> implements ContextDependent {
       const hint = e instanceof SysError && e.code === 'EINVAL' && consumed === 0 && entries.length > 0
         ? `the ${what} (id ${targetId}) rejected the batch's first entry or its data type 0x${(inv.dataType >>> 0).toString(16)}`
         : `the ${what} (id ${targetId}) applied ${consumed} of ${entries.length} entries; entry #${consumed} was rejected`;
+      if (e instanceof SysError) throw new PartialInvalidationError(e, consumed, entries.length, `${this}: ${hint}`);
       throw Object.assign(withHint(e, `${this}: ${hint}`), { consumed });
     }
   }

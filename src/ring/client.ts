@@ -3,6 +3,7 @@
 // Waiting spins (up to an adaptive budget in µs), then sleeps on the slot's sequence word, so a
 // busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
 // (back-pressure).
+import { RingClosedError } from '../errors.js';
 import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
 import { H_DOORBELL, H_FULL_WAITERS, H_SLEEPING, H_STATE, H_TAIL, INLINE_BYTES, OP, RING_STATE, STATUS, S_DATA, S_ID, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
@@ -13,9 +14,8 @@ export class RingError extends Error {
   }
 }
 
-export class RingClosedError extends Error {
-  override readonly name = 'RingClosedError';
-}
+// Thrown to producers of a closed ring; one of the runtime's error kinds (VFR_ERR_RING_CLOSED).
+export { RingClosedError } from '../errors.js';
 
 const OP_NAME: Record<number, string> = { [OP.NOP]: 'NOP', [OP.CFG_READ]: 'CFG_READ', [OP.CFG_WRITE]: 'CFG_WRITE', [OP.BAR_READ]: 'BAR_READ', [OP.BAR_WRITE]: 'BAR_WRITE' };
 const describe = (op: number, index: number, offset: number, size: number): string =>

@@ -1,7 +1,11 @@
-// The CLI's --iommu/--vfio/--memory specs: what they accept, and a clear error for each mistake.
+// The CLI's --iommu/--vfio/--memory specs and the runtime's spec front door (plain objects, as
+// JSON gives them): what they accept, and a clear error, naming the field, for each mistake.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SpecError, parseRuntimeArgs } from '../../src/cli/specs.js';
+import { type RuntimeSpecInput, normalizeRuntimeSpec } from '../../src/coordinator/spec.js';
+import { InvalidSpecError, NotFoundError } from '../../src/errors.js';
+import { cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../../src/host/pci-sysfs.js';
 
 test('a full command line', () => {
   const { spec, rest } = parseRuntimeArgs([
@@ -48,5 +52,62 @@ for (const [argv, re] of bad) {
     assert.throws(() => parseRuntimeArgs(argv), (e: unknown) => e instanceof SpecError && re.test((e as Error).message));
   });
 }
+
+
+// ---------------------------------------------------------------- the front door (plain objects)
+
+test('a plain object (as JSON gives it) normalizes to the same spec the CLI makes', () => {
+  const fromArgv = parseRuntimeArgs(['--iommu', 'id=ctx0,iommufd_fd=3', '--vfio', 'host=00:04.0,port=nvme0,iommu=ctx0',
+    '--vfio', 'port=nvme1,iommu=ctx0,fd=4', '--memory', 'size=16M', '--memory', 'size=1G,gpa=0x100000000']).spec;
+  const fromJson = normalizeRuntimeSpec(JSON.parse(JSON.stringify({
+    iommu: [{ id: 'ctx0', iommufdFd: 3 }],
+    vfio: [{ host: '00:04.0', port: 'nvme0', iommu: 'ctx0' }, { port: 'nvme1', iommu: 'ctx0', fd: '4' }],
+    memory: [{ size: '16M' }, { size: 1 << 30, gpa: '0x100000000' }],
+  })) as RuntimeSpecInput);
+  assert.equal(fromJson, fromArgv);
+  assert.ok(Object.isFrozen(fromJson) && Object.isFrozen(fromJson.vfio[0]), 'checked once, then frozen');
+  assert.is(normalizeRuntimeSpec(fromJson), fromJson, 'a normalized spec passes again as it is');
+  assert.equal(normalizeRuntimeSpec({}), { iommu: [], vfio: [], memory: [] });
+});
+
+const badObjects: [unknown, RegExp, string | undefined][] = [
+  [{ vfio: [{ port: 'a', host: '../../../etc' }] }, /^vfio\[0\]: host=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].host'],
+  [{ vfio: [{ port: 'a', host: '0000:00:04.0/../../x' }] }, /is not a PCI address/, 'vfio[0].host'],
+  [{ vfio: [{ port: '../x', host: '00:04.0' }] }, /port=\.\.\/x is not a valid name/, 'vfio[0].port'],
+  [{ vfio: [{ port: 'a', host: 7 }] }, /host=7 is not a PCI address/, 'vfio[0].host'],
+  [{ vfio: [{ port: 'a', host: '00:04.0', speed: 9 }] }, /unknown key 'speed'/, 'vfio[0].speed'],
+  [{ vfio: [{ port: 'a', iommu: 'c', fd: 2 }], iommu: [{ id: 'c' }] }, /fd=2 is stdin\/stdout\/stderr/, 'vfio[0].fd'],
+  [{ vfio: [{ port: 'a', iommu: 'c', fd: 3.5 }], iommu: [{ id: 'c' }] }, /fd=3.5 is not a file descriptor number/, 'vfio[0].fd'],
+  [{ vfio: [{ port: 'a', host: '00:04.0', groupFd: 5, iommu: 'c' }], iommu: [{ id: 'c' }] }, /groupFd= is for the legacy group path/, 'vfio[0].groupFd'],
+  [{ vfio: [{ port: 'a', host: '00:04.0', iommu: 'nope' }] }, /iommu=nope names no iommu id \(known: none\)/, 'vfio[0].iommu'],
+  [{ vfio: [{ port: 'a', host: '00:04.0' }, { port: 'a', host: '00:05.0' }] }, /port=a is used by two devices/, 'vfio[1].port'],
+  [{ memory: [{ size: '8K', gpa: 0 }, { size: 4096, gpa: 4096 }] }, /overlaps the region at 0x0/, 'memory[1].gpa'],
+  [{ memory: [{ size: -4096 }] }, /is not a size/, 'memory[0].size'],
+  [{ memory: [{ size: '1M', gpa: '0xffffffffffff0000' }] }, /passes the end of the 64-bit address space/, 'memory[0].gpa'],
+  [{ iommu: 'ctx0' }, /iommu must be an array/, 'iommu'],
+  [{ devices: [] }, /unknown key 'devices' in a runtime spec/, 'devices'],
+  [null, /must be an object/, undefined],
+];
+for (const [input, re, field] of badObjects) {
+  test(`rejects the object ${JSON.stringify(input)}`, () => {
+    assert.throws(() => normalizeRuntimeSpec(input as RuntimeSpecInput), (e: unknown) =>
+      e instanceof InvalidSpecError && e.code === 'VFR_ERR_INVALID_SPEC' && re.test(e.message) && e.field === field);
+  });
+}
+
+test('CLI messages keep the option text and the CLI key names; errors carry the JSON path', () => {
+  try { parseRuntimeArgs(['--vfio', 'port=a,host=00:04.0,group_fd=2']); assert.unreachable(); } catch (e) {
+    assert.instance(e, InvalidSpecError);
+    assert.is((e as Error).message, '--vfio port=a,host=00:04.0,group_fd=2: group_fd=2 is stdin/stdout/stderr, not an inherited VFIO or iommufd fd');
+    assert.is((e as InvalidSpecError).field, 'vfio[0].groupFd');
+  }
+});
+
+test('sysfs lookups take checked PCI addresses only', () => {
+  for (const fn of [driverOf, iommuGroupOf, cdevOf, sysfsDir]) {
+    assert.throws(() => fn('../../../etc'), (e: unknown) => e instanceof InvalidSpecError && /'..\/..\/..\/etc' is not a PCI address/.test((e as Error).message));
+  }
+  assert.throws(() => sysfsDir('ffff:ff:1f.7'), (e: unknown) => e instanceof NotFoundError && e.resource === 'pci-function' && e.id === 'ffff:ff:1f.7');
+});
 
 test.run();
