@@ -26,6 +26,7 @@ export interface GuestResultJson {
   failed: number;
   boot_to_init_s: number;
   modules_s: number;
+  cpus: number;
   clock: string;
   clocksource?: string;
   kernel: string;

@@ -4,7 +4,7 @@
 //   node dist/test/support/guest-qemu-main.js --emulated             (any machine, TCG)
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- \
 //     node dist/test/support/guest-qemu-main.js --vfio "nvme nvme e1000e"   (the lab, KVM)
-// Options: --machine pc|q35, --smp N, --mem SIZE, --timeout SECONDS, --no-mmap (trap the BARs),
+// Options: --machine pc|q35 (default q35), --no-acpi (acpi=off: one CPU), --smp N, --mem SIZE, --timeout SECONDS, --no-mmap (trap the BARs),
 // --console FILE, --dd-mib N, --param NAME=VALUE (guest.NAME=VALUE for guest/init). Exits 0 if the guest passed, 1 if not, 2 for bad arguments.
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -15,7 +15,7 @@ const IDS: Record<string, [number, number]> = { nvme: [0x1b36, 0x0010], e1000e: 
 
 function usage(why: string): never {
   console.error(`guest-qemu-main: ${why}\nusage: guest-qemu-main.js --emulated | --vfio "nvme nvme e1000e" ` +
-    '[--machine pc|q35] [--smp N] [--mem SIZE] [--timeout S] [--no-mmap] [--console FILE] [--dd-mib N] ' +
+    '[--machine pc|q35] [--no-acpi] [--smp N] [--mem SIZE] [--timeout S] [--no-mmap] [--console FILE] [--dd-mib N] ' +
     '[--param NAME=VALUE]');
   process.exit(2);
 }
@@ -55,6 +55,7 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--mem') opt.mem = next();
   else if (a === '--timeout') opt.timeoutMs = Number(next()) * 1000;
   else if (a === '--no-mmap') noMmap = true;
+  else if (a === '--no-acpi') opt.acpi = false;
   else if (a === '--console') opt.consoleFile = next();
   else if (a === '--dd-mib') opt.guestParams = { ...opt.guestParams, dd_mib: next() };
   else if (a === '--param') {

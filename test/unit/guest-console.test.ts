@@ -7,7 +7,7 @@ import { parseGuestConsole } from '../support/guest-console.js';
 
 const io = 'md5=aa read_md5=aa mib=4 offset_mib=8 write_s=1.500 read_s=0.500 write_mib_s=2.66 read_mib_s=8.00';
 const result = {
-  pass: true, failed: 0, boot_to_init_s: 17.4, modules_s: 1.2, clock: 'timer_list', kernel: '6.1.0-57-amd64',
+  pass: true, failed: 0, boot_to_init_s: 17.4, modules_s: 1.2, cpus: 2, clock: 'timer_list', kernel: '6.1.0-57-amd64',
   dd_mib: 4, dd_offset_mib: 8, pci: [], nvme: [], net: { eth0: '52:54:00:12:34:56' }, checks: [],
   interrupts: [{ name: 'nvme0q0', count: 10, chip: 'PCI-MSI' }, { name: 'nvme0q1', count: 2051, chip: 'PCI-MSI' }],
 };
