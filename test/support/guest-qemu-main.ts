@@ -4,12 +4,16 @@
 //   node dist/test/support/guest-qemu-main.js --emulated             (any machine, TCG)
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- \
 //     node dist/test/support/guest-qemu-main.js --vfio "nvme nvme e1000e"   (the lab, KVM)
-// Options: --machine pc|q35 (default q35), --no-acpi (acpi=off: one CPU), --smp N, --mem SIZE, --timeout SECONDS, --no-mmap (trap the BARs),
-// --console FILE, --dd-mib N, --param NAME=VALUE (guest.NAME=VALUE for guest/init). Exits 0 if the guest passed, 1 if not, 2 for bad arguments.
+// Options: --machine pc|q35 (default q35), --no-acpi (acpi=off: one CPU), --smp N, --mem SIZE,
+// --timeout SECONDS, --no-mmap (trap the BARs), --console FILE, --dd-mib N,
+// --param NAME=VALUE (guest.NAME=VALUE for guest/init).
+// Exits 0 if the guest passed, 1 if not, 2 for bad arguments.
 import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { runQemuReference, vfioFunctions, type GuestDevice, type QemuReferenceOptions } from './qemu-reference.js';
+import {
+  runQemuReference, vfioFunctions, type GuestDevice, type QemuReferenceOptions,
+} from './qemu-reference.js';
 
 const IDS: Record<string, [number, number]> = { nvme: [0x1b36, 0x0010], e1000e: [0x8086, 0x10d3] };
 

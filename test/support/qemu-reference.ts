@@ -101,7 +101,8 @@ function deviceArgs(devices: GuestDevice[]): string[] {
 export function qemuArgv(o: QemuReferenceOptions): string[] {
   const accel = o.accel ?? 'kvm', machine = o.machine ?? 'q35', image = guestImageDir(o.imageDir);
   const acpi = o.acpi ?? true;
-  const params = Object.entries({ cpus: acpi ? o.smp ?? 2 : 1, ...o.guestParams }).map(([k, v]) => `guest.${k}=${v}`);
+  const params = Object.entries({ cpus: acpi ? o.smp ?? 2 : 1, ...o.guestParams })
+    .map(([k, v]) => `guest.${k}=${v}`);
   const append = ['console=ttyS0', 'panic=-1', 'quiet', 'loglevel=4',
     ...(acpi ? [] : ['acpi=off']), ...params].join(' ');
   return [o.qemu ?? 'qemu-system-x86_64', '-accel', accel, '-M', machine,
@@ -156,7 +157,9 @@ export async function runQemuReference(o: QemuReferenceOptions): Promise<QemuRef
     const c = child.pid ? readVmStats(child.pid) : undefined;
     // A read racing the VM's teardown sees some files gone (a pc run's last sample lacked 14
     // of 61 counters): keep the fuller sample before it.
-    if (c && Object.keys(c).length >= Object.keys(stats?.counters ?? {}).length) stats = { counters: c, sampledBeforeExitMs: performance.now(), samples: (stats?.samples ?? 0) + 1 };
+    if (c && Object.keys(c).length >= Object.keys(stats?.counters ?? {}).length) {
+      stats = { counters: c, sampledBeforeExitMs: performance.now(), samples: (stats?.samples ?? 0) + 1 };
+    }
   }, 500) : undefined;
   const kill = setTimeout(() => {
     timedOut = true;
