@@ -17,8 +17,9 @@ export type GuestDevice =
 
 export interface QemuReferenceOptions {
   devices: GuestDevice[];
-  /** Default q35: in the lab (2 NVMe + e1000e, 2 vCPUs) it reached init 15.3 s after boot, pc
-   * with acpi=off 19.8 s (the note: 21.1 s and 17.4 s; one run each, a shared machine). */
+  /** Default q35, for its ACPI (see acpi). Time to init in the lab (2 NVMe + e1000e, 2 vCPUs,
+   * two runs each on a shared machine): q35 15.3 s and 19.5 s, pc with acpi=off 19.8 s and
+   * 17.0 s: no difference worth choosing by. */
   machine?: 'pc' | 'q35';
   /** false: kernel acpi=off, as a minimal VMM gives (MP table, config mechanism #1). Then the
    * guest runs on ONE CPU: SeaBIOS's MP table lists only the boot CPU ("smpboot: Allowing 1
