@@ -47,7 +47,6 @@ export class AssignedDevice {
   readonly #bars: (Bar | undefined)[] = [];
   readonly #stats: Float64Array;
   readonly #cfgOffset: number;
-  readonly #scratch = Buffer.alloc(8);
   /** The device fd number, read once (Target.fd may be a checking getter). */
   readonly #fd: number;
 
@@ -69,7 +68,7 @@ export class AssignedDevice {
     const views = stateViews(memory.state);
     const restore = Atomics.load(views.flags, STATE.INITIALIZED) === 1;
     this.restored = restore;
-    this.config = new ConfigSpace(this.#configIo(), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
+    this.config = new ConfigSpace(configIo(this.#fd, this.#cfgOffset, dev.path), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
     const m = this.config.msix;
     this.msix = m ? new MsixTable(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;
     for (const b of this.config.bars) {
@@ -82,27 +81,7 @@ export class AssignedDevice {
     Atomics.store(views.flags, STATE.INITIALIZED, 1);
   }
 
-  #configIo(): ConfigIo {
-    const buf = this.#scratch, fd = this.#fd, base = this.#cfgOffset;
-    // The error's text is built only on failure: a template string per access made 2 M config
-    // reads cost 58 GC scavenges.
-    return {
-      read: (offset, size) => {
-        const n = raw.pread(fd, buf, size, base + offset);
-        if (n !== size) this.#check(n, size, `pread config 0x${offset.toString(16)}`);
-        return size === 4 ? buf.readUInt32LE(0) : size === 2 ? buf.readUInt16LE(0) : buf[0]!;
-      },
-      write: (offset, size, value) => {
-        if (size === 4) buf.writeUInt32LE(value >>> 0); else if (size === 2) buf.writeUInt16LE(value & 0xffff); else buf[0] = value & 0xff;
-        const n = raw.pwrite(fd, buf, size, base + offset);
-        if (n !== size) this.#check(n, size, `pwrite config 0x${offset.toString(16)}`);
-      },
-    };
-  }
-
-  #check(got: number, want: number, what: string): void {
-    if (got !== want) throw new Error(`${what} on ${this.dev.path}: ${got < 0 ? `errno ${errno()}` : `short transfer ${got}/${want}`}`);
-  }
+  #check(got: number, want: number, what: string): void { checkIo(got, want, what, this.dev.path); }
 
   // ---- the ring handler (hot path: no allocation, no throw)
 
@@ -188,4 +167,29 @@ export class AssignedDevice {
     };
   }
 
+}
+
+function checkIo(got: number, want: number, what: string, path: string): void {
+  if (got !== want) throw new Error(`${what} on ${path}: ${got < 0 ? `errno ${errno()}` : `short transfer ${got}/${want}`}`);
+}
+
+/**
+ * pread/pwrite of the config region at `base` in the device fd, through one scratch buffer. The
+ * error's text is built only on failure: a template string per access made 2 M config reads
+ * cost 58 GC scavenges.
+ */
+export function configIo(fd: number, base: number, path: string): ConfigIo {
+  const buf = Buffer.alloc(8);
+  return {
+    read: (offset, size) => {
+      const n = raw.pread(fd, buf, size, base + offset);
+      if (n !== size) checkIo(n, size, `pread config 0x${offset.toString(16)}`, path);
+      return size === 4 ? buf.readUInt32LE(0) : size === 2 ? buf.readUInt16LE(0) : buf[0]!;
+    },
+    write: (offset, size, value) => {
+      if (size === 4) buf.writeUInt32LE(value >>> 0); else if (size === 2) buf.writeUInt16LE(value & 0xffff); else buf[0] = value & 0xff;
+      const n = raw.pwrite(fd, buf, size, base + offset);
+      if (n !== size) checkIo(n, size, `pwrite config 0x${offset.toString(16)}`, path);
+    },
+  };
 }
