@@ -85,6 +85,7 @@ export class RingServer {
   /** Counters (schema slots C_SERVED...); SERVED as of this server's construction. */
   readonly #c: Float64Array;
   readonly #servedBefore: number;
+  #lost = 0;
 
   constructor(readonly sab: SharedArrayBuffer, readonly handler: Handler, opts: RingServerOptions = {}) {
     this.geometry = ringGeometry(sab);
@@ -104,7 +105,7 @@ export class RingServer {
   get served(): number { return this.#c[C_SERVED]! - this.#servedBefore; }
 
   /** Requests a dead predecessor had taken that this server completed as WORKER_DIED. */
-  get lost(): number { return this.#c[C_LOST]!; }
+  get lost(): number { return this.#lost; }
 
   /** Serve every request that is ready now; returns how many. Synchronous. */
   drain(limit = Infinity): number {
@@ -169,6 +170,7 @@ export class RingServer {
       Atomics.store(h, H_HEAD, taken);
       Atomics.store(h, w + S_SEQ, (t + 2) | 0);
       Atomics.notify(h, w + S_SEQ);
+      this.#lost++;
       this.#c[C_LOST]!++;
       this.#c[C_SERVED]!++;
     }
