@@ -27,7 +27,12 @@ type Job =
 
 if (!isMainThread) {
   const job = workerData as Job;
-  if (job.role === 'hanging-server') new RingServer(job.ring, countingHandler(new Int32Array(job.calls))).start();
+  if (job.role === 'hanging-server') {
+    new RingServer(job.ring, countingHandler(new Int32Array(job.calls))).start();
+    // A pending Atomics.waitAsync does not keep a thread alive: without a listener this thread
+    // would exit at its first sleep on the doorbell.
+    parentPort!.on('message', () => {});
+  }
   if (job.role === 'one-write') {
     const c = new RingClient(job.ring, { spinUs: 50, waitSliceMs: 50 });
     parentPort!.postMessage(c.call(OP.BAR_WRITE, 0, job.offset, 4, 1));
