@@ -40,6 +40,11 @@ export interface DeviceHostOptions {
   onInterrupt?: (e: InterruptEvent) => void;
   /** The worker's entry (default workers/device-worker.js); tests start a synthetic device. */
   workerUrl?: URL;
+  /**
+   * How long shutdown() and respawn() wait for the worker to stop serving before terminating
+   * it, in ms (default 2000): a worker stuck in a device call never answers.
+   */
+  stopGraceMs?: number;
 }
 
 export type { InterruptEvent };
@@ -125,11 +130,14 @@ export class DeviceHost {
     return this.description;
   }
 
-  /** End the current worker on purpose: a shutdown call (if it answers), then terminate. */
+  /** End the current worker on purpose: a shutdown call (if it answers in time), then terminate. */
   async #endWorker(quiesce: boolean): Promise<void> {
     this.#planned = true;
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await this.#call(() => this.#api.shutdown(quiesce)).catch(() => {});
+      const grace = new Promise<void>((r) => { timer = setTimeout(r, this.opts.stopGraceMs ?? 2000); });
+      await Promise.race([this.#call(() => this.#api.shutdown(quiesce)).catch(() => {}), grace]);
+      clearTimeout(timer);
       await this.#worker.terminate();
     } finally { this.#planned = false; }
   }

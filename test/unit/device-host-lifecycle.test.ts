@@ -100,4 +100,18 @@ test('respawn() of a running worker ends it as planned and starts the next', asy
   assert.is(exits.length, 1, 'unsubscribed');
 });
 
+test('respawn() of a worker stuck in its handler: terminated after the grace period, the stuck request WORKER_DIED', async () => {
+  const host = await DeviceHost.start({ name: 'syn1', device: { fd: -1, path: 'synthetic' }, workerUrl, ring: { capacity: 8, bulkBytes: 64 }, stopGraceMs: 200 });
+  const bar = barWords(host.memory.state);
+  try {
+    const stuck = runThread<number>('lost-request.js', { role: 'one-write', ring: host.ring, offset: HANG });
+    await until(() => Atomics.load(bar, HANG_SEEN / 4) === 1, 'the handler to hang');
+    const t0 = performance.now();
+    await host.respawn();
+    assert.ok(performance.now() - t0 < 5000, `respawned in ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.is(await stuck, STATUS.WORKER_DIED);
+    assert.is(host.client({ spinUs: 50, waitSliceMs: 20 }).call(OP.NOP, 0, 0, 0), STATUS.OK);
+  } finally { await host.shutdown(); }
+});
+
 test.run();
