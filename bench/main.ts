@@ -3,14 +3,15 @@
 import { benchFfi } from './ffi.js';
 import { benchRing } from './ring.js';
 import { benchMap } from './map.js';
+import { benchConfig } from './config.js';
 
 const all: Record<string, () => Record<string, number> | Promise<Record<string, number>>> = {
   ffi: () => benchFfi(),
   ring: () => benchRing(),
 };
 
-/** Benchmarks that need the lab's devices run only when named. */
-const labOnly: Record<string, () => Record<string, number>> = { map: () => benchMap() };
+/** Benchmarks that run only when named: the lab's devices (map), or a long check (config). */
+const labOnly: Record<string, () => Record<string, number> | Promise<Record<string, number>>> = { map: () => benchMap(), config: () => benchConfig() };
 
 const wanted = process.argv.slice(2);
 Object.assign(all, Object.fromEntries(wanted.filter((w) => labOnly[w]).map((w) => [w, labOnly[w]!])));

@@ -2,10 +2,13 @@
 // counters, restorable state), starts the worker and the device's interrupt poller, connects the
 // worker to the VM's GsiRouter (KVM mode) or relays its interrupts to a callback (no KVM), and
 // makes control calls that fail cleanly (instead of hanging, as a bare comlink call would) if
-// the worker dies.
+// the worker dies. Its lifecycle is explicit (state, onExit) and respawn() starts a new worker
+// on the same ring, fd, shared state, eventfds, poller and router link: the seam a supervisor's
+// restart policy builds on.
 import { Worker, type MessagePort } from 'node:worker_threads';
 import { close, type Target } from '../../native/libc.js';
-import type { DeviceControl, DeviceWorkerData } from '../../workers/device-worker.js';
+import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/worker-contract.js';
+import { readCounters, type CounterRow } from '../metrics/read-counters.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
 import type { IrqStatus } from '../device/interrupts.js';
@@ -36,12 +39,37 @@ export interface DeviceHostOptions {
   intx?: boolean;
   /** Relay mode: called (on this thread) for each interrupt the device raises on an unmasked vector. */
   onInterrupt?: (e: InterruptEvent) => void;
+  /** The worker's entry (default workers/device-worker.js); tests start a synthetic device. */
+  workerUrl?: URL;
+  /**
+   * How long shutdown() and respawn() wait for the worker to stop serving before terminating
+   * it, in ms (default 2000): a worker stuck in a device call never answers.
+   */
+  stopGraceMs?: number;
 }
 
 export type { InterruptEvent };
 
 /** The error a control call to a dead worker rejects with (VFR_ERR_WORKER_EXITED); the old name stays. */
 export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
+
+/**
+ * starting: a worker is being started (start, respawn); running: it answered ready();
+ * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown().
+ */
+export type DeviceHostState = 'starting' | 'running' | 'exited' | 'stopped';
+
+/** A worker's end, as onExit reports it. */
+export interface DeviceWorkerExitEvent {
+  /** The worker's exit code (1 after an uncaught error, also for terminate()). */
+  code: number;
+  /** The uncaught error that ended it, if one did. */
+  error?: Error;
+  /** true: shutdown() or respawn() ended it; false: it died on its own. */
+  planned: boolean;
+  /** The worker incarnation (1 for the first). */
+  incarnation: number;
+}
 
 export class DeviceHost {
   readonly name: string;
@@ -52,6 +80,11 @@ export class DeviceHost {
   #api!: Comlink.Remote<DeviceControl>;
   #exit!: Promise<never>;
   #exitCode: number | undefined;
+  #state: DeviceHostState = 'starting';
+  /** Set while shutdown() or respawn() ends the current worker on purpose. */
+  #planned = false;
+  #incarnation = 0;
+  readonly #exitListeners = new Set<(e: DeviceWorkerExitEvent) => void>();
   #poller: IrqPoller | undefined;
   #listener: HostIrqListener | undefined;
   #routerLink: { port: MessagePort; close: () => void } | undefined;
@@ -71,6 +104,45 @@ export class DeviceHost {
     return host;
   }
 
+  /** Where the worker's lifecycle is (see DeviceHostState). */
+  get state(): DeviceHostState { return this.#state; }
+
+  /**
+   * Call `cb` whenever a worker of this device ends (planned or not), after its control calls
+   * have been rejected. Returns a function that unsubscribes.
+   */
+  onExit(cb: (e: DeviceWorkerExitEvent) => void): () => void {
+    this.#exitListeners.add(cb);
+    return () => { this.#exitListeners.delete(cb); };
+  }
+
+  /**
+   * Start a new worker on the same ring, device fd, shared state, eventfds, poller and router
+   * (a new router port). A running worker is stopped first, interrupts left on (its successor
+   * resumes them). Requests it had taken but not completed are completed as
+   * STATUS.WORKER_DIED by the new worker's ring server; queued ones are served once each.
+   */
+  async respawn(): Promise<DeviceDescription> {
+    if (this.#state === 'stopped') throw new Error(`device ${this.name} is shut down; add it again to start a new worker`);
+    if (this.#state === 'starting') throw new Error(`device ${this.name}'s worker is starting; await start() or respawn() first`);
+    if (this.#exitCode === undefined) await this.#endWorker(false);
+    this.#state = 'starting';
+    try { await this.#spawn(); } catch (e) { this.#state = 'exited'; throw e; }
+    return this.description;
+  }
+
+  /** End the current worker on purpose: a shutdown call (if it answers in time), then terminate. */
+  async #endWorker(quiesce: boolean): Promise<void> {
+    this.#planned = true;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const grace = new Promise<void>((r) => { timer = setTimeout(r, this.opts.stopGraceMs ?? 2000); });
+      await Promise.race([this.#call(() => this.#api.shutdown(quiesce)).catch(() => {}), grace]);
+      clearTimeout(timer);
+      await this.#worker.terminate();
+    } finally { this.#planned = false; }
+  }
+
   async #spawn(): Promise<void> {
     const data: DeviceWorkerData = { name: this.name, fd: this.opts.device.fd, path: this.opts.device.path, ring: this.ring, memory: this.memory };
     if (this.opts.intxGsi !== undefined) data.intxGsi = this.opts.intxGsi;
@@ -84,20 +156,37 @@ export class DeviceHost {
       data.vmFd = this.opts.router.vm.fd;
       transfer.push(this.#routerLink.port);
     }
-    this.#worker = new Worker(WORKER_URL, { workerData: data, name: `device:${this.name}`, transferList: transfer });
+    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, { workerData: data, name: `device:${this.name}`, transferList: transfer });
+    const incarnation = ++this.#incarnation;
+    this.#worker = worker;
     this.#exitCode = undefined;
+    let error: Error | undefined;
     this.#exit = new Promise<never>((_, reject) => {
       const fail = (why: string, code?: number): void => reject(new WorkerExitedError(`device worker ${this.name} ${why}`, this.name, code));
-      this.#worker.once('exit', (code) => { this.#exitCode = code; fail(`exited (code ${code})`, code); });
-      this.#worker.once('error', (e) => fail(`crashed: ${e.message}`));
+      worker.once('exit', (code) => {
+        this.#exitCode = code;
+        fail(`exited (code ${code})`, code);
+        this.#exited({ code, ...(error ? { error } : {}), planned: this.#planned, incarnation });
+      });
+      worker.once('error', (e) => { error = e; fail(`crashed: ${e.message}`); });
     });
     this.#exit.catch(() => {}); // observed by #call; never unhandled
-    this.#api = Comlink.wrap<DeviceControl>(nodeEndpoint(this.#worker, attentionSignal(this.ring)));
+    this.#api = Comlink.wrap<DeviceControl>(nodeEndpoint(worker, attentionSignal(this.ring)));
     try {
       this.description = await this.#call(() => this.#api.ready());
     } catch (e) {
-      await this.#worker.terminate();
+      this.#planned = true;
+      try { await worker.terminate(); } finally { this.#planned = false; }
       throw e;
+    }
+    this.#state = 'running';
+  }
+
+  /** A worker's 'exit': its state, then the listeners (after #call's rejections are queued). */
+  #exited(e: DeviceWorkerExitEvent): void {
+    if (this.#state !== 'stopped' && this.#state !== 'starting') this.#state = 'exited';
+    for (const cb of this.#exitListeners) {
+      try { cb(e); } catch (err) { console.error(`${this.name}: an onExit listener threw: ${(err as Error).message}`); }
     }
   }
 
@@ -113,7 +202,10 @@ export class DeviceHost {
   client(opts?: RingClientOptions): RingClient { return new RingClient(this.ring, opts); }
 
   describe(): Promise<DeviceDescription> { return this.#call(() => this.#api.describe()); }
-  stats(): Promise<Awaited<ReturnType<DeviceControl['stats']>>> { return this.#call(() => this.#api.stats()); }
+  stats(): Promise<DeviceStats> { return this.#call(() => this.#api.stats()); }
+
+  /** Every declared counter (src/metrics/schema.ts), straight from shared memory (no call to the worker). */
+  counters(): CounterRow[] { return readCounters(this.memory); }
   async reset(): Promise<DeviceDescription> { return (this.description = await this.#call(() => this.#api.reset())); }
 
   /** Interrupt mode, per-vector VFIO triggers, committed routes and counters (from the worker). */
@@ -136,10 +228,9 @@ export class DeviceHost {
 
   /** Stop the worker (interrupts off in VFIO and KVM), the poller, and close the ring (producers still waiting get RingClosedError). */
   async shutdown(): Promise<void> {
-    if (this.#exitCode === undefined) {
-      await this.#call(() => this.#api.shutdown()).catch(() => {});
-      await this.#worker.terminate();
-    }
+    if (this.#state === 'stopped') return;
+    if (this.#exitCode === undefined) await this.#endWorker(true);
+    this.#state = 'stopped';
     await this.#stopIrqs();
     closeRing(this.ring);
   }

@@ -1,18 +1,10 @@
 // Per-device shared memory the coordinator allocates and every worker incarnation reuses:
-// the request counters (read by metrics at scrape time, no message per request) and the
-// device state a restarted worker resumes from (virtual config space, MSI-X table and PBA), and
+// the request counters (read by metrics at scrape time, no message per request; declared in
+// src/metrics/schema.ts) and the device state a restarted worker resumes from (virtual config space, MSI-X table and PBA), and
 // the interrupt state and counters (layout in src/irq/irq-state.ts).
 import { PCI } from '../../native/pci-regs.js';
 import { createIrqState } from '../irq/irq-state.js';
-
-/** Counter slots in the stats Float64Array (single writer: the device worker). */
-export const STAT = {
-  CFG_READ: 0, CFG_WRITE: 1, BAR_READ: 2, BAR_WRITE: 3, NOP: 4,
-  BYTES_READ: 5, BYTES_WRITTEN: 6, MSIX_TABLE: 7, MSIX_PBA: 8,
-  ERR_BAD_OP: 9, ERR_BAD_BAR: 10, ERR_OUT_OF_RANGE: 11, ERR_BAD_WIDTH: 12, ERR_MISALIGNED: 13, ERR_IO: 14, ERR_NOT_READY: 15,
-  WORKER_STARTS: 16,
-} as const;
-export const STAT_COUNT = 24;
+import { STATS_SLOTS } from '../metrics/schema.js';
 
 const MAX_MSIX = 2048;
 const CONFIG_BYTES = PCI.PCI_CFG_SPACE_EXP_SIZE;
@@ -31,7 +23,7 @@ export interface DeviceMemory {
 
 export function createDeviceMemory(): DeviceMemory {
   return {
-    stats: new SharedArrayBuffer(STAT_COUNT * 8),
+    stats: new SharedArrayBuffer(STATS_SLOTS * 8), // slots declared in src/metrics/schema.ts
     state: new SharedArrayBuffer(STATE.FLAGS_BYTES + CONFIG_BYTES + TABLE_BYTES + PBA_BYTES),
     irq: createIrqState(),
   };

@@ -11,6 +11,8 @@ import type { IrqBackend } from './vector-set.js';
 const V = vfio.VFIO_C;
 const EAGAIN = errnoNumber('EAGAIN');
 const INDEX_NAMES = ['INTx', 'MSI', 'MSI-X', 'ERR', 'REQ'];
+/** Where the eventfd goes in vfio_irq_set (offsetOf splits its path: an array per call). */
+const DATA_OFFSET = offsetOf(vfio.vfio_irq_set, 'data');
 
 export class VfioIrqs implements IrqBackend {
   readonly #one = Buffer.alloc(vfio.vfio_irq_set.size + 4);
@@ -29,8 +31,10 @@ export class VfioIrqs implements IrqBackend {
     b.writeUInt32LE(index, 8);
     b.writeUInt32LE(vector, 12);
     b.writeUInt32LE(1, 16);
-    b.writeInt32LE(fd, offsetOf(vfio.vfio_irq_set, 'data'));
-    check(raw.ioctlPtr(this.dev.fd, vfio.VFIO.VFIO_DEVICE_SET_IRQS, b), 'VFIO_DEVICE_SET_IRQS', `${this.dev.path} (${INDEX_NAMES[index]} vector ${vector} → fd ${fd})`);
+    b.writeInt32LE(fd, DATA_OFFSET);
+    // The target text is built only on failure (this runs in MMIO writes: mask, unmask).
+    const r = raw.ioctlPtr(this.dev.fd, vfio.VFIO.VFIO_DEVICE_SET_IRQS, b);
+    if (r < 0) check(r, 'VFIO_DEVICE_SET_IRQS', `${this.dev.path} (${INDEX_NAMES[index]} vector ${vector} → fd ${fd})`);
   }
 
   setTriggers(index: number, fds: readonly number[]): void {

@@ -23,6 +23,7 @@ export const H_DOORBELL = 17; // bumped by a producer that finds the consumer sl
 export const H_FULL_WAITERS = 18; // producers waiting for a free slot
 // line 2: the consumer, written per request
 export const H_HEAD = 32; // next ticket the consumer serves
+export const H_TAKEN = 33; // ticket+1 of the request the consumer has taken (stored before its handler runs)
 // line 3: the consumer, written only around sleeps (producers read it on every publish)
 export const H_SLEEPING = 48; // 1 while the consumer is (about to be) waiting on DOORBELL
 export const HEADER_BYTES = 256;
@@ -63,6 +64,9 @@ export const STATUS = {
   MISALIGNED: -5,
   IO_ERROR: -6, // the device call failed; the errno is in DATA word 0
   NOT_READY: -7, // the device is not set up yet (or is being restarted)
+  // A worker died while handling the request: its effect on the device is unknown (it may have
+  // happened), and it was not replayed. Set by the next server on the ring (see H_TAKEN).
+  WORKER_DIED: -8,
 } as const;
 
 const STATUS_TEXT: Record<number, string> = {
@@ -73,6 +77,7 @@ const STATUS_TEXT: Record<number, string> = {
   [STATUS.MISALIGNED]: 'access not naturally aligned',
   [STATUS.IO_ERROR]: 'device I/O failed',
   [STATUS.NOT_READY]: 'device not ready',
+  [STATUS.WORKER_DIED]: 'lost: the device worker died while handling it; effect unknown, not replayed',
 };
 export const statusText = (s: number): string => STATUS_TEXT[s] ?? (s === 0 ? 'ok' : `status ${s}`);
 export const statusName = (s: number): string => Object.entries(STATUS).find(([, v]) => v === s)?.[0] ?? `STATUS_${s}`;

@@ -1,0 +1,48 @@
+// The device worker's contract, shared by the worker (src/device/worker-main.ts) and the
+// coordinator (src/coordinator/device-host.ts): what the worker is started with and what the
+// coordinator may ask of it. Types only, no side effects: importing it starts nothing.
+import type { MessagePort } from 'node:worker_threads';
+import type { DeviceDescription } from './assigned-device.js';
+import type { IrqStatus } from './interrupts.js';
+import type { DeviceMemory } from './shared-state.js';
+import type { RingServeOptions } from '../ring/server.js';
+import type { StatKey } from '../metrics/schema.js';
+
+export interface DeviceWorkerData {
+  name: string;
+  /** The VFIO device fd (opened, bound and attached by the coordinator; fds are process-wide). */
+  fd: number;
+  path: string;
+  ring: SharedArrayBuffer;
+  memory: DeviceMemory;
+  /** KVM mode: a port to the coordinator's GsiRouter and the VM fd. Absent: interrupts are relayed to the host. */
+  routerPort?: MessagePort;
+  vmFd?: number;
+  intxGsi?: number;
+  /** Enable INTx while MSI/MSI-X are off (default true). */
+  intx?: boolean;
+  /** How the ring is served: spin budget and the longest stretch without an event-loop turn. */
+  serve?: RingServeOptions;
+}
+
+/**
+ * The stats record: every counter declared in STATS (src/metrics/schema.ts) by key (an array's
+ * slots as KEY_<index>), and `served`, the requests this worker incarnation served.
+ */
+export type DeviceStats = Record<StatKey, number> & { served: number };
+
+/** What the coordinator can ask of a device worker. */
+export interface DeviceControl {
+  /** Resolves once the device is set up (throws its setup error); returns its description. */
+  ready(): DeviceDescription;
+  describe(): DeviceDescription;
+  stats(): DeviceStats;
+  /** VFIO_DEVICE_RESET, then the emulated state back to power-on values. */
+  reset(): Promise<DeviceDescription>;
+  /** Interrupt mode, per-vector triggers, routes and counters, and setup errors. */
+  irqStatus(): IrqStatus;
+  /** Resolves once every route change so far is committed (or refused). */
+  irqSettled(): Promise<void>;
+  /** Stop serving the ring; queued requests stay for a successor. `quiesce`: turn interrupts off first. */
+  shutdown(quiesce?: boolean): Promise<void>;
+}
