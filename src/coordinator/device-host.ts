@@ -11,7 +11,7 @@ import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/wor
 import { readCounters, type CounterRow } from '../metrics/read-counters.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
-import type { IrqStatus } from '../device/interrupts.js';
+import type { IrqStatus } from '../irq/device-interrupts.js';
 import { signalEventfd } from '../irq/eventfd.js';
 import type { GsiRouter } from '../irq/gsi-router.js';
 import { IRQ, SRC, irqViews, type IrqKind } from '../irq/irq-state.js';

@@ -7,7 +7,7 @@ import * as vfio from '../../native/vfio.js';
 import { OP, STATUS } from '../ring/protocol.js';
 import type { Request } from '../ring/server.js';
 import { ConfigSpace, type ConfigIo, type ConfigHooks } from './config-space.js';
-import { MsixTable } from './msix.js';
+import { MsixTableEmulator } from './msix-table.js';
 import { STATE, stateViews, type DeviceMemory } from './shared-state.js';
 import { C_BAR_BYTES_READ, C_BAR_BYTES_WRITTEN, C_BAR_READ, C_BAR_READS, C_BAR_WRITE, C_BAR_WRITES, C_BYTES_READ, C_BYTES_WRITTEN, C_CFG_READ, C_CFG_WRITE, C_MSIX_PBA, C_MSIX_TABLE, C_NOP, errorSlot } from '../metrics/schema.js';
 
@@ -39,7 +39,7 @@ export interface DeviceDescription {
 
 export class AssignedDevice {
   readonly config: ConfigSpace;
-  readonly msix: MsixTable | undefined;
+  readonly msix: MsixTableEmulator | undefined;
   readonly regions: vfio.RegionInfoWithCaps[];
   readonly irqs: vfio.IrqInfo[];
   /** Set up from the shared state a previous worker left (a restarted worker), not from the device. */
@@ -70,12 +70,12 @@ export class AssignedDevice {
     this.restored = restore;
     this.config = new ConfigSpace(configIo(this.#fd, this.#cfgOffset, dev.path), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
     const m = this.config.msix;
-    this.msix = m ? new MsixTable(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;
+    this.msix = m ? new MsixTableEmulator(m.tableSize, { table: views.msixTable(m.tableSize), pba: views.pba(m.tableSize) }, restore) : undefined;
     for (const b of this.config.bars) {
       const r = this.regions[b.index]!;
       const bar: Bar = { size: Number(b.size), fdOffset: Number(r.offset) };
       if (m && m.tableBar === b.index) bar.table = [m.tableOffset, m.tableOffset + m.tableSize * 16];
-      if (m && m.pbaBar === b.index) bar.pba = [m.pbaOffset, m.pbaOffset + MsixTable.pbaBytes(m.tableSize)];
+      if (m && m.pbaBar === b.index) bar.pba = [m.pbaOffset, m.pbaOffset + MsixTableEmulator.pbaBytes(m.tableSize)];
       this.#bars[b.index] = bar;
     }
     Atomics.store(views.flags, STATE.INITIALIZED, 1);
@@ -127,7 +127,7 @@ export class AssignedDevice {
     const m = this.msix!;
     const off = req.offset - range[0];
     // An access straddling the table/PBA boundary, or wider than 8 bytes, is not one a guest makes.
-    if (off < 0 || !MsixTable.fits(off, req.size, range[1] - range[0])) return STATUS.OUT_OF_RANGE;
+    if (off < 0 || !MsixTableEmulator.fits(off, req.size, range[1] - range[0])) return STATUS.OUT_OF_RANGE;
     this.#stats[table ? C_MSIX_TABLE : C_MSIX_PBA]!++;
     if (table) { if (write) m.writeTable(off, req.data, req.size); else m.readTable(off, req.data, req.size); }
     else if (!write) m.readPba(off, req.data, req.size); // PBA writes are ignored (read-only)

@@ -3,7 +3,7 @@
 // coordinator may ask of it. Types only, no side effects: importing it starts nothing.
 import type { MessagePort } from 'node:worker_threads';
 import type { DeviceDescription } from './assigned-device.js';
-import type { IrqStatus } from './interrupts.js';
+import type { IrqStatus } from '../irq/device-interrupts.js';
 import type { DeviceMemory } from './shared-state.js';
 import type { RingServeOptions } from '../ring/server.js';
 import type { StatKey } from '../metrics/schema.js';

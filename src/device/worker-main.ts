@@ -13,7 +13,7 @@ import { C_WORKER_STARTS } from '../metrics/schema.js';
 import { STATUS } from '../ring/protocol.js';
 import { RingServer, type Handler } from '../ring/server.js';
 import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
-import { DeviceInterrupts, type InterruptOptions } from './interrupts.js';
+import { DeviceInterrupts, type InterruptOptions } from '../irq/device-interrupts.js';
 import type { ConfigHooks } from './config-space.js';
 import { STATE, stateViews } from './shared-state.js';
 import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';

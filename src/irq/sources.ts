@@ -4,20 +4,19 @@
 // masking exists). VectorSet reads these; nothing here touches the device.
 import { PCI } from '../../native/pci-regs.js';
 import { VFIO_C } from '../../native/vfio.js';
-import type { ConfigSpace } from '../device/config-space.js';
-import type { MsixTable } from '../device/msix.js';
 import type { MsiMessage } from './gsi-router.js';
+import type { InterruptConfigView, MsiCapability, MsixTableView } from './guest-views.js';
 import { SRC } from './irq-state.js';
 import type { VectorSource } from './vector-set.js';
 
-export class MsixSource implements VectorSource {
+export class MsixVectors implements VectorSource {
   readonly kind = 'msix';
   readonly vfioIndex = VFIO_C.VFIO_PCI_MSIX_IRQ_INDEX;
   readonly base = SRC.MSIX;
   readonly allAtOnce = false;
   readonly size: number;
 
-  constructor(readonly table: MsixTable, readonly config: ConfigSpace, vfioCount: number) {
+  constructor(readonly table: MsixTableView, readonly config: InterruptConfigView, vfioCount: number) {
     this.size = Math.min(table.size, vfioCount);
   }
 
@@ -29,19 +28,19 @@ export class MsixSource implements VectorSource {
   setPending(v: number, on: boolean): void { this.table.setPending(v, on); }
 }
 
-export class MsiSource implements VectorSource {
+export class MsiVectors implements VectorSource {
   readonly kind = 'msi';
   readonly vfioIndex = VFIO_C.VFIO_PCI_MSI_IRQ_INDEX;
   readonly base = SRC.MSI;
   readonly allAtOnce = true;
   readonly size: number;
-  readonly #cap: NonNullable<ConfigSpace['msi']>;
+  readonly #cap: MsiCapability;
   readonly #dataOff: number;
   readonly #maskOff: number;
   /** Pending bits of a capability without per-vector masking (the guest cannot see them). */
   #pendingBits = 0;
 
-  constructor(readonly config: ConfigSpace, vfioCount: number) {
+  constructor(readonly config: InterruptConfigView, vfioCount: number) {
     const cap = config.msi;
     if (!cap) throw new Error('the device has no MSI capability');
     this.#cap = cap;

@@ -6,10 +6,10 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { VFIO_C } from '../../native/vfio.js';
 import type { ConfigSpace } from '../../src/device/config-space.js';
-import { MsixTable } from '../../src/device/msix.js';
+import { MsixTableEmulator } from '../../src/device/msix-table.js';
 import type { MsiMessage, RouteChange, RouteResult } from '../../src/irq/gsi-router.js';
 import { IRQ, createIrqState, irqViews, takeBits, type IrqViews } from '../../src/irq/irq-state.js';
-import { MsixSource } from '../../src/irq/sources.js';
+import { MsixVectors } from '../../src/irq/sources.js';
 import { VectorSet, type IrqBackend, type IrqContext } from '../../src/irq/vector-set.js';
 
 const X = VFIO_C.VFIO_PCI_MSIX_IRQ_INDEX;
@@ -35,10 +35,10 @@ class FakeRoutes {
   }
 }
 
-interface Rig { set: VectorSet; table: MsixTable; cfg: { msixEnabled: boolean; msixFunctionMasked: boolean }; vfio: FakeVfio; v: IrqViews; msis: MsiMessage[]; routes: FakeRoutes; errors: string[]; host: () => number[] }
+interface Rig { set: VectorSet; table: MsixTableEmulator; cfg: { msixEnabled: boolean; msixFunctionMasked: boolean }; vfio: FakeVfio; v: IrqViews; msis: MsiMessage[]; routes: FakeRoutes; errors: string[]; host: () => number[] }
 
 function rig(opts: { kvm?: boolean; resizable?: boolean } = {}): Rig {
-  const table = new MsixTable(5);
+  const table = new MsixTableEmulator(5);
   const cfg = { msixEnabled: false, msixFunctionMasked: false };
   const vfio = new FakeVfio(opts.resizable ?? true);
   const v = irqViews(createIrqState());
@@ -46,18 +46,18 @@ function rig(opts: { kvm?: boolean; resizable?: boolean } = {}): Rig {
   const routes = new FakeRoutes();
   const ctx: IrqContext = { views: v, backend: vfio, publish: () => { Atomics.add(v.hdr, IRQ.GEN, 1); }, error: (m) => errors.push(m) };
   if (opts.kvm) ctx.kvm = { route: routes, signalMsi: (m) => msis.push({ ...m }) };
-  const set = new VectorSet(new MsixSource(table, cfg as unknown as ConfigSpace, 5), ctx);
+  const set = new VectorSet(new MsixVectors(table, cfg as unknown as ConfigSpace, 5), ctx);
   table.listener = { vectorChanged: (i) => set.sync(i) };
   const host = (): number[] => { const out: number[] = []; takeBits(v.TO_HOST, (s) => out.push(s)); return out; };
   return { set, table, cfg, vfio, v, msis, routes, errors, host };
 }
 
 const le = (x: number): Uint8Array => new Uint8Array(new Uint32Array([x]).buffer);
-function program(t: MsixTable, i: number, lo: number, data: number): void {
+function program(t: MsixTableEmulator, i: number, lo: number, data: number): void {
   t.writeTable(i * 16, le(lo), 4); t.writeTable(i * 16 + 4, le(0), 4); t.writeTable(i * 16 + 8, le(data), 4);
 }
-const unmask = (t: MsixTable, i: number): void => t.writeTable(i * 16 + 12, le(0), 4);
-const mask = (t: MsixTable, i: number): void => t.writeTable(i * 16 + 12, le(1), 4);
+const unmask = (t: MsixTableEmulator, i: number): void => t.writeTable(i * 16 + 12, le(0), 4);
+const mask = (t: MsixTableEmulator, i: number): void => t.writeTable(i * 16 + 12, le(1), 4);
 
 test('relay: enable with no usable vector, then vectors are added as the guest unmasks them', () => {
   const r = rig();

@@ -5,16 +5,16 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { ConfigSpace, type ConfigIo } from '../../src/device/config-space.js';
-import { MsixTable } from '../../src/device/msix.js';
+import { MsixTableEmulator } from '../../src/device/msix-table.js';
 import type { MsiMessage, RouteChange, RouteResult } from '../../src/irq/gsi-router.js';
 import { createIrqState, irqViews } from '../../src/irq/irq-state.js';
-import { MsiSource, MsixSource } from '../../src/irq/sources.js';
+import { MsiVectors, MsixVectors } from '../../src/irq/sources.js';
 import { VectorSet, type IrqBackend, type IrqContext } from '../../src/irq/vector-set.js';
 
 const bytes = (...b: number[]): Uint8Array => new Uint8Array(b);
 
 test('MSI-X table: qword, dword, word and byte accesses; only the mask bit of vector control is writable', () => {
-  const t = new MsixTable(4);
+  const t = new MsixTableEmulator(4);
   const changed: number[] = [];
   t.listener = { vectorChanged: (v) => changed.push(v) };
   assert.ok([0, 1, 2, 3].every((v) => t.masked(v)), 'every vector starts masked');
@@ -36,11 +36,11 @@ test('MSI-X table: qword, dword, word and byte accesses; only the mask bit of ve
   t.readTable(16, q, 8);
   assert.equal([...q], [0x00, 0x10, 0xe0, 0xfe, 0x01, 0, 0, 0]);
   // fits(): the widths and alignments a guest may use, inside the region
-  assert.ok(MsixTable.fits(56, 8, 64));
-  assert.not.ok(MsixTable.fits(60, 8, 64), 'past the end');
-  assert.not.ok(MsixTable.fits(2, 4, 64), 'misaligned');
-  assert.not.ok(MsixTable.fits(0, 3, 64), 'width 3');
-  assert.not.ok(MsixTable.fits(0, 16, 64), 'wider than a qword');
+  assert.ok(MsixTableEmulator.fits(56, 8, 64));
+  assert.not.ok(MsixTableEmulator.fits(60, 8, 64), 'past the end');
+  assert.not.ok(MsixTableEmulator.fits(2, 4, 64), 'misaligned');
+  assert.not.ok(MsixTableEmulator.fits(0, 3, 64), 'width 3');
+  assert.not.ok(MsixTableEmulator.fits(0, 16, 64), 'wider than a qword');
   // PBA: one bit per vector in qwords; a read gives the listener its chance first
   let reads = 0;
   t.listener = { vectorChanged: () => {}, pbaRead: () => { reads++; t.setPending(3, true); } };
@@ -48,7 +48,7 @@ test('MSI-X table: qword, dword, word and byte accesses; only the mask bit of ve
   t.readPba(0, p, 8);
   assert.is(reads, 1);
   assert.is(p[0], 0x08);
-  assert.is(MsixTable.pbaBytes(65), 16);
+  assert.is(MsixTableEmulator.pbaBytes(65), 16);
 });
 
 /** A config image with an MSI capability at 0x50: 64-bit, per-vector masking, 8 vectors capable. */
@@ -62,7 +62,7 @@ function msiConfig(): ConfigSpace {
 
 test('MSI source: enable, multiple message enable, vector number in the data, mask and pending bits', () => {
   const cs = msiConfig();
-  const src = new MsiSource(cs, 8);
+  const src = new MsiVectors(cs, 8);
   assert.is(src.size, 8);
   assert.not.ok(src.enabled());
   cs.write(0x54, 4, 0xfee00000); cs.write(0x58, 4, 0); cs.write(0x5c, 2, 0x4c);
@@ -86,7 +86,7 @@ test('MSI source: enable, multiple message enable, vector number in the data, ma
 
 test('VectorSet resumes from shared state: a new worker re-sends the routes and keeps the eventfds', async () => {
   const irq = createIrqState();
-  const table = new MsixTable(4);
+  const table = new MsixTableEmulator(4);
   const cfg = { msixEnabled: true, msixFunctionMasked: false };
   const calls: string[] = [], updates: RouteChange[][] = [];
   let next = 50;
@@ -97,7 +97,7 @@ test('VectorSet resumes from shared state: a new worker re-sends the routes and 
   const route = { update: (c: RouteChange[]): Promise<RouteResult[]> => { updates.push(c); return Promise.resolve(c.map((x) => ({ key: x.key, gsi: 30 + x.key }))); } };
   const make = (): VectorSet => {
     const ctx: IrqContext = { views: irqViews(irq), backend, publish: () => {}, error: (m) => { throw new Error(m); }, kvm: { route, signalMsi: () => {} } };
-    return new VectorSet(new MsixSource(table, cfg as unknown as ConfigSpace, 4), ctx);
+    return new VectorSet(new MsixVectors(table, cfg as unknown as ConfigSpace, 4), ctx);
   };
   const first = make();
   table.writeTable(0, bytes(0, 0, 0xe0, 0xfe, 0, 0, 0, 0, 0x41, 0, 0, 0, 0, 0, 0, 0), 8);

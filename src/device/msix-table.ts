@@ -3,29 +3,23 @@
 // to the host kernel. Reads and writes of 1, 2, 4 or 8 bytes inside the table or PBA; the PBA
 // is read-only. Each change of a vector's address, data or mask is reported to a listener.
 import { PCI } from '../../native/pci-regs.js';
-
-export interface MsixListener {
-  /** Vector `v`'s address/data or mask bit changed (called once per affected vector per access). */
-  vectorChanged(v: number): void;
-  /** The guest read the PBA: a chance to fold in interrupts that arrived while masked. */
-  pbaRead?(): void;
-}
+import type { MsixTableListener } from '../irq/guest-views.js';
 
 const ENTRY = PCI.PCI_MSIX_ENTRY_SIZE;
 
-export class MsixTable {
+export class MsixTableEmulator {
   /** tableSize × 16 bytes: address lo, address hi, data, vector control. */
   readonly table: Uint8Array;
   /** One pending bit per vector, in 64-bit PBA words. */
   readonly pba: Uint8Array;
   readonly #view: DataView;
-  listener: MsixListener | undefined;
+  listener: MsixTableListener | undefined;
 
   /** Storage may be shared memory (a restarted worker keeps it); `restore` keeps its contents. */
   constructor(readonly size: number, storage?: { table: Uint8Array; pba: Uint8Array }, restore = false) {
     if (size < 1 || size > 2048) throw new RangeError(`MSI-X table size ${size} is outside 1..2048`);
     this.table = storage?.table ?? new Uint8Array(size * ENTRY);
-    this.pba = storage?.pba ?? new Uint8Array(MsixTable.pbaBytes(size));
+    this.pba = storage?.pba ?? new Uint8Array(MsixTableEmulator.pbaBytes(size));
     this.#view = new DataView(this.table.buffer, this.table.byteOffset, this.table.byteLength);
     if (!restore) {
       this.table.fill(0);

@@ -6,15 +6,14 @@ import * as kvm from '../../native/kvm.js';
 import type { Target } from '../../native/libc.js';
 import { PCI } from '../../native/pci-regs.js';
 import * as vfio from '../../native/vfio.js';
-import { signalEventfd } from '../irq/eventfd.js';
-import type { MsiMessage } from '../irq/gsi-router.js';
-import { Intx } from '../irq/intx.js';
-import { IRQ, MODE, SRC, irqViews, sourceOf, takeBits, type IrqKind, type IrqViews } from '../irq/irq-state.js';
-import { MsiSource, MsixSource } from '../irq/sources.js';
-import { VectorSet, type IrqContext, type RouteClient } from '../irq/vector-set.js';
-import { VfioIrqs } from '../irq/vfio-irqs.js';
-import type { ConfigHooks, ConfigSpace } from './config-space.js';
-import type { MsixListener, MsixTable } from './msix.js';
+import { signalEventfd } from './eventfd.js';
+import type { MsiMessage } from './gsi-router.js';
+import type { InterruptConfigHooks, InterruptConfigView, MsixTableListener, MsixTableView } from './guest-views.js';
+import { Intx } from './intx.js';
+import { IRQ, MODE, SRC, irqViews, sourceOf, takeBits, type IrqKind, type IrqViews } from './irq-state.js';
+import { MsiVectors, MsixVectors } from './sources.js';
+import { VectorSet, type IrqContext, type RouteClient } from './vector-set.js';
+import { VfioIrqs } from './vfio-irqs.js';
 
 const V = vfio.VFIO_C;
 const MODE_NAMES = ['none', 'intx', 'msi', 'msix'] as const;
@@ -34,8 +33,8 @@ export interface InterruptOptions {
 export interface InterruptTarget {
   dev: Target;
   irqs: readonly vfio.IrqInfo[];
-  config: ConfigSpace;
-  msix: MsixTable | undefined;
+  config: InterruptConfigView;
+  msix: MsixTableView | undefined;
 }
 
 export interface VectorStatus {
@@ -58,13 +57,13 @@ export interface IrqStatus {
   errors: string[];
 }
 
-export class DeviceInterrupts implements MsixListener {
+export class DeviceInterrupts implements MsixTableListener {
   readonly views: IrqViews;
   readonly errors: string[] = [];
-  readonly hooks: ConfigHooks;
+  readonly hooks: InterruptConfigHooks;
   readonly #ctx: IrqContext;
   #vfio: VfioIrqs | undefined;
-  #config: ConfigSpace | undefined;
+  #config: InterruptConfigView | undefined;
   #msix: VectorSet | undefined;
   #msi: VectorSet | undefined;
   #intx: Intx | undefined;
@@ -99,9 +98,9 @@ export class DeviceInterrupts implements MsixListener {
     this.#ctx.backend = this.#vfio;
     this.#config = d.config;
     const count = (i: number): number => this.#vfio!.count(i);
-    this.#msix = d.msix && count(V.VFIO_PCI_MSIX_IRQ_INDEX) > 0 ? new VectorSet(new MsixSource(d.msix, d.config, count(V.VFIO_PCI_MSIX_IRQ_INDEX)), this.#ctx) : undefined;
+    this.#msix = d.msix && count(V.VFIO_PCI_MSIX_IRQ_INDEX) > 0 ? new VectorSet(new MsixVectors(d.msix, d.config, count(V.VFIO_PCI_MSIX_IRQ_INDEX)), this.#ctx) : undefined;
     if (d.msix) d.msix.listener = this;
-    this.#msi = d.config.msi && count(V.VFIO_PCI_MSI_IRQ_INDEX) > 0 ? new VectorSet(new MsiSource(d.config, count(V.VFIO_PCI_MSI_IRQ_INDEX)), this.#ctx) : undefined;
+    this.#msi = d.config.msi && count(V.VFIO_PCI_MSI_IRQ_INDEX) > 0 ? new VectorSet(new MsiVectors(d.config, count(V.VFIO_PCI_MSI_IRQ_INDEX)), this.#ctx) : undefined;
     const pin = d.config.io.read(PCI.PCI_INTERRUPT_PIN, 1);
     this.#intx = this.opts.intx !== false && pin !== 0 && count(V.VFIO_PCI_INTX_IRQ_INDEX) > 0 ? new Intx(this.#ctx, this.#vfio, this.opts.intxGsi) : undefined;
     if (restored) {
@@ -112,7 +111,7 @@ export class DeviceInterrupts implements MsixListener {
     this.#start();
   }
 
-  // ---- MsixListener (called from the ring handler)
+  // ---- MsixTableListener (called from the ring handler)
 
   vectorChanged(v: number): void {
     if (this.mode === MODE.MSIX) this.#msix?.sync(v);
