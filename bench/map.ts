@@ -7,7 +7,7 @@ import * as iommufd from '../native/iommufd.js';
 import { memfdRegionSource } from '../src/dma/backend.js';
 import { GuestMemory } from '../src/dma/guest-memory.js';
 import { IommufdContext } from '../src/dma/iommufd-context.js';
-import { cdevOf, findFunctions } from '../src/host/pci-sysfs.js';
+import { cdevOf, findFunctions } from '../src/platform/pci-sysfs.js';
 import { MemfdRegion } from '../src/memory/memfd-region.js';
 import { compileC, median, round } from './support.js';
 

@@ -1,9 +1,9 @@
 // The device worker's thread entry: one thread per assigned device, running
 // startDeviceWorker (src/device/worker-main.ts) on the data and port the coordinator's
-// DeviceHost started it with. The contract is in src/device/worker-contract.ts.
+// DeviceHandle started it with. The contract is in src/device/worker-contract.ts.
 import { parentPort, workerData } from 'node:worker_threads';
 import { startDeviceWorker } from '../src/device/worker-main.js';
 import type { DeviceWorkerData } from '../src/device/worker-contract.js';
 
-if (!parentPort) throw new Error('device-worker must run as a worker thread (DeviceHost starts it)');
+if (!parentPort) throw new Error('device-worker must run as a worker thread (DeviceHandle starts it)');
 startDeviceWorker(workerData as DeviceWorkerData, parentPort);

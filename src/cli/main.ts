@@ -2,8 +2,8 @@
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
 // says whether the host is ready for device assignment, `run` assigns devices (one worker each).
 import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
-import { listFunctions, type PciFunction } from '../host/pci-sysfs.js';
-import { validateHost } from '../host/validate.js';
+import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
+import { validateHost } from '../platform/validate.js';
 import { InvalidSpecError } from '../errors.js';
 import { parseRuntimeArgs } from './specs.js';
 

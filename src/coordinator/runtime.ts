@@ -17,19 +17,19 @@ import type { IommuKind } from '../nesting/iommu-types.js';
 import { type AnyVIommu, type DeviceIommuInfo, type VDevice, VIommu, type VIommuDescription, type VIommuOptions, deviceIommuInfo } from '../nesting/viommu.js';
 import { ConflictError, InvalidSpecError, NotFoundError, attributeKernelError } from '../errors.js';
 import { bdfOfCdev } from '../dma/diagnose.js';
-import { DeviceHost, type DeviceHostOptions } from './device-host.js';
+import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import { type DeviceSpec, type RuntimeSpec, type RuntimeSpecInput, normalizeDeviceSpec, normalizeRuntimeSpec } from './spec.js';
 
 export type { DeviceSpec, IommuSpec, MemorySpec, RuntimeSpec, RuntimeSpecInput, VfioSpec } from './spec.js';
 
 /** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */
-export type DeviceAttachOptions = Omit<DeviceHostOptions, 'name' | 'device'>;
+export type DeviceAttachOptions = Omit<DeviceHandleOptions, 'name' | 'device'>;
 
 export interface RuntimeDevice {
   readonly port: string;
   readonly bdf: string | undefined;
   readonly backend: DmaBackend;
-  readonly host: DeviceHost;
+  readonly handle: DeviceHandle;
   readonly detach: () => void;
   /** The VFIO device fd (cdev or group-opened). */
   readonly device: Target;
@@ -134,12 +134,12 @@ export class Runtime {
       const a = this.container.attachPciDevice(v.host!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
       backend = this.container; device = a.device; detach = a.detach;
     }
-    let host: DeviceHost, iommu: DeviceIommuInfo | undefined;
+    let handle: DeviceHandle, iommu: DeviceIommuInfo | undefined;
     try {
       if (backend instanceof IommufdContext && devId !== undefined) iommu = deviceIommuInfo(backend.iommufd, devId);
-      host = await DeviceHost.start({ ...opts, name: v.port, device });
+      handle = await DeviceHandle.start({ ...opts, name: v.port, device });
     } catch (e) { detach(); throw e; }
-    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, host, detach, device, iommu };
+    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, handle, detach, device, iommu };
     this.devices.set(v.port, d);
     return d;
   }
@@ -153,13 +153,13 @@ export class Runtime {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
     this.devices.delete(port);
-    try { await d.host.shutdown(); } finally { d.detach(); }
+    try { await d.handle.shutdown(); } finally { d.detach(); }
   }
 
-  device(port: string): DeviceHost {
+  device(port: string): DeviceHandle {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
-    return d.host;
+    return d.handle;
   }
 
   #noDevice(port: string, prefix: string): NotFoundError {
@@ -219,7 +219,7 @@ export class Runtime {
         port: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}`,
         ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined ? { ioasId: d.backend.ioasId } : {}),
         ...(d.iommu ? { iommu: { type: d.iommu.info.iommu, nesting: d.iommu.info.nesting, dirtyTracking: d.iommu.dirtyTracking } } : {}),
-        description: d.host.description,
+        description: d.handle.description,
       })),
       memory: this.memory.regions().map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
       viommus: [...this.viommus.values()].filter((v) => !v.closed).map((v) => v.describe()),
@@ -231,7 +231,7 @@ export class Runtime {
     if (this.#closed) return;
     this.#closed = true;
     for (const d of [...this.devices.values()].reverse()) {
-      await d.host.shutdown().catch(() => {});
+      await d.handle.shutdown().catch(() => {});
       d.detach();
     }
     this.devices.clear();

@@ -4,7 +4,7 @@
 // checks every field and the spec as a whole, and returns it normalized (BDFs in full form,
 // sizes and addresses as bigint). Every mistake is an InvalidSpecError naming the field.
 import { InvalidSpecError } from '../errors.js';
-import { normalizeBdf } from '../host/pci-sysfs.js';
+import { normalizeBdf } from '../platform/pci-sysfs.js';
 
 export interface IommuSpec { id: string; iommufdFd?: number }
 /**

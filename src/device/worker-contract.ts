@@ -1,5 +1,5 @@
 // The device worker's contract, shared by the worker (src/device/worker-main.ts) and the
-// coordinator (src/coordinator/device-host.ts): what the worker is started with and what the
+// coordinator (src/coordinator/device-handle.ts): what the worker is started with and what the
 // coordinator may ask of it. Types only, no side effects: importing it starts nothing.
 import type { MessagePort } from 'node:worker_threads';
 import type { DeviceDescription } from './assigned-device.js';

@@ -7,7 +7,7 @@
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
-import { iommuGroupOf } from '../host/pci-sysfs.js';
+import { iommuGroupOf } from '../platform/pci-sysfs.js';
 import { openContainer, openGroup } from '../vfio/open.js';
 import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
 import { explainAttachConflict, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';

@@ -9,7 +9,7 @@ import { SysError } from '../../native/errno.js';
 import { withHint } from '../errors.js';
 import { C, raw, rlimit } from '../../native/libc.js';
 import { decode } from '../../native/layout.js';
-import { SYSFS_PCI, iommuGroupOf, pciPath } from '../host/pci-sysfs.js';
+import { SYSFS_PCI, iommuGroupOf, pciPath } from '../platform/pci-sysfs.js';
 import type { DmaMapping } from './backend.js';
 import { type IovaRange, U64_MAX, formatRange, formatSize, formatSpan, rangeToSpan, spansOverlap } from './iova-ranges.js';
 

@@ -1,5 +1,5 @@
 // Reads a device's counters out of its shared memory by the declared schema (schema.ts): rows of
-// {name, labels, value} for the metrics layer, and the keyed record DeviceHost.stats() returns.
+// {name, labels, value} for the metrics layer, and the keyed record DeviceHandle.stats() returns.
 // Runs on any thread at scrape time; plain loads (the worker's counters are single-writer).
 import { IRQ, irqViews, sourceOf, SRC } from '../irq/irq-state.js';
 import { IRQ_COUNTERS, STATS as DECLARED, STATS_SLOTS, type CounterDecl, type CounterType, type StatKey } from './schema.js';

@@ -1,7 +1,7 @@
 // The declared schema of every counter a device keeps in shared memory: name, help, type, unit
 // and labels, once. The worker writes the `stats` slots through the index constants below (plain
 // numbers: V8 folds an imported constant, where an object's field costs a load per request);
-// DeviceHost.stats() and the metrics layer read every counter through readCounters
+// DeviceHandle.stats() and the metrics layer read every counter through readCounters
 // (src/metrics/read-counters.ts), so no other file does slot arithmetic. No imports: the ring
 // server, the device worker and the coordinator all import it.
 
@@ -57,7 +57,7 @@ export const STATS = [
 ] as const satisfies readonly CounterDecl[];
 
 type KeyOf<D> = D extends { key: infer K extends string; count: 6 } ? `${K}_${0 | 1 | 2 | 3 | 4 | 5}` : D extends { key: infer K extends string } ? K : never;
-/** The keys of the stats record (statsRecord, DeviceHost.stats()): per-BAR arrays as KEY_<bar>. */
+/** The keys of the stats record (statsRecord, DeviceHandle.stats()): per-BAR arrays as KEY_<bar>. */
 export type StatKey = KeyOf<(typeof STATS)[number]>;
 
 /** Slot of each declared key (an array's first slot). */

@@ -5,7 +5,7 @@ import { C } from '../../native/libc.js';
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../fd.js';
-import { bindHint, cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../host/pci-sysfs.js';
+import { bindHint, cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../platform/pci-sysfs.js';
 import { HostSetupError } from '../errors.js';
 
 export const DEV_IOMMU = '/dev/iommu';

@@ -6,14 +6,14 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { raw } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
-import { DeviceHost } from '../../src/coordinator/device-host.js';
+import { DeviceHandle } from '../../src/coordinator/device-handle.js';
 import { H_ATTENTION, H_HEAD, OP, STATUS, ringWords } from '../../src/ring/protocol.js';
 import { labDevice, openOnContainer, openOnIommufd, requireLab } from '../support/lab.js';
 import type { ProducerJob, ProducerResult } from '../support/ring-threads.js';
 import { runThread } from '../support/threads.js';
 
 const t = suite('device workers through the ring');
-const s: { nvme?: DeviceHost; e1000e?: DeviceHost; closers: (() => void)[]; bdf: Record<string, string> } = { closers: [], bdf: {} };
+const s: { nvme?: DeviceHandle; e1000e?: DeviceHandle; closers: (() => void)[]; bdf: Record<string, string> } = { closers: [], bdf: {} };
 
 t.before(async () => {
   requireLab();
@@ -24,8 +24,8 @@ t.before(async () => {
   s.closers.push(n.close, e.close);
   // The workers owe their event loops a turn only every minute: every control call of this suite
   // must get through because the coordinator flags its posts in the ring.
-  s.nvme = await DeviceHost.start({ name: 'nvme0', device: n.dev, serve: { yieldMs: 60_000 } });
-  s.e1000e = await DeviceHost.start({ name: 'e1000e0', device: e.dev, serve: { yieldMs: 60_000 } });
+  s.nvme = await DeviceHandle.start({ name: 'nvme0', device: n.dev, serve: { yieldMs: 60_000 } });
+  s.e1000e = await DeviceHandle.start({ name: 'e1000e0', device: e.dev, serve: { yieldMs: 60_000 } });
 });
 
 t.after(async () => {
@@ -59,9 +59,9 @@ t('e1000e STATUS through the ring equals a direct read of the device', () => {
 
 for (const kind of ['nvme', 'e1000e'] as const) {
   t(`${kind}: config space through the runtime equals sysfs except where virtualized; BARs size from region info`, () => {
-    const host = s[kind]!;
-    const c = host.client();
-    const d = host.description;
+    const handle = s[kind]!;
+    const c = handle.client();
+    const d = handle.description;
     const sysfs = readFileSync(`/sys/bus/pci/devices/${s.bdf[kind]}/config`);
     const emulated = new Uint8Array(d.configSize);
     for (const [a, b] of d.emulatedConfig) emulated.fill(1, a, b);

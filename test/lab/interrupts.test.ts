@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { raw } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
 import { compileC, median } from '../../bench/support.js';
-import { DeviceHost, type InterruptEvent } from '../../src/coordinator/device-host.js';
+import { DeviceHandle, type InterruptEvent } from '../../src/coordinator/device-handle.js';
 import { drainEventfd } from '../../src/irq/eventfd.js';
 import { GsiRouter } from '../../src/irq/gsi-router.js';
 import { SRC, irqViews } from '../../src/irq/irq-state.js';
@@ -34,21 +34,21 @@ function sharedVm(): { vm: ApicVm; router: GsiRouter } {
 
 // ---------------------------------------------------------------- e1000e, relay mode
 const relay = suite('e1000e MSI-X in relay mode (no KVM): host callback, masking, PBA, latency');
-const r: { host?: DeviceHost; c?: RingClient; gm?: GuestMsix; events: InterruptEvent[]; onEvent?: () => void; dev?: { fd: number; path: string }; close?: () => void } = { events: [] };
+const r: { handle?: DeviceHandle; c?: RingClient; gm?: GuestMsix; events: InterruptEvent[]; onEvent?: () => void; dev?: { fd: number; path: string }; close?: () => void } = { events: [] };
 
 relay.before(loud('relay before', async () => {
   requireLab();
   const o = openOnIommufd(labDevice('e1000e'));
   r.dev = o.dev; r.close = o.close;
-  r.host = await DeviceHost.start({ name: 'e1000e-relay', device: o.dev, onInterrupt: (e) => { r.events.push(e); r.onEvent?.(); } });
-  r.c = r.host.client();
-  r.gm = new GuestMsix(r.c, r.host.description);
+  r.handle = await DeviceHandle.start({ name: 'e1000e-relay', device: o.dev, onInterrupt: (e) => { r.events.push(e); r.onEvent?.(); } });
+  r.c = r.handle.client();
+  r.gm = new GuestMsix(r.c, r.handle.description);
 }));
-relay.after(async () => { await r.host?.shutdown(); r.close?.(); });
+relay.after(async () => { await r.handle?.shutdown(); r.close?.(); });
 
 relay('a table entry programmed through the ring, then ICS: the interrupt arrives on that vector', async () => {
-  const { c, gm, host } = r as Required<typeof r>;
-  assert.is((await host.irqStatus()).mode, 'intx', 'INTx until the guest enables MSI-X (as QEMU)');
+  const { c, gm, handle } = r as Required<typeof r>;
+  assert.is((await handle.irqStatus()).mode, 'intx', 'INTx until the guest enables MSI-X (as QEMU)');
   busMaster(c);
   gm.control(true, true); // Linux enables MSI-X with the function masked, programs, then unmasks
   gm.program(2, MSI_ADDR, 0x42);
@@ -56,7 +56,7 @@ relay('a table entry programmed through the ring, then ICS: the interrupt arrive
   gm.mask(2, false);
   c.barWrite(0, E1000E.IVAR, 4, 0x8 | 2); // RxQ0 → vector 2
   c.barWrite(0, E1000E.IMS, 4, E1000E.RXQ0);
-  const st = await host.irqStatus();
+  const st = await handle.irqStatus();
   console.log(`    mode ${st.mode}, VFIO MSI-X vectors ${st.vfioVectors.msix} (resizable: ${st.msixResizable}), in use: ${st.vectors.map((x) => `${x.kind}${x.vector}:${x.trigger}${x.direct ? '/direct' : ''}`).join(' ')}`);
   assert.is(st.mode, 'msix');
   assert.equal(st.errors, []);
@@ -65,11 +65,11 @@ relay('a table entry programmed through the ring, then ICS: the interrupt arrive
   await until('the interrupt', () => r.events.length > 0);
   await sleep(100);
   assert.equal(r.events, [{ kind: 'msix', vector: 2, count: 1 }]);
-  assert.equal(host.interruptCounts('msix', 2), { fired: 1, delivered: 1, pended: 0 });
+  assert.equal(handle.interruptCounts('msix', 2), { fired: 1, delivered: 1, pended: 0 });
 });
 
 relay('masked: nothing delivered and its PBA bit reads 1; on unmask it is delivered and the bit clears', async () => {
-  const { c, gm, host } = r as Required<typeof r>;
+  const { c, gm, handle } = r as Required<typeof r>;
   r.events.length = 0;
   gm.mask(2, true);
   assert.not.ok(gm.pending(2));
@@ -82,7 +82,7 @@ relay('masked: nothing delivered and its PBA bit reads 1; on unmask it is delive
   await until('delivery on unmask', () => r.events.length > 0);
   assert.equal(r.events, [{ kind: 'msix', vector: 2, count: 1 }]);
   assert.not.ok(gm.pending(2), 'PBA bit cleared');
-  const n = host.interruptCounts('msix', 2);
+  const n = handle.interruptCounts('msix', 2);
   console.log(`    vector 2: fired ${n.fired}, delivered ${n.delivered}, pended ${n.pended}`);
   assert.equal(n, { fired: 2, delivered: 2, pended: 1 });
 });
@@ -101,11 +101,11 @@ relay('table and PBA accesses of every allowed width; straddling the table end i
   c.barWrite64(pbaBar, pbaOffset, 0xffffffffffffffffn);
   assert.is(c.barRead64(pbaBar, pbaOffset), pba, 'the PBA is read-only');
   assert.is(c.barRead(tableBar, tableOffset + 16 * 2 + 8, 4), 0x42, 'still serving; vector 2 intact');
-  assert.equal((await r.host!.irqStatus()).errors, []);
+  assert.equal((await r.handle!.irqStatus()).errors, []);
 });
 
 relay('latency, device write → host callback, against C polling the VFIO eventfd', async () => {
-  const { c, host } = r as Required<typeof r>;
+  const { c, handle } = r as Required<typeof r>;
   const bin = compileC('irq-latency');
   const N = 200;
   const bar0 = vfio.deviceGetRegionInfo(r.dev!, 0).offset;
@@ -133,8 +133,8 @@ relay('latency, device write → host callback, against C polling the VFIO event
   const ring = await measure(() => c.barWrite(0, E1000E.ICS, 4, E1000E.RXQ0));
   // The interrupt path alone: the same pwrite made here, the runtime doing the rest (poller → callback).
   const direct = await measure(() => { if (raw.pwrite(r.dev!.fd, reg, 4, bar0 + BigInt(E1000E.ICS)) !== 4) throw new Error('pwrite ICS failed'); });
-  await host.shutdown();
-  r.host = undefined;
+  await handle.shutdown();
+  r.handle = undefined;
   // The same device fd, its interrupts now off: the C program binds vector 2 itself.
   const out = spawnSync(bin, ['3', String(V.VFIO_PCI_MSIX_IRQ_INDEX), '2', String(bar0 + BigInt(E1000E.ICS)), String(E1000E.RXQ0), String(N), String(bar0 + BigInt(E1000E.ICR)), String(E1000E.RXQ0)], { stdio: ['ignore', 'pipe', 'inherit', r.dev!.fd], encoding: 'utf8' });
   assert.is(out.status, 0, `irq-latency exited with ${out.status}`);
@@ -152,7 +152,7 @@ relay.run();
 
 // ---------------------------------------------------------------- e1000e with KVM
 const kv = suite('e1000e MSI-X routed by KVM: a commit per mask/unmask/message change, irqfd consumed by KVM');
-const k: { vm?: ApicVm; router?: GsiRouter; host?: DeviceHost; c?: RingClient; gm?: GuestMsix; events: InterruptEvent[]; close?: () => void } = { events: [] };
+const k: { vm?: ApicVm; router?: GsiRouter; handle?: DeviceHandle; c?: RingClient; gm?: GuestMsix; events: InterruptEvent[]; close?: () => void } = { events: [] };
 const NAME = 'e1000e-kvm';
 
 kv.before(loud('kvm before', async () => {
@@ -160,14 +160,14 @@ kv.before(loud('kvm before', async () => {
   ({ vm: k.vm, router: k.router } = sharedVm());
   const o = openOnIommufd(labDevice('e1000e'));
   k.close = o.close;
-  k.host = await DeviceHost.start({ name: NAME, device: o.dev, router: k.router, onInterrupt: (e) => k.events.push(e) });
-  k.c = k.host.client();
-  k.gm = new GuestMsix(k.c, k.host.description);
+  k.handle = await DeviceHandle.start({ name: NAME, device: o.dev, router: k.router, onInterrupt: (e) => k.events.push(e) });
+  k.c = k.handle.client();
+  k.gm = new GuestMsix(k.c, k.handle.description);
   busMaster(k.c);
   k.c.barWrite(0, E1000E.ICR, 4, 0xffffffff); // nothing left asserted from an earlier user (INTx is on until MSI-X is)
   k.c.barWrite(0, E1000E.IMS, 4, E1000E.RXQ0);
 }));
-kv.after(async () => { await k.host?.shutdown(); k.close?.(); });
+kv.after(async () => { await k.handle?.shutdown(); k.close?.(); });
 
 /** The committed KVM table holds exactly the guest's deliverable entries, with the guest's messages. */
 function assertRoutesMatchGuest(): void {
@@ -187,20 +187,20 @@ function assertRoutesMatchGuest(): void {
   }
 }
 
-const kvmFd = (v: number): number => irqViews(k.host!.memory.irq).KVM_FD[SRC.MSIX + v]!;
+const kvmFd = (v: number): number => irqViews(k.handle!.memory.irq).KVM_FD[SRC.MSIX + v]!;
 
 kv('unmask: one routing commit; the committed table matches the guest MSI-X table', async () => {
-  const { gm, router, host } = k as Required<typeof k>;
+  const { gm, router, handle } = k as Required<typeof k>;
   gm.control(true, true);
   gm.program(1, MSI_ADDR, 0x41);
   gm.control(true, false);
-  await host.irqSettled();
+  await handle.irqSettled();
   const c0 = router.commits;
   gm.mask(1, false);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 1, 'unmask → one KVM_SET_GSI_ROUTING');
   assertRoutesMatchGuest();
-  const st = await host.irqStatus();
+  const st = await handle.irqStatus();
   const v1 = st.vectors.find((x) => x.kind === 'msix' && x.vector === 1)!;
   console.log(`    vector 1: GSI ${v1.gsi}, VFIO → ${v1.trigger} eventfd, route ${JSON.stringify(v1.route)}; KVM table ${router.table().length} entries`);
   assert.is(v1.trigger, 'kvm');
@@ -208,75 +208,75 @@ kv('unmask: one routing commit; the committed table matches the guest MSI-X tabl
 });
 
 kv('an interrupt on a routed vector is consumed by KVM: userspace sees nothing, vCPU 0 has it in IRR', async () => {
-  const { c, vm, host } = k as Required<typeof k>;
+  const { c, vm, handle } = k as Required<typeof k>;
   c.barWrite(0, E1000E.IVAR, 4, 0x8 | 1);
   assert.not.ok(vm.irr(0x41));
   e1000eRaise(c);
   await until('IRR 0x41 in vCPU 0', () => vm.irr(0x41));
   await sleep(100);
-  assert.equal(host.interruptCounts('msix', 1), { fired: 0, delivered: 0, pended: 0 }, 'the userspace eventfd never fired');
+  assert.equal(handle.interruptCounts('msix', 1), { fired: 0, delivered: 0, pended: 0 }, 'the userspace eventfd never fired');
   assert.is(drainEventfd(kvmFd(1)), 0n, "KVM's irqfd consumed the signal");
   assert.equal(k.events, []);
 });
 
 kv('mask: one commit removing the route; a firing sets the PBA bit; unmask: one commit and the pending interrupt is injected', async () => {
-  const { c, gm, router, vm, host } = k as Required<typeof k>;
+  const { c, gm, router, vm, handle } = k as Required<typeof k>;
   const c0 = router.commits;
   gm.mask(1, true);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 1, 'mask → one commit');
   assertRoutesMatchGuest();
   gm.program(1, MSI_ADDR, 0x51);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 1, 'a message change on a masked vector needs no commit');
   e1000eRaise(c);
   await until('PBA bit 1', () => gm.pending(1));
   assert.not.ok(vm.irr(0x51));
   gm.mask(1, false);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 2, 'unmask → one commit');
   assertRoutesMatchGuest();
   await until('IRR 0x51 (the pending interrupt, KVM_SIGNAL_MSI)', () => vm.irr(0x51));
   assert.not.ok(gm.pending(1), 'PBA bit cleared');
-  assert.equal(host.interruptCounts('msix', 1), { fired: 1, delivered: 1, pended: 1 });
+  assert.equal(handle.interruptCounts('msix', 1), { fired: 1, delivered: 1, pended: 1 });
 });
 
 kv('a message change on an unmasked vector: one commit, and the interrupt follows the new message through the irqfd', async () => {
-  const { c, gm, router, vm, host } = k as Required<typeof k>;
-  const c0 = router.commits, before = host.interruptCounts('msix', 1);
+  const { c, gm, router, vm, handle } = k as Required<typeof k>;
+  const c0 = router.commits, before = handle.interruptCounts('msix', 1);
   gm.program(1, MSI_ADDR, 0x61);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 1);
   assertRoutesMatchGuest();
-  assert.is((await host.irqStatus()).vectors.find((x) => x.vector === 1 && x.kind === 'msix')!.trigger, 'kvm');
+  assert.is((await handle.irqStatus()).vectors.find((x) => x.vector === 1 && x.kind === 'msix')!.trigger, 'kvm');
   e1000eRaise(c);
   await until('IRR 0x61', () => vm.irr(0x61));
   await sleep(100);
-  assert.equal(host.interruptCounts('msix', 1), before, 'userspace saw nothing');
+  assert.equal(handle.interruptCounts('msix', 1), before, 'userspace saw nothing');
 });
 
 kv('route changes that reach the router in one turn are one commit; one guest write changing several vectors is one commit', async () => {
-  const { gm, router, host } = k as Required<typeof k>;
+  const { gm, router, handle } = k as Required<typeof k>;
   for (const v of [0, 2, 3]) gm.program(v, MSI_ADDR, 0x70 + v);
-  await host.irqSettled();
+  await handle.irqSettled();
   const c0 = router.commits;
   // Three MMIO writes; the coordinator is busy meanwhile (as a VMM's main thread can be), so
   // the worker's route updates queue up and are committed in its next turn.
   for (const v of [0, 2, 3]) gm.mask(v, false);
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 300);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 1, 'three unmasks → one commit');
   assertRoutesMatchGuest();
   // Function mask: one config write takes every route away, in one commit; clearing it restores all four in one.
   gm.control(true, true);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 2);
   assert.is(router.table().filter((e) => e.type === 2).length, 0, 'no MSI route while the function is masked');
   gm.control(true, false);
-  await host.irqSettled();
+  await handle.irqSettled();
   assert.is(router.commits, c0 + 3);
   assertRoutesMatchGuest();
-  const st = await host.irqStatus();
+  const st = await handle.irqStatus();
   console.log(`    ${router.commits} commits in all; route updates ${st.routeUpdates}; VFIO MSI-X vectors ${st.vfioVectors.msix}`);
 });
 
@@ -284,24 +284,24 @@ kv.run();
 
 // ---------------------------------------------------------------- edu: MSI and INTx
 const edu = suite('edu: MSI from its raise-interrupt register, INTx with EOI, MSI routed by KVM');
-const d: { host?: DeviceHost; c?: RingClient; msi?: GuestMsi; events: InterruptEvent[]; dev?: { fd: number; path: string }; close?: () => void } = { events: [] };
+const d: { handle?: DeviceHandle; c?: RingClient; msi?: GuestMsi; events: InterruptEvent[]; dev?: { fd: number; path: string }; close?: () => void } = { events: [] };
 
 edu.before(loud('edu before', async () => {
   requireLab();
   const o = openOnIommufd(labDevice('edu'));
   d.dev = o.dev; d.close = o.close;
-  d.host = await DeviceHost.start({ name: 'edu', device: o.dev, onInterrupt: (e) => d.events.push(e) });
-  d.c = d.host.client();
-  d.msi = new GuestMsi(d.c, d.host.description);
+  d.handle = await DeviceHandle.start({ name: 'edu', device: o.dev, onInterrupt: (e) => d.events.push(e) });
+  d.c = d.handle.client();
+  d.msi = new GuestMsi(d.c, d.handle.description);
   busMaster(d.c);
 }));
-edu.after(async () => { await d.host?.shutdown(); d.close?.(); shared?.vm.close(); shared = undefined; });
+edu.after(async () => { await d.handle?.shutdown(); d.close?.(); shared?.vm.close(); shared = undefined; });
 
 edu('MSI: writing the raise-interrupt register delivers vector 0 to the host', async () => {
-  const { c, msi, host } = d as Required<typeof d>;
+  const { c, msi, handle } = d as Required<typeof d>;
   d.msi!.program(MSI_ADDR, 0x50);
   msi.enable(true);
-  const st = await host.irqStatus();
+  const st = await handle.irqStatus();
   assert.is(st.mode, 'msi');
   assert.equal(st.errors, []);
   c.barWrite(0, EDU.RAISE, 4, 1);
@@ -311,49 +311,49 @@ edu('MSI: writing the raise-interrupt register delivers vector 0 to the host', a
   await until('a second MSI', () => d.events.reduce((n, e) => n + e.count, 0) >= 2);
   c.barWrite(0, EDU.ACK, 4, 1);
   assert.ok(d.events.every((e) => e.kind === 'msi' && e.vector === 0), JSON.stringify(d.events));
-  assert.equal(host.interruptCounts('msi', 0), { fired: 2, delivered: 2, pended: 0 });
+  assert.equal(handle.interruptCounts('msi', 0), { fired: 2, delivered: 2, pended: 0 });
 });
 
 edu('INTx: with MSI off the same register asserts INTx; after the EOI it can fire again', async () => {
-  const { c, msi, host } = d as Required<typeof d>;
+  const { c, msi, handle } = d as Required<typeof d>;
   d.events.length = 0;
   msi.enable(false);
-  const st = await host.irqStatus();
+  const st = await handle.irqStatus();
   assert.is(st.mode, 'intx');
   assert.equal(st.errors, []);
   c.barWrite(0, EDU.RAISE, 4, 1);
   await until('INTx', () => d.events.length > 0);
   assert.equal(d.events, [{ kind: 'intx', vector: 0, count: 1 }]);
   c.barWrite(0, EDU.ACK, 4, 1); // the guest's handler clears the cause, then EOIs
-  host.intxEoi();
+  handle.intxEoi();
   await sleep(50);
   c.barWrite(0, EDU.RAISE, 4, 1);
   await until('INTx again', () => d.events.length > 1);
   c.barWrite(0, EDU.ACK, 4, 1);
-  host.intxEoi();
+  handle.intxEoi();
   assert.equal(d.events[1], { kind: 'intx', vector: 0, count: 1 });
 });
 
 edu('MSI routed by KVM: the raise reaches vCPU 0 through the irqfd', async () => {
-  await d.host!.shutdown();
-  d.host = undefined;
+  await d.handle!.shutdown();
+  d.handle = undefined;
   const { vm, router } = sharedVm(); // the e1000e's VM: this router now serves two devices
-  const host = await DeviceHost.start({ name: 'edu-kvm', device: d.dev!, router });
+  const handle = await DeviceHandle.start({ name: 'edu-kvm', device: d.dev!, router });
   try {
-    const c = host.client(), msi = new GuestMsi(c, host.description);
+    const c = handle.client(), msi = new GuestMsi(c, handle.description);
     busMaster(c);
     msi.program(MSI_ADDR, 0x58);
     msi.enable(true);
-    await host.irqSettled();
-    const st = await host.irqStatus();
+    await handle.irqSettled();
+    const st = await handle.irqStatus();
     const v0 = st.vectors.find((x) => x.kind === 'msi' && x.vector === 0)!;
     assert.is(v0.trigger, 'kvm');
     assert.equal(router.routesOf('edu-kvm').get(SRC.MSI)?.msi, { lo: MSI_ADDR, hi: 0, data: 0x58 });
     c.barWrite(0, EDU.RAISE, 4, 1);
     await until('IRR 0x58', () => vm.irr(0x58));
     c.barWrite(0, EDU.ACK, 4, 1);
-    assert.equal(host.interruptCounts('msi', 0), { fired: 0, delivered: 0, pended: 0 });
-  } finally { await host.shutdown(); }
+    assert.equal(handle.interruptCounts('msi', 0), { fired: 0, delivered: 0, pended: 0 });
+  } finally { await handle.shutdown(); }
 });
 
 edu.run();

@@ -8,7 +8,7 @@ import { type DmaBackend, memfdRegionSource } from '../../src/dma/backend.js';
 import { ContainerBackend } from '../../src/dma/container-backend.js';
 import { GuestMemory } from '../../src/dma/guest-memory.js';
 import { IommufdContext } from '../../src/dma/iommufd-context.js';
-import { DeviceHost } from '../../src/coordinator/device-host.js';
+import { DeviceHandle } from '../../src/coordinator/device-handle.js';
 import { MemfdRegion } from '../../src/memory/memfd-region.js';
 import { loud } from '../support/hooks.js';
 import { labDevice, requireLab } from '../support/lab.js';
@@ -32,7 +32,7 @@ const SQ = 0x10000n, CQ = 0x20000n, BUF = 0x30000n;
 
 for (const kind of ['iommufd', 'container'] as const) {
   const s = suite(`NVMe Identify by DMA (${kind})`);
-  const st: { backend?: DmaBackend & { close(): void }; ram?: MemfdRegion; extra?: MemfdRegion; chosen?: MemfdRegion; host?: DeviceHost; detach?: () => void; table?: GuestMemory; nvme?: NvmeAdmin } = {};
+  const st: { backend?: DmaBackend & { close(): void }; ram?: MemfdRegion; extra?: MemfdRegion; chosen?: MemfdRegion; handle?: DeviceHandle; detach?: () => void; table?: GuestMemory; nvme?: NvmeAdmin } = {};
 
   s.before(loud('before', async () => {
     requireLab();
@@ -43,12 +43,12 @@ for (const kind of ['iommufd', 'container'] as const) {
     st.table = new GuestMemory();
     st.table.addBackend(st.backend);
     st.table.addRegion({ name: 'ram', gpa: RAM.gpa, size: RAM.size, memory: memfdRegionSource(st.ram) });
-    st.host = await DeviceHost.start({ name: `nvme-${kind}`, device: dev.device });
-    st.nvme = new NvmeAdmin(st.host.client(), { ram: st.ram.bytes, ramGpa: RAM.gpa, sqGpa: SQ, cqGpa: CQ });
+    st.handle = await DeviceHandle.start({ name: `nvme-${kind}`, device: dev.device });
+    st.nvme = new NvmeAdmin(st.handle.client(), { ram: st.ram.bytes, ramGpa: RAM.gpa, sqGpa: SQ, cqGpa: CQ });
     st.nvme.enable();
   }));
   s.after(loud('after', async () => {
-    await st.host?.shutdown();
+    await st.handle?.shutdown();
     st.detach?.();
     st.backend?.close();
     for (const m of [st.ram, st.extra, st.chosen]) m?.close();

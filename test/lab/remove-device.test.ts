@@ -35,7 +35,7 @@ t('removeDevice while 2 producers hammer the NVMe ring: all complete, fds and IO
     const d = await rt.addDevice({ port: 'nvme0', host: bdf, iommu: 'ctx0' });
     assert.ok(ctx.mappings().length > 0, 'guest memory is mapped once a device is attached');
     const count = new SharedArrayBuffer(4);
-    const hammers = [hammer(d.host.ring, count), hammer(d.host.ring, count)];
+    const hammers = [hammer(d.handle.ring, count), hammer(d.handle.ring, count)];
     const start = Date.now();
     while (Atomics.load(new Int32Array(count), 0) < 200 && Date.now() - start < 60_000) await new Promise((r) => setTimeout(r, 20));
     const removedAt = Date.now();
@@ -59,7 +59,7 @@ t('removeDevice while 2 producers hammer the NVMe ring: all complete, fds and IO
     assert.equal(rt.describe().devices, []);
 
     const again = await rt.addDevice({ port: 'nvme0', host: bdf, iommu: 'ctx0' });
-    assert.is(again.host.client().barRead(0, 8, 4), NVME_VS, 'the device answers VS after it is added again');
+    assert.is(again.handle.client().barRead(0, 8, 4), NVME_VS, 'the device answers VS after it is added again');
     await rt.removeDevice('nvme0');
     assert.equal(openFds(), before, 'and its fds are closed again');
   } finally {

@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { C, raw } from '../../native/libc.js';
 import type { RuntimeDescription } from '../../src/coordinator/runtime.js';
-import { cdevOf, iommuGroupOf } from '../../src/host/pci-sysfs.js';
+import { cdevOf, iommuGroupOf } from '../../src/platform/pci-sysfs.js';
 import { labDevice, labDevices, nonVfioFunction, requireLab } from '../support/lab.js';
 import { skipBecause } from '../support/skip.js';
 

@@ -1,6 +1,6 @@
 // The lab's emulated devices, found by vendor:device id (see lab/README or ../shared/lab/README.md).
 import { existsSync } from 'node:fs';
-import { findFunctions, listFunctions } from '../../src/host/pci-sysfs.js';
+import { findFunctions, listFunctions } from '../../src/platform/pci-sysfs.js';
 import type { Target } from '../../native/libc.js';
 import type { DmaBackend } from '../../src/dma/backend.js';
 import { ContainerBackend } from '../../src/dma/container-backend.js';

@@ -6,7 +6,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { findFunctions } from '../../src/host/pci-sysfs.js';
+import { findFunctions } from '../../src/platform/pci-sysfs.js';
 import { parseGuestConsole, type GuestConsole } from './guest-console.js';
 
 /** A device for the guest: a host function through vfio-pci, or one QEMU emulates. */

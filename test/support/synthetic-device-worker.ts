@@ -1,4 +1,4 @@
-// A device worker (DeviceHostOptions.workerUrl) serving the synthetic device of
+// A device worker (DeviceHandleOptions.workerUrl) serving the synthetic device of
 // synthetic-device.ts: the real worker body, startDeviceWorker, with a device that needs no VFIO.
 import { parentPort, workerData } from 'node:worker_threads';
 import { startDeviceWorker } from '../../src/device/worker-main.js';

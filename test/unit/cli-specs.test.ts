@@ -5,7 +5,7 @@ import * as assert from 'uvu/assert';
 import { SpecError, parseRuntimeArgs } from '../../src/cli/specs.js';
 import { type RuntimeSpecInput, normalizeRuntimeSpec } from '../../src/coordinator/spec.js';
 import { InvalidSpecError, NotFoundError } from '../../src/errors.js';
-import { cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../../src/host/pci-sysfs.js';
+import { cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../../src/platform/pci-sysfs.js';
 
 test('a full command line', () => {
   const { spec, rest } = parseRuntimeArgs([

@@ -24,7 +24,7 @@ import { WorkerExitedError } from '../errors.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
 
-export interface DeviceHostOptions {
+export interface DeviceHandleOptions {
   name: string;
   /** The device's VFIO fd; the caller keeps ownership (and closes it after shutdown). */
   device: Target;
@@ -71,7 +71,7 @@ export interface DeviceWorkerExitEvent {
   incarnation: number;
 }
 
-export class DeviceHost {
+export class DeviceHandle {
   readonly name: string;
   readonly ring: SharedArrayBuffer;
   readonly memory: DeviceMemory;
@@ -89,19 +89,19 @@ export class DeviceHost {
   #listener: HostIrqListener | undefined;
   #routerLink: { port: MessagePort; close: () => void } | undefined;
 
-  private constructor(readonly opts: DeviceHostOptions) {
+  private constructor(readonly opts: DeviceHandleOptions) {
     this.name = opts.name;
     this.ring = createRingBuffer(opts.ring);
     this.memory = createDeviceMemory();
   }
 
-  static async start(opts: DeviceHostOptions): Promise<DeviceHost> {
+  static async start(opts: DeviceHandleOptions): Promise<DeviceHandle> {
     installErrorTransfer();
-    const host = new DeviceHost(opts);
-    host.#poller = IrqPoller.start(host.memory.irq, opts.name);
-    host.#listener = new HostIrqListener(host.memory.irq, (e) => host.opts.onInterrupt?.(e));
-    try { await host.#spawn(); } catch (e) { await host.#stopIrqs(); throw e; }
-    return host;
+    const handle = new DeviceHandle(opts);
+    handle.#poller = IrqPoller.start(handle.memory.irq, opts.name);
+    handle.#listener = new HostIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
+    try { await handle.#spawn(); } catch (e) { await handle.#stopIrqs(); throw e; }
+    return handle;
   }
 
   /** Where the worker's lifecycle is (see DeviceHostState). */

@@ -1,10 +1,10 @@
-// DeviceHost's worker lifecycle over a synthetic device (the real worker body, startDeviceWorker,
+// DeviceHandle's worker lifecycle over a synthetic device (the real worker body, startDeviceWorker,
 // without VFIO): state, the exit event, respawn() on the same ring and shared state, and what
 // happens to the requests a dying worker had taken (WORKER_DIED) or queued (served once).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { MessageChannel } from 'node:worker_threads';
-import { DeviceHost, DeviceWorkerExit, type DeviceWorkerExitEvent } from '../../src/coordinator/device-host.js';
+import { DeviceHandle, DeviceWorkerExit, type DeviceWorkerExitEvent } from '../../src/coordinator/device-handle.js';
 import { Comlink, nodeEndpoint } from '../../src/control/comlink-node.js';
 import { createDeviceMemory } from '../../src/device/shared-state.js';
 import { startDeviceWorker } from '../../src/device/worker-main.js';
@@ -14,8 +14,8 @@ import { DOORBELL, HANG, HANG_SEEN, barWords, syntheticDeps } from '../support/s
 import { runThread, supportUrl } from '../support/threads.js';
 
 const workerUrl = supportUrl('synthetic-device-worker.js');
-const start = (): Promise<DeviceHost> =>
-  DeviceHost.start({ name: 'syn0', device: { fd: -1, path: 'synthetic' }, workerUrl, ring: { capacity: 8, bulkBytes: 64 } });
+const start = (): Promise<DeviceHandle> =>
+  DeviceHandle.start({ name: 'syn0', device: { fd: -1, path: 'synthetic' }, workerUrl, ring: { capacity: 8, bulkBytes: 64 } });
 const until = async (ok: () => boolean, what: string): Promise<void> => {
   for (const t0 = performance.now(); !ok(); await new Promise((r) => setTimeout(r, 2))) {
     if (performance.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}`);
@@ -41,26 +41,26 @@ test('startDeviceWorker runs on any port: a test drives its control API in this 
 });
 
 test('a worker that dies: state exited, an exit event, calls reject; respawn resumes it on the same ring', async () => {
-  const host = await start();
+  const handle = await start();
   const exits: DeviceWorkerExitEvent[] = [];
-  host.onExit((e) => exits.push(e));
-  const bar = barWords(host.memory.state);
+  handle.onExit((e) => exits.push(e));
+  const bar = barWords(handle.memory.state);
   try {
-    assert.is(host.state, 'running');
-    const c = host.client({ spinUs: 50, waitSliceMs: 20 });
+    assert.is(handle.state, 'running');
+    const c = handle.client({ spinUs: 50, waitSliceMs: 20 });
     c.barWrite(0, 0x10, 4, 0x1234);
     // Another thread's write hangs the handler; three more requests queue behind it.
-    const fatal = runThread<number>('lost-request.js', { role: 'one-write', ring: host.ring, offset: HANG });
+    const fatal = runThread<number>('lost-request.js', { role: 'one-write', ring: handle.ring, offset: HANG });
     await until(() => Atomics.load(bar, HANG_SEEN / 4) === 1, 'the handler to hang');
     const queued = [c.submit(OP.BAR_WRITE, 0, DOORBELL, 4, 1), c.submit(OP.BAR_WRITE, 0, 0x20, 4, 7), c.submit(OP.BAR_READ, 0, 0x10, 4)];
-    await host.worker.terminate();
+    await handle.worker.terminate();
     await until(() => exits.length === 1, 'the exit event');
-    assert.is(host.state, 'exited');
+    assert.is(handle.state, 'exited');
     assert.equal({ planned: exits[0]!.planned, incarnation: exits[0]!.incarnation }, { planned: false, incarnation: 1 });
-    try { await host.stats(); assert.unreachable(); } catch (e) { assert.instance(e, DeviceWorkerExit); }
+    try { await handle.stats(); assert.unreachable(); } catch (e) { assert.instance(e, DeviceWorkerExit); }
 
-    const description = await host.respawn();
-    assert.is(host.state, 'running');
+    const description = await handle.respawn();
+    assert.is(handle.state, 'running');
     assert.is(description.path, 'synthetic (restored)', 'the new worker resumed the shared state');
     assert.is(await fatal, STATUS.WORKER_DIED, 'the request the dead worker had taken');
     const statuses = queued.map((t) => { const s = c.await(t); c.release(t); return s; });
@@ -68,50 +68,50 @@ test('a worker that dies: state exited, an exit event, calls reject; respawn res
     assert.is(c.lo, 0x1234, 'the read queued behind it sees the state the first worker left');
     assert.is(c.barRead(0, DOORBELL, 4), 1, 'the queued doorbell write was served once');
     assert.is(c.barRead(0, 0x20, 4), 7);
-    const st = await host.stats();
+    const st = await handle.stats();
     assert.is(st.WORKER_STARTS, 2);
     assert.is(st.LOST, 1);
-    const rows = host.counters();
+    const rows = handle.counters();
     assert.is(rows.find((r) => r.name === 'vfio_ring_lost')?.value, 1);
     assert.is(rows.find((r) => r.name === 'vfio_worker_starts')?.value, 2);
   } finally {
-    await host.shutdown();
+    await handle.shutdown();
   }
-  assert.is(host.state, 'stopped');
+  assert.is(handle.state, 'stopped');
   assert.equal(exits.map((e) => [e.incarnation, e.planned]), [[1, false], [2, true]]);
-  await host.respawn().then(() => assert.unreachable(), (e: Error) => assert.match(e.message, /shut down/));
+  await handle.respawn().then(() => assert.unreachable(), (e: Error) => assert.match(e.message, /shut down/));
 });
 
 test('respawn() of a running worker ends it as planned and starts the next', async () => {
-  const host = await start();
+  const handle = await start();
   const exits: DeviceWorkerExitEvent[] = [];
-  const off = host.onExit((e) => exits.push(e));
+  const off = handle.onExit((e) => exits.push(e));
   try {
-    const c = host.client({ spinUs: 50, waitSliceMs: 20 });
+    const c = handle.client({ spinUs: 50, waitSliceMs: 20 });
     c.barWrite(0, 0x40, 4, 5);
-    await host.respawn();
-    assert.is(host.state, 'running');
+    await handle.respawn();
+    assert.is(handle.state, 'running');
     assert.equal(exits.map((e) => [e.incarnation, e.planned]), [[1, true]]);
     assert.is(c.barRead(0, 0x40, 4), 5);
     assert.is(c.call(OP.NOP, 0, 0, 0), STATUS.OK);
-    assert.is((await host.stats()).WORKER_STARTS, 2);
+    assert.is((await handle.stats()).WORKER_STARTS, 2);
     off();
-  } finally { await host.shutdown(); }
+  } finally { await handle.shutdown(); }
   assert.is(exits.length, 1, 'unsubscribed');
 });
 
 test('respawn() of a worker stuck in its handler: terminated after the grace period, the stuck request WORKER_DIED', async () => {
-  const host = await DeviceHost.start({ name: 'syn1', device: { fd: -1, path: 'synthetic' }, workerUrl, ring: { capacity: 8, bulkBytes: 64 }, stopGraceMs: 200 });
-  const bar = barWords(host.memory.state);
+  const handle = await DeviceHandle.start({ name: 'syn1', device: { fd: -1, path: 'synthetic' }, workerUrl, ring: { capacity: 8, bulkBytes: 64 }, stopGraceMs: 200 });
+  const bar = barWords(handle.memory.state);
   try {
-    const stuck = runThread<number>('lost-request.js', { role: 'one-write', ring: host.ring, offset: HANG });
+    const stuck = runThread<number>('lost-request.js', { role: 'one-write', ring: handle.ring, offset: HANG });
     await until(() => Atomics.load(bar, HANG_SEEN / 4) === 1, 'the handler to hang');
     const t0 = performance.now();
-    await host.respawn();
+    await handle.respawn();
     assert.ok(performance.now() - t0 < 5000, `respawned in ${(performance.now() - t0).toFixed(0)} ms`);
     assert.is(await stuck, STATUS.WORKER_DIED);
-    assert.is(host.client({ spinUs: 50, waitSliceMs: 20 }).call(OP.NOP, 0, 0, 0), STATUS.OK);
-  } finally { await host.shutdown(); }
+    assert.is(handle.client({ spinUs: 50, waitSliceMs: 20 }).call(OP.NOP, 0, 0, 0), STATUS.OK);
+  } finally { await handle.shutdown(); }
 });
 
 test.run();
