@@ -1,11 +1,11 @@
 // The interrupt poller: one small thread per device, blocked in poll() on the device's userspace
 // eventfds (VFIO triggers of masked or unrouted vectors, or of every vector in relay mode) plus a
-// control eventfd. Each firing is counted in shared memory and reported straight to the host
+// control eventfd. Each firing is counted in shared memory and reported straight to the VMM
 // (relay, vector deliverable: DIRECT) or to the device worker, which owns the pending bits.
 import { workerData } from 'node:worker_threads';
 import { C, errno, pollfd, raw } from '../native/libc.js';
 import { errnoNumber } from '../native/errno.js';
-import { IRQ, SRC, irqViews, reportToHost, reportToWorker } from '../src/irq/irq-state.js';
+import { IRQ, SRC, irqViews, reportToVmm, reportToWorker } from '../src/irq/irq-state.js';
 
 export interface PollerData { irq: SharedArrayBuffer; name: string }
 
@@ -72,7 +72,7 @@ while (Atomics.load(hdr, IRQ.STOP) === 0) {
     if (i === 0 || k === 0) continue;
     const s = slots[i]!;
     Atomics.add(v.FIRED, s, k);
-    if (Atomics.load(v.DIRECT, s) === 1) reportToHost(v, s, k);
+    if (Atomics.load(v.DIRECT, s) === 1) reportToVmm(v, s, k);
     else reportToWorker(v, s);
   }
 }

@@ -15,7 +15,7 @@ import type { IrqStatus } from '../irq/device-interrupts.js';
 import { signalEventfd } from '../irq/eventfd.js';
 import type { GsiRouter } from '../irq/gsi-router.js';
 import { IRQ, SRC, irqViews, type IrqKind } from '../irq/irq-state.js';
-import { HostIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.js';
+import { VmmIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.js';
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
@@ -86,7 +86,7 @@ export class DeviceHandle {
   #incarnation = 0;
   readonly #exitListeners = new Set<(e: DeviceWorkerExitEvent) => void>();
   #poller: IrqPoller | undefined;
-  #listener: HostIrqListener | undefined;
+  #listener: VmmIrqListener | undefined;
   #routerLink: { port: MessagePort; close: () => void } | undefined;
 
   private constructor(readonly opts: DeviceHandleOptions) {
@@ -99,7 +99,7 @@ export class DeviceHandle {
     installErrorTransfer();
     const handle = new DeviceHandle(opts);
     handle.#poller = IrqPoller.start(handle.memory.irq, opts.name);
-    handle.#listener = new HostIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
+    handle.#listener = new VmmIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
     try { await handle.#spawn(); } catch (e) { await handle.#stopIrqs(); throw e; }
     return handle;
   }

@@ -15,7 +15,7 @@ export interface DeviceWorkerData {
   path: string;
   ring: SharedArrayBuffer;
   memory: DeviceMemory;
-  /** KVM mode: a port to the coordinator's GsiRouter and the VM fd. Absent: interrupts are relayed to the host. */
+  /** KVM mode: a port to the coordinator's GsiRouter and the VM fd. Absent: interrupts are relayed to the VMM. */
   routerPort?: MessagePort;
   vmFd?: number;
   intxGsi?: number;

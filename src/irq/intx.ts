@@ -1,9 +1,9 @@
 // INTx for an assigned device: VFIO's INTx trigger eventfd and its unmask eventfd. With KVM and
 // a GSI from the VMM, KVM_IRQFD with KVM_IRQFD_FLAG_RESAMPLE binds them (KVM asserts the pin
 // and, on the guest's EOI, signals the unmask eventfd so VFIO unmasks the line). Without,
-// the poller reports each assertion to the host, which signals the unmask eventfd after EOI.
+// the poller reports each assertion to the VMM, which signals the unmask eventfd after EOI.
 import { VFIO_C } from '../../native/vfio.js';
-import { IRQ, SRC, reportToHost } from './irq-state.js';
+import { IRQ, SRC, reportToVmm } from './irq-state.js';
 import type { IrqContext } from './vector-set.js';
 import type { VfioIrqs } from './vfio-irqs.js';
 
@@ -55,9 +55,9 @@ export class Intx {
     if (this.routed) this.#track(this.ctx.kvm!.route.update([{ key: S, fd: v.KVM_FD[S]!, gsi: this.gsi!, resampleFd: Atomics.load(v.hdr, IRQ.INTX_UNMASK_FD), on: false }]).then(() => { v.GSI[S] = -1; }));
   }
 
-  /** A firing the poller handed to the worker (not DIRECT): report it to the host. */
+  /** A firing the poller handed to the worker (not DIRECT): report it to the VMM. */
   fired(n: number): void {
-    if (this.enabled) reportToHost(this.ctx.views, S, n);
+    if (this.enabled) reportToVmm(this.ctx.views, S, n);
   }
 
   async settled(): Promise<void> { while (this.#inflight.size) await Promise.allSettled([...this.#inflight]); }

@@ -1,6 +1,6 @@
 // The interrupt half of a device's shared memory: every interrupt source's eventfds, GSI, VFIO
 // trigger and committed route (so a restarted worker resumes from it), its counters (read by
-// metrics), and the doorbells by which the poller thread reports firings to the worker and host.
+// metrics), and the doorbells by which the poller thread reports firings to the worker and the VMM.
 // Writers: the device worker (state, routes), the poller (FIRED), both (DELIVERED, bitmaps).
 
 /** Source slots: MSI-X vectors, then MSI vectors, then INTx. */
@@ -25,13 +25,13 @@ export const IRQ = {
   MODE: 4,
   MSIX_COUNT: 5, // vectors enabled in VFIO for MSI-X (0: disabled)
   MSI_COUNT: 6,
-  INTX_UNMASK_FD: 7, // eventfd VFIO unmasks INTx on (KVM's resamplefd, or the host's EOI)
+  INTX_UNMASK_FD: 7, // eventfd VFIO unmasks INTx on (KVM's resamplefd, or the VMM's EOI)
   ROUTE_UPDATES: 8, // route changes committed by the GSI router for this device
   ERRORS: 9, // interrupt setup errors (the worker keeps their text)
   POLLER_ERRORS: 10,
   WORKER_SEQ: 16, // poller → worker doorbell
   WORKER_SEEN: 17, // the WORKER_SEQ the worker has taken firings for (its ring server wants an event-loop turn while they differ)
-  HOST_SEQ: 32, // poller/worker → host doorbell
+  VMM_SEQ: 32, // poller/worker → VMM doorbell
   WORDS: 48,
 } as const;
 
@@ -48,18 +48,18 @@ export interface IrqViews {
   GSI: Int32Array;
   /** The eventfd VFIO signals for this source now; -1: the source is not in use. */
   TRIGGER: Int32Array;
-  /** 1: the poller may report a firing straight to the host (relay mode, vector deliverable). */
+  /** 1: the poller may report a firing straight to the VMM (relay mode, vector deliverable). */
   DIRECT: Int32Array;
   /** 1: R_LO/R_HI/R_DATA is the route KVM has committed for this source. */
   ROUTED: Int32Array; R_LO: Int32Array; R_HI: Int32Array; R_DATA: Int32Array;
   /** Firings userspace saw on USER_FD (counter, wraps at 2^32). */
   FIRED: Int32Array;
-  /** Interrupts delivered by userspace: reported to the host (relay) or injected by KVM_SIGNAL_MSI. */
+  /** Interrupts delivered by userspace: reported to the VMM (relay) or injected by KVM_SIGNAL_MSI. */
   DELIVERED: Int32Array;
   /** Firings that arrived while the vector was masked (each set its pending bit). */
   PENDED: Int32Array;
   TO_WORKER: Int32Array;
-  TO_HOST: Int32Array;
+  TO_VMM: Int32Array;
 }
 
 export const IRQ_BYTES = 4 * (IRQ.WORDS + ARRAYS.length * SRC.COUNT + 2 * BITMAP_WORDS);
@@ -70,7 +70,7 @@ export function irqViews(sab: SharedArrayBuffer): IrqViews {
   const v = { hdr: new Int32Array(sab, 0, IRQ.WORDS) } as Partial<IrqViews> & Record<string, Int32Array>;
   for (const name of ARRAYS) v[name] = next(SRC.COUNT);
   v.TO_WORKER = next(BITMAP_WORDS);
-  v.TO_HOST = next(BITMAP_WORDS);
+  v.TO_VMM = next(BITMAP_WORDS);
   return v as IrqViews;
 }
 
@@ -83,12 +83,12 @@ export function createIrqState(): SharedArrayBuffer {
   return sab;
 }
 
-/** Report `n` interrupts on `slot` to the host (from the poller or the worker). */
-export function reportToHost(v: IrqViews, slot: number, n: number): void {
+/** Report `n` interrupts on `slot` to the VMM (from the poller or the worker). */
+export function reportToVmm(v: IrqViews, slot: number, n: number): void {
   Atomics.add(v.DELIVERED, slot, n);
-  Atomics.or(v.TO_HOST, slot >> 5, 1 << (slot & 31));
-  Atomics.add(v.hdr, IRQ.HOST_SEQ, 1);
-  Atomics.notify(v.hdr, IRQ.HOST_SEQ);
+  Atomics.or(v.TO_VMM, slot >> 5, 1 << (slot & 31));
+  Atomics.add(v.hdr, IRQ.VMM_SEQ, 1);
+  Atomics.notify(v.hdr, IRQ.VMM_SEQ);
 }
 
 /** Hand a firing on `slot` to the device worker (it decides: pending bit, or deliver). */

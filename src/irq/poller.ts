@@ -1,6 +1,6 @@
 // The coordinator's side of a device's interrupt poller: starts the poller thread
 // (workers/irq-poller.ts) with its control eventfd, and stops it (it is blocked in poll(), so it
-// is woken, not terminated). HostIrqListener turns the host doorbell into interrupt callbacks.
+// is woken, not terminated). VmmIrqListener turns the VMM doorbell into interrupt callbacks.
 import { Worker } from 'node:worker_threads';
 import { createEventfd, signalEventfd } from './eventfd.js';
 import { IRQ, SRC, irqViews, sourceOf, takeBits, type IrqKind, type IrqViews } from './irq-state.js';
@@ -46,8 +46,8 @@ export class IrqPoller {
 
 export interface InterruptEvent { kind: IrqKind; vector: number; count: number }
 
-/** Calls `onInterrupt` for each source the poller or worker reported to the host. */
-export class HostIrqListener {
+/** Calls `onInterrupt` for each source the poller or worker reported to the VMM. */
+export class VmmIrqListener {
   readonly #v: IrqViews;
   readonly #seen = new Int32Array(SRC.COUNT);
   #running = true;
@@ -62,7 +62,7 @@ export class HostIrqListener {
   /** Hand out everything reported so far (also called by the loop on each doorbell). */
   drain(): void {
     const v = this.#v;
-    takeBits(v.TO_HOST, (s) => {
+    takeBits(v.TO_VMM, (s) => {
       const now = Atomics.load(v.DELIVERED, s);
       const count = (now - this.#seen[s]!) >>> 0;
       this.#seen[s] = now;
@@ -75,10 +75,10 @@ export class HostIrqListener {
   async #loop(): Promise<void> {
     const hdr = this.#v.hdr;
     while (this.#running) {
-      const seq = Atomics.load(hdr, IRQ.HOST_SEQ);
+      const seq = Atomics.load(hdr, IRQ.VMM_SEQ);
       this.drain();
       if (!this.#running) break;
-      const w = Atomics.waitAsync(hdr, IRQ.HOST_SEQ, seq);
+      const w = Atomics.waitAsync(hdr, IRQ.VMM_SEQ, seq);
       if (w.async) await w.value;
     }
   }
@@ -89,8 +89,8 @@ export class HostIrqListener {
     this.drain();
     this.#running = false;
     // A pending waitAsync does not keep the process alive, so this does not wait for the loop to notice.
-    Atomics.add(this.#v.hdr, IRQ.HOST_SEQ, 1);
-    Atomics.notify(this.#v.hdr, IRQ.HOST_SEQ);
+    Atomics.add(this.#v.hdr, IRQ.VMM_SEQ, 1);
+    Atomics.notify(this.#v.hdr, IRQ.VMM_SEQ);
   }
 
   /** Resolves when the loop has ended (after stop(), once the event loop runs it). */

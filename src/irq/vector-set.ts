@@ -6,7 +6,7 @@
 // its pending bit and is delivered on unmask. All state lives in shared memory (IrqViews), so a
 // restarted worker resumes from it.
 import type { MsiMessage, RouteChange, RouteResult } from './gsi-router.js';
-import { IRQ, reportToHost, type IrqViews } from './irq-state.js';
+import { IRQ, reportToVmm, type IrqViews } from './irq-state.js';
 
 /** The guest's view of an index's vectors: the MSI-X table + control word, or the MSI capability. */
 export interface VectorSource {
@@ -218,7 +218,7 @@ export class VectorSet {
     if (this.ctx.kvm) {
       this.src.message(i, this.#msg);
       try { this.ctx.kvm.signalMsi(this.#msg); Atomics.add(v.DELIVERED, s, 1); } catch (e) { this.ctx.error(`${NAMES[this.src.kind]} vector ${i}: KVM_SIGNAL_MSI: ${(e as Error).message}`); }
-    } else reportToHost(v, s, n);
+    } else reportToVmm(v, s, n);
   }
 
   #stage(i: number): void {

@@ -45,7 +45,7 @@ export class VfioIrqs implements IrqBackend {
     this.#call(`${INDEX_NAMES[index]} disable`, () => vfio.deviceSetIrqs(this.dev, index, 0, 0, V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER));
   }
 
-  /** INTx: VFIO unmasks the line when `fd` is signalled (KVM's resamplefd, or the host's EOI). */
+  /** INTx: VFIO unmasks the line when `fd` is signalled (KVM's resamplefd, or the VMM's EOI). */
   setIntxUnmaskFd(fd: number): void {
     this.#call('INTx unmask eventfd', () => vfio.deviceSetIrqs(this.dev, V.VFIO_PCI_INTX_IRQ_INDEX, 0, 1, V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_UNMASK, [fd]));
   }

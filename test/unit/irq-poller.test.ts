@@ -5,7 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createEventfd, signalEventfd } from '../../src/irq/eventfd.js';
 import { IRQ, SRC, createIrqState, irqViews, takeBits } from '../../src/irq/irq-state.js';
-import { HostIrqListener, IrqPoller, type InterruptEvent } from '../../src/irq/poller.js';
+import { VmmIrqListener, IrqPoller, type InterruptEvent } from '../../src/irq/poller.js';
 
 const until = async (what: string, ok: () => boolean, ms = 3000): Promise<void> => {
   const end = Date.now() + ms;
@@ -17,7 +17,7 @@ test('firings reach the host callback (DIRECT) or the worker doorbell; new event
   const v = irqViews(sab);
   const events: InterruptEvent[] = [];
   const poller = IrqPoller.start(sab, 'test');
-  const listener = new HostIrqListener(sab, (e) => events.push(e));
+  const listener = new VmmIrqListener(sab, (e) => events.push(e));
   const fds = [createEventfd(), createEventfd(), createEventfd()];
   const publish = (): void => { Atomics.add(v.hdr, IRQ.GEN, 1); signalEventfd(Atomics.load(v.hdr, IRQ.CTL_FD)); };
   try {

@@ -35,7 +35,7 @@ class FakeRoutes {
   }
 }
 
-interface Rig { set: VectorSet; table: MsixTableEmulator; cfg: { msixEnabled: boolean; msixFunctionMasked: boolean }; vfio: FakeVfio; v: IrqViews; msis: MsiMessage[]; routes: FakeRoutes; errors: string[]; host: () => number[] }
+interface Rig { set: VectorSet; table: MsixTableEmulator; cfg: { msixEnabled: boolean; msixFunctionMasked: boolean }; vfio: FakeVfio; v: IrqViews; msis: MsiMessage[]; routes: FakeRoutes; errors: string[]; vmm: () => number[] }
 
 function rig(opts: { kvm?: boolean; resizable?: boolean } = {}): Rig {
   const table = new MsixTableEmulator(5);
@@ -48,8 +48,8 @@ function rig(opts: { kvm?: boolean; resizable?: boolean } = {}): Rig {
   if (opts.kvm) ctx.kvm = { route: routes, signalMsi: (m) => msis.push({ ...m }) };
   const set = new VectorSet(new MsixVectors(table, cfg as unknown as ConfigSpace, 5), ctx);
   table.listener = { vectorChanged: (i) => set.sync(i) };
-  const host = (): number[] => { const out: number[] = []; takeBits(v.TO_HOST, (s) => out.push(s)); return out; };
-  return { set, table, cfg, vfio, v, msis, routes, errors, host };
+  const vmm = (): number[] => { const out: number[] = []; takeBits(v.TO_VMM, (s) => out.push(s)); return out; };
+  return { set, table, cfg, vfio, v, msis, routes, errors, vmm };
 }
 
 const le = (x: number): Uint8Array => new Uint8Array(new Uint32Array([x]).buffer);
@@ -90,17 +90,17 @@ test('relay: delivered when unmasked; while masked the PBA bit is set and it is 
   r.set.enable();
   program(r.table, 1, 0xfee00000, 0x41); unmask(r.table, 1);
   r.set.fired(1);
-  assert.equal(r.host(), [1]);
+  assert.equal(r.vmm(), [1]);
   assert.is(r.v.DELIVERED[1], 1);
   mask(r.table, 1);
   assert.is(r.v.DIRECT[1], 0);
   r.set.fired(1);
-  assert.equal(r.host(), [], 'nothing delivered while masked');
+  assert.equal(r.vmm(), [], 'nothing delivered while masked');
   assert.ok(r.table.pending(1), 'PBA bit set');
   assert.is(r.v.PENDED[1], 1);
   unmask(r.table, 1);
   assert.not.ok(r.table.pending(1), 'PBA bit cleared on unmask');
-  assert.equal(r.host(), [1], 'the pending interrupt is delivered on unmask');
+  assert.equal(r.vmm(), [1], 'the pending interrupt is delivered on unmask');
   assert.is(r.v.DELIVERED[1], 2);
   // Function mask masks every vector; a PBA read folds in what fired on the eventfd.
   r.cfg.msixFunctionMasked = true;
@@ -112,14 +112,14 @@ test('relay: delivered when unmasked; while masked the PBA bit is set and it is 
   assert.is(r.v.FIRED[1], 3);
   r.cfg.msixFunctionMasked = false;
   r.set.syncAll();
-  assert.equal(r.host(), [1]);
+  assert.equal(r.vmm(), [1]);
   assert.not.ok(r.table.pending(1));
   r.cfg.msixEnabled = false;
   r.set.disable();
   assert.equal(r.vfio.calls.at(-1), 'disable 2');
   assert.is(r.v.TRIGGER[1], -1);
   r.set.fired(1);
-  assert.equal(r.host(), [], 'a stale firing after disable is dropped');
+  assert.equal(r.vmm(), [], 'a stale firing after disable is dropped');
 });
 
 test('KVM: unmask routes the message, then points VFIO at the irqfd; mask goes back to userspace at once', async () => {
