@@ -14,8 +14,8 @@ export type { DeviceSpec, IommuSpec, MemorySpec, RuntimeSpec, VfioSpec } from '.
 /** A bad option: exit 2 with the mistake named. The CLI's name for InvalidSpecError. */
 export { InvalidSpecError as SpecError } from '../errors.js';
 
-/** The CLI's keys for the spec's camelCase ones. */
-const CLI_KEYS: Record<string, string> = { iommufdFd: 'iommufd_fd', groupFd: 'group_fd' };
+/** The CLI's keys for the spec's camelCase ones; host= is the spec's bdf (QEMU's -device vfio-pci,host=). */
+const CLI_KEYS: Record<string, string> = { iommufdFd: 'iommufd_fd', groupFd: 'group_fd', bdf: 'host' };
 const SPEC_KEYS = new Map(Object.entries(CLI_KEYS).map(([spec, cli]) => [cli, spec]));
 const ALLOWED: Record<SpecKind, readonly string[]> = {
   iommu: ['id', 'iommufd_fd'],

@@ -104,12 +104,12 @@ export class Runtime {
   async addDevice(spec: DeviceSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
     const v = normalizeDeviceSpec(spec);
     if (this.devices.has(v.port)) throw new ConflictError(`port ${v.port} already has a device`, 'port', v.port);
-    const holder = v.host === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.host);
-    if (holder) throw new ConflictError(`${v.host} is assigned already, on port ${holder.port}`, 'device', v.host!);
+    const holder = v.bdf === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.bdf);
+    if (holder) throw new ConflictError(`${v.bdf} is assigned already, on port ${holder.port}`, 'device', v.bdf!);
     try {
       return await this.#attach(v, opts);
     } catch (e) {
-      throw attributeKernelError(e, { bdf: v.host ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined), port: v.port });
+      throw attributeKernelError(e, { bdf: v.bdf ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined), port: v.port });
     }
   }
 
@@ -126,12 +126,12 @@ export class Runtime {
         device = cdev;
         detach = () => { try { if (!cdev.closed) ctx.detachDevice(cdev); } finally { cdev.close(); } };
       } else {
-        const a = ctx.attachPciDevice(v.host!);
+        const a = ctx.attachPciDevice(v.bdf!);
         device = a.device; detach = a.detach; devId = a.devId;
       }
     } else {
       if (!this.container) { this.container = ContainerBackend.open('vfio-container'); this.memory.addBackend(this.container); }
-      const a = this.container.attachPciDevice(v.host!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
+      const a = this.container.attachPciDevice(v.bdf!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
       backend = this.container; device = a.device; detach = a.detach;
     }
     let handle: DeviceHandle, iommu: DeviceIommuInfo | undefined;
@@ -139,7 +139,7 @@ export class Runtime {
       if (backend instanceof IommufdContext && devId !== undefined) iommu = deviceIommuInfo(backend.iommufd, devId);
       handle = await DeviceHandle.start({ ...opts, name: v.port, device });
     } catch (e) { detach(); throw e; }
-    const d: RuntimeDevice = { port: v.port, bdf: v.host, backend, handle, detach, device, iommu };
+    const d: RuntimeDevice = { port: v.port, bdf: v.bdf, backend, handle, detach, device, iommu };
     this.devices.set(v.port, d);
     return d;
   }

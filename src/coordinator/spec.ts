@@ -8,10 +8,10 @@ import { normalizeBdf } from '../platform/pci-sysfs.js';
 
 export interface IommuSpec { id: string; iommufdFd?: number }
 /**
- * A device: host= picks it by PCI address; fd= is a pre-opened cdev (iommufd), groupFd= a
- * pre-opened group (legacy).
+ * A device: bdf picks it by PCI address (the CLI's host=); fd is a pre-opened cdev (iommufd),
+ * groupFd a pre-opened group (legacy).
  */
-export interface DeviceSpec { port: string; host?: string; iommu?: string; fd?: number; groupFd?: number }
+export interface DeviceSpec { port: string; bdf?: string; iommu?: string; fd?: number; groupFd?: number }
 /** @deprecated the CLI's name for DeviceSpec. */
 export type VfioSpec = DeviceSpec;
 export interface MemorySpec { size: bigint; gpa: bigint }
@@ -38,7 +38,7 @@ export const OBJECT_STYLE: SpecStyle = { option: (k) => k, entry: (k, i) => `${k
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const KEYS: Record<SpecKind, readonly string[]> = {
   iommu: ['id', 'iommufdFd'],
-  vfio: ['host', 'port', 'iommu', 'fd', 'groupFd'],
+  vfio: ['bdf', 'port', 'iommu', 'fd', 'groupFd'],
   memory: ['size', 'gpa'],
 };
 const U64_END = 1n << 64n;
@@ -98,13 +98,13 @@ class Entry {
     return n;
   }
 
-  host(): string | undefined {
-    const v = this.fields.host;
+  bdf(): string | undefined {
+    const v = this.fields.bdf;
     if (v === undefined) return undefined;
     const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
     if (!bdf) {
       throw this.error(
-        `host=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`, 'host',
+        `${this.k('bdf')}=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`, 'bdf',
       );
     }
     return bdf;
@@ -153,8 +153,8 @@ function iommuSpec(e: Entry): IommuSpec {
 export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle = OBJECT_STYLE): DeviceSpec {
   const e = new Entry('vfio', index, input, style);
   const spec: DeviceSpec = { port: e.name('port', true)! };
-  const host = e.host();
-  if (host !== undefined) spec.host = host;
+  const bdf = e.bdf();
+  if (bdf !== undefined) spec.bdf = bdf;
   const iommu = e.name('iommu', false);
   if (iommu !== undefined) spec.iommu = iommu;
   const fd = e.fd('fd');
@@ -174,14 +174,14 @@ export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle 
         `${e.k('groupFd')}= is for the legacy group path; with iommu=<id> pass the cdev as ${e.k('fd')}=<n>`, 'groupFd',
       );
     }
-    if (!spec.host) {
+    if (!spec.bdf) {
       throw e.error(
-        `${e.k('groupFd')}= needs host=<bdf> (the device's name in its group)`, 'groupFd',
+        `${e.k('groupFd')}= needs ${e.k('bdf')}=<bdf> (the device's name in its group)`, 'groupFd',
       );
     }
   }
-  if (!spec.host && spec.fd === undefined) {
-    throw e.error(`host=<bdf> is required (or ${e.k('fd')}=<n> with iommu=<id>)`, 'host');
+  if (!spec.bdf && spec.fd === undefined) {
+    throw e.error(`${e.k('bdf')}=<bdf> is required (or ${e.k('fd')}=<n> with iommu=<id>)`, 'bdf');
   }
   return spec;
 }
@@ -204,7 +204,7 @@ function list(input: RuntimeSpecInput, kind: SpecKind): readonly unknown[] {
 }
 
 /**
- * Validate and normalize a whole spec: each entry, then the entries together (ids, ports, hosts
+ * Validate and normalize a whole spec: each entry, then the entries together (ids, ports, BDFs
  * and fds unique, every iommu= naming a context, memory regions not overlapping).
  */
 export function normalizeRuntimeSpec(
@@ -241,7 +241,7 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
     }
     ids.add(c.id);
   });
-  const ports = new Set<string>(), hosts = new Set<string>();
+  const ports = new Set<string>(), bdfs = new Set<string>();
   const fds = new Set<number>(spec.iommu.flatMap((c) => (c.iommufdFd !== undefined ? [c.iommufdFd] : [])));
   spec.vfio.forEach((v, i) => {
     const at = `vfio[${i}]`;
@@ -249,11 +249,11 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
       throw new InvalidSpecError(`${opt('vfio')} port=${v.port} is used by two devices`, `${at}.port`);
     }
     ports.add(v.port);
-    if (v.host) {
-      if (hosts.has(v.host)) {
-        throw new InvalidSpecError(`${opt('vfio')} host=${v.host} is assigned twice`, `${at}.host`);
+    if (v.bdf) {
+      if (bdfs.has(v.bdf)) {
+        throw new InvalidSpecError(`${opt('vfio')} ${key('bdf')}=${v.bdf} is assigned twice`, `${at}.bdf`);
       }
-      hosts.add(v.host);
+      bdfs.add(v.bdf);
     }
     if (v.iommu && !ids.has(v.iommu)) {
       const known = [...ids].join(', ') || 'none';

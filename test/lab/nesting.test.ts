@@ -235,7 +235,7 @@ r.before(() => requireLab());
 r('devices report their IOMMU; a vIOMMU lives on a context and closes with its last device', async () => {
   const rt = await Runtime.start({
     iommu: [{ id: 'ctx0' }], memory: [],
-    vfio: [{ host: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }, { host: labDevice('e1000e'), port: 'nic0' }],
+    vfio: [{ bdf: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }, { bdf: labDevice('e1000e'), port: 'nic0' }],
   });
   let v: VIommu<'selftest'> | undefined;
   try {

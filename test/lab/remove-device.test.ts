@@ -32,7 +32,7 @@ t('removeDevice while 2 producers hammer the NVMe ring: all complete, fds and IO
   try {
     const ctx = rt.contexts.get('ctx0')!;
     const before = openFds(), mappingsBefore = ctx.mappings().length;
-    const d = await rt.addDevice({ port: 'nvme0', host: bdf, iommu: 'ctx0' });
+    const d = await rt.addDevice({ port: 'nvme0', bdf, iommu: 'ctx0' });
     assert.ok(ctx.mappings().length > 0, 'guest memory is mapped once a device is attached');
     const count = new SharedArrayBuffer(4);
     const hammers = [hammer(d.handle.ring, count), hammer(d.handle.ring, count)];
@@ -58,7 +58,7 @@ t('removeDevice while 2 producers hammer the NVMe ring: all complete, fds and IO
     assert.is(ctx.ioasId, undefined, 'the IOAS went with its last device');
     assert.equal(rt.describe().devices, []);
 
-    const again = await rt.addDevice({ port: 'nvme0', host: bdf, iommu: 'ctx0' });
+    const again = await rt.addDevice({ port: 'nvme0', bdf, iommu: 'ctx0' });
     assert.is(again.handle.client().barRead(0, 8, 4), NVME_VS, 'the device answers VS after it is added again');
     await rt.removeDevice('nvme0');
     assert.equal(openFds(), before, 'and its fds are closed again');

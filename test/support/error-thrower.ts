@@ -14,7 +14,7 @@ const sys = (errno: string): SysError => new SysError('VFIO_DEVICE_BIND_IOMMUFD'
 export const samples: Record<string, () => Error> = {
   NotFoundError: () => new NotFoundError("no device on port 'x'", 'port', 'x'),
   ConflictError: () => new ConflictError('port x already has a device', 'port', 'x'),
-  InvalidSpecError: () => new InvalidSpecError('vfio[0]: host=../etc is not a PCI address', 'vfio[0].host'),
+  InvalidSpecError: () => new InvalidSpecError('vfio[0]: bdf=../etc is not a PCI address', 'vfio[0].bdf'),
   HostSetupError: () => new HostSetupError('0000:00:04.0 is not bound to vfio-pci', '0000:00:04.0'),
   KernelError: () => new KernelError(sys('EINVAL'), { bdf: '0000:00:04.0', port: 'nvme0', hint: 'stop it' }),
   WorkerExitedError: () => new WorkerExitedError('device worker nvme0 exited (code 1)', 'nvme0', 1),

@@ -15,8 +15,8 @@ test('a full command line', () => {
   ]);
   assert.equal(spec.iommu, [{ id: 'ctx0' }, { id: 'ctx1', iommufdFd: 3 }]);
   assert.equal(spec.vfio, [
-    { port: 'nvme0', host: '0000:00:04.0', iommu: 'ctx0' },
-    { port: 'nic0', host: '0000:00:05.0' },
+    { port: 'nvme0', bdf: '0000:00:04.0', iommu: 'ctx0' },
+    { port: 'nic0', bdf: '0000:00:05.0' },
     { port: 'nvme1', iommu: 'ctx1', fd: 4 },
   ]);
   assert.equal(spec.memory, [{ size: 16n << 20n, gpa: 0n }, { size: 1n << 30n, gpa: 0x100000000n }]);
@@ -61,7 +61,7 @@ test('a plain object (as JSON gives it) normalizes to the same spec the CLI make
     '--vfio', 'port=nvme1,iommu=ctx0,fd=4', '--memory', 'size=16M', '--memory', 'size=1G,gpa=0x100000000']).spec;
   const fromJson = normalizeRuntimeSpec(JSON.parse(JSON.stringify({
     iommu: [{ id: 'ctx0', iommufdFd: 3 }],
-    vfio: [{ host: '00:04.0', port: 'nvme0', iommu: 'ctx0' }, { port: 'nvme1', iommu: 'ctx0', fd: '4' }],
+    vfio: [{ bdf: '00:04.0', port: 'nvme0', iommu: 'ctx0' }, { port: 'nvme1', iommu: 'ctx0', fd: '4' }],
     memory: [{ size: '16M' }, { size: 1 << 30, gpa: '0x100000000' }],
   })) as RuntimeSpecInput);
   assert.equal(fromJson, fromArgv);
@@ -71,16 +71,16 @@ test('a plain object (as JSON gives it) normalizes to the same spec the CLI make
 });
 
 const badObjects: [unknown, RegExp, string | undefined][] = [
-  [{ vfio: [{ port: 'a', host: '../../../etc' }] }, /^vfio\[0\]: host=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].host'],
-  [{ vfio: [{ port: 'a', host: '0000:00:04.0/../../x' }] }, /is not a PCI address/, 'vfio[0].host'],
-  [{ vfio: [{ port: '../x', host: '00:04.0' }] }, /port=\.\.\/x is not a valid name/, 'vfio[0].port'],
-  [{ vfio: [{ port: 'a', host: 7 }] }, /host=7 is not a PCI address/, 'vfio[0].host'],
-  [{ vfio: [{ port: 'a', host: '00:04.0', speed: 9 }] }, /unknown key 'speed'/, 'vfio[0].speed'],
+  [{ vfio: [{ port: 'a', bdf: '../../../etc' }] }, /^vfio\[0\]: bdf=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].bdf'],
+  [{ vfio: [{ port: 'a', bdf: '0000:00:04.0/../../x' }] }, /is not a PCI address/, 'vfio[0].bdf'],
+  [{ vfio: [{ port: '../x', bdf: '00:04.0' }] }, /port=\.\.\/x is not a valid name/, 'vfio[0].port'],
+  [{ vfio: [{ port: 'a', bdf: 7 }] }, /bdf=7 is not a PCI address/, 'vfio[0].bdf'],
+  [{ vfio: [{ port: 'a', bdf: '00:04.0', speed: 9 }] }, /unknown key 'speed'/, 'vfio[0].speed'],
   [{ vfio: [{ port: 'a', iommu: 'c', fd: 2 }], iommu: [{ id: 'c' }] }, /fd=2 is stdin\/stdout\/stderr/, 'vfio[0].fd'],
   [{ vfio: [{ port: 'a', iommu: 'c', fd: 3.5 }], iommu: [{ id: 'c' }] }, /fd=3.5 is not a file descriptor number/, 'vfio[0].fd'],
-  [{ vfio: [{ port: 'a', host: '00:04.0', groupFd: 5, iommu: 'c' }], iommu: [{ id: 'c' }] }, /groupFd= is for the legacy group path/, 'vfio[0].groupFd'],
-  [{ vfio: [{ port: 'a', host: '00:04.0', iommu: 'nope' }] }, /iommu=nope names no iommu id \(known: none\)/, 'vfio[0].iommu'],
-  [{ vfio: [{ port: 'a', host: '00:04.0' }, { port: 'a', host: '00:05.0' }] }, /port=a is used by two devices/, 'vfio[1].port'],
+  [{ vfio: [{ port: 'a', bdf: '00:04.0', groupFd: 5, iommu: 'c' }], iommu: [{ id: 'c' }] }, /groupFd= is for the legacy group path/, 'vfio[0].groupFd'],
+  [{ vfio: [{ port: 'a', bdf: '00:04.0', iommu: 'nope' }] }, /iommu=nope names no iommu id \(known: none\)/, 'vfio[0].iommu'],
+  [{ vfio: [{ port: 'a', bdf: '00:04.0' }, { port: 'a', bdf: '00:05.0' }] }, /port=a is used by two devices/, 'vfio[1].port'],
   [{ memory: [{ size: '8K', gpa: 0 }, { size: 4096, gpa: 4096 }] }, /overlaps the region at 0x0/, 'memory[1].gpa'],
   [{ memory: [{ size: -4096 }] }, /is not a size/, 'memory[0].size'],
   [{ memory: [{ size: '1M', gpa: '0xffffffffffff0000' }] }, /passes the end of the 64-bit address space/, 'memory[0].gpa'],

@@ -17,7 +17,7 @@ import { type Thrower, samples } from '../support/error-thrower.js';
 const expected: Record<string, { cls: abstract new (...a: never[]) => Error; code: string; fields: Record<string, unknown> }> = {
   NotFoundError: { cls: NotFoundError, code: ERR.NOT_FOUND, fields: { resource: 'port', id: 'x' } },
   ConflictError: { cls: ConflictError, code: ERR.CONFLICT, fields: { resource: 'port', id: 'x' } },
-  InvalidSpecError: { cls: InvalidSpecError, code: ERR.INVALID_SPEC, fields: { field: 'vfio[0].host' } },
+  InvalidSpecError: { cls: InvalidSpecError, code: ERR.INVALID_SPEC, fields: { field: 'vfio[0].bdf' } },
   HostSetupError: { cls: HostSetupError, code: ERR.HOST_SETUP, fields: { bdf: '0000:00:04.0' } },
   KernelError: {
     cls: KernelError, code: ERR.KERNEL,

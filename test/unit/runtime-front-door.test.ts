@@ -21,9 +21,9 @@ const isInvalid = (re: RegExp, field?: string) => (e: unknown): boolean =>
 
 test('Runtime.start checks the spec before opening anything', async () => {
   for (const [spec, re, field] of [
-    [{ vfio: [{ port: 'x', host: '../../../etc' }] }, /host=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].host'],
+    [{ vfio: [{ port: 'x', bdf: '../../../etc' }] }, /bdf=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].bdf'],
     [{ iommu: [{ id: 'c', iommufdFd: 1 }] }, /is stdin\/stdout\/stderr/, 'iommu[0].iommufdFd'],
-    [{ vfio: [{ port: 'x', host: '00:04.0', iommu: 'nope' }] }, /iommu=nope names no iommu id/, 'vfio[0].iommu'],
+    [{ vfio: [{ port: 'x', bdf: '00:04.0', iommu: 'nope' }] }, /iommu=nope names no iommu id/, 'vfio[0].iommu'],
   ] as const) {
     let err: unknown;
     try { await Runtime.start(spec as never); } catch (e) { err = e; }
@@ -35,10 +35,10 @@ test('addDevice: bad spec is InvalidSpec, an unknown context NotFound, lookups o
   const rt = await Runtime.start({});
   try {
     let err: unknown;
-    try { await rt.addDevice({ port: 'x', host: '../../../etc' }); } catch (e) { err = e; }
-    assert.ok(isInvalid(/^vfio\[0\]: host=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].host')(err), String(err));
+    try { await rt.addDevice({ port: 'x', bdf: '../../../etc' }); } catch (e) { err = e; }
+    assert.ok(isInvalid(/^vfio\[0\]: bdf=\.\.\/\.\.\/\.\.\/etc is not a PCI address/, 'vfio[0].bdf')(err), String(err));
     err = undefined;
-    try { await rt.addDevice({ port: 'x', host: '00:04.0', iommu: 'ctx9' }); } catch (e) { err = e; }
+    try { await rt.addDevice({ port: 'x', bdf: '00:04.0', iommu: 'ctx9' }); } catch (e) { err = e; }
     assert.ok(err instanceof NotFoundError && err.code === 'VFR_ERR_NOT_FOUND' && err.resource === 'context' && err.id === 'ctx9', String(err));
     assert.match((err as Error).message, "no iommufd context 'ctx9' (contexts: none)");
     assert.throws(() => rt.device('nope'), (e: unknown) => e instanceof NotFoundError && e.resource === 'port' && /no device on port 'nope' \(ports: none\)/.test(e.message));
@@ -55,10 +55,10 @@ test('addDevice: a port or device already taken is a Conflict', async () => {
     // A device entry as addDevice leaves it; only the bookkeeping matters here.
     rt.devices.set('nvme0', { port: 'nvme0', bdf: '0000:00:04.0' } as never);
     let err: unknown;
-    try { await rt.addDevice({ port: 'nvme0', host: '00:05.0' }); } catch (e) { err = e; }
+    try { await rt.addDevice({ port: 'nvme0', bdf: '00:05.0' }); } catch (e) { err = e; }
     assert.ok(err instanceof ConflictError && err.code === 'VFR_ERR_CONFLICT' && err.resource === 'port' && err.id === 'nvme0', String(err));
     err = undefined;
-    try { await rt.addDevice({ port: 'nvme1', host: '00:04.0' }); } catch (e) { err = e; }
+    try { await rt.addDevice({ port: 'nvme1', bdf: '00:04.0' }); } catch (e) { err = e; }
     assert.ok(err instanceof ConflictError && err.resource === 'device' && err.id === '0000:00:04.0', String(err));
     assert.match((err as Error).message, '0000:00:04.0 is assigned already, on port nvme0');
   } finally { rt.devices.clear(); await rt.shutdown(); }
