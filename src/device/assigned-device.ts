@@ -8,7 +8,7 @@ import { OP, STATUS } from '../ring/protocol.js';
 import type { Request } from '../ring/server.js';
 import { ConfigSpace, type ConfigIo, type ConfigHooks } from './config-space.js';
 import { MsixTableEmulator } from './msix-table.js';
-import { STATE, stateViews, type DeviceMemory } from './shared-state.js';
+import { RESTORE, restoreViews, type DeviceMemory } from './shared-state.js';
 import { C_BAR_BYTES_READ, C_BAR_BYTES_WRITTEN, C_BAR_READ, C_BAR_READS, C_BAR_WRITE, C_BAR_WRITES, C_BYTES_READ, C_BYTES_WRITTEN, C_CFG_READ, C_CFG_WRITE, C_MSIX_PBA, C_MSIX_TABLE, C_NOP, errorSlot } from '../metrics/schema.js';
 
 const V = vfio.VFIO_C;
@@ -65,8 +65,8 @@ export class AssignedDevice {
 
     const phys = Buffer.alloc(cfgSize);
     this.#check(raw.pread(dev.fd, phys, cfgSize, this.#cfgOffset), cfgSize, 'pread config space');
-    const views = stateViews(memory.state);
-    const restore = Atomics.load(views.flags, STATE.INITIALIZED) === 1;
+    const views = restoreViews(memory.state);
+    const restore = Atomics.load(views.flags, RESTORE.INITIALIZED) === 1;
     this.restored = restore;
     this.config = new ConfigSpace(configIo(this.#fd, this.#cfgOffset, dev.path), phys, this.regions.slice(0, 7), hooks, views.config.subarray(0, cfgSize), restore);
     const m = this.config.msix;
@@ -78,7 +78,7 @@ export class AssignedDevice {
       if (m && m.pbaBar === b.index) bar.pba = [m.pbaOffset, m.pbaOffset + MsixTableEmulator.pbaBytes(m.tableSize)];
       this.#bars[b.index] = bar;
     }
-    Atomics.store(views.flags, STATE.INITIALIZED, 1);
+    Atomics.store(views.flags, RESTORE.INITIALIZED, 1);
   }
 
   #check(got: number, want: number, what: string): void { checkIo(got, want, what, this.dev.path); }

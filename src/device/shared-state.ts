@@ -12,7 +12,7 @@ const TABLE_BYTES = MAX_MSIX * PCI.PCI_MSIX_ENTRY_SIZE;
 const PBA_BYTES = MAX_MSIX / 8;
 
 /** Layout of the state buffer: [flags:int32 ×4][config 4 KiB][MSI-X table][PBA]. */
-export const STATE = { FLAGS_BYTES: 16, INITIALIZED: 0 } as const;
+export const RESTORE = { FLAGS_BYTES: 16, INITIALIZED: 0 } as const;
 
 export interface DeviceMemory {
   stats: SharedArrayBuffer;
@@ -24,17 +24,17 @@ export interface DeviceMemory {
 export function createDeviceMemory(): DeviceMemory {
   return {
     stats: new SharedArrayBuffer(STATS_SLOTS * 8), // slots declared in src/metrics/schema.ts
-    state: new SharedArrayBuffer(STATE.FLAGS_BYTES + CONFIG_BYTES + TABLE_BYTES + PBA_BYTES),
+    state: new SharedArrayBuffer(RESTORE.FLAGS_BYTES + CONFIG_BYTES + TABLE_BYTES + PBA_BYTES),
     irq: createIrqState(),
   };
 }
 
-export interface StateViews { flags: Int32Array; config: Uint8Array; msixTable: (n: number) => Uint8Array; pba: (n: number) => Uint8Array }
+export interface RestoreViews { flags: Int32Array; config: Uint8Array; msixTable: (n: number) => Uint8Array; pba: (n: number) => Uint8Array }
 
-export function stateViews(state: SharedArrayBuffer): StateViews {
-  const base = STATE.FLAGS_BYTES;
+export function restoreViews(state: SharedArrayBuffer): RestoreViews {
+  const base = RESTORE.FLAGS_BYTES;
   return {
-    flags: new Int32Array(state, 0, STATE.FLAGS_BYTES / 4),
+    flags: new Int32Array(state, 0, RESTORE.FLAGS_BYTES / 4),
     config: new Uint8Array(state, base, CONFIG_BYTES),
     msixTable: (n) => new Uint8Array(state, base + CONFIG_BYTES, n * PCI.PCI_MSIX_ENTRY_SIZE),
     pba: (n) => new Uint8Array(state, base + CONFIG_BYTES + TABLE_BYTES, Math.ceil(n / 64) * 8),

@@ -15,7 +15,7 @@ import { RingServer, type Handler } from '../ring/server.js';
 import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
 import { DeviceInterrupts, type InterruptOptions } from '../irq/device-interrupts.js';
 import type { ConfigHooks } from './config-space.js';
-import { STATE, stateViews } from './shared-state.js';
+import { RESTORE, restoreViews } from './shared-state.js';
 import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';
 
 /** What the worker serves: an AssignedDevice, or a synthetic one in tests. */
@@ -79,7 +79,7 @@ export function startDeviceWorker(data: DeviceWorkerData, port: MessagePort, dep
       need();
       await irq.quiesce();
       deps.reset(data);
-      Atomics.store(stateViews(data.memory.state).flags, STATE.INITIALIZED, 0);
+      Atomics.store(restoreViews(data.memory.state).flags, RESTORE.INITIALIZED, 0);
       device = open();
       return device.describe();
     },

@@ -4,19 +4,19 @@
 // HANG_SEEN in word 0xf8) until the worker is terminated.
 import { OP, STATUS } from '../../src/ring/protocol.js';
 import type { Request } from '../../src/ring/server.js';
-import { STATE, stateViews } from '../../src/device/shared-state.js';
+import { RESTORE, restoreViews } from '../../src/device/shared-state.js';
 import type { WorkerDeps, WorkerDevice } from '../../src/device/worker-main.js';
 import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
 
 export const DOORBELL = 0x80, HANG = 0xfc, HANG_SEEN = 0xf8;
 
 /** BAR0 as words, over the state buffer (the test reads HANG_SEEN through it too). */
-export const barWords = (state: SharedArrayBuffer): Int32Array => new Int32Array(state, STATE.FLAGS_BYTES, 64);
+export const barWords = (state: SharedArrayBuffer): Int32Array => new Int32Array(state, RESTORE.FLAGS_BYTES, 64);
 
 function open(data: DeviceWorkerData): WorkerDevice {
-  const flags = stateViews(data.memory.state).flags, bar = barWords(data.memory.state);
-  const restored = Atomics.load(flags, STATE.INITIALIZED) === 1;
-  Atomics.store(flags, STATE.INITIALIZED, 1);
+  const flags = restoreViews(data.memory.state).flags, bar = barWords(data.memory.state);
+  const restored = Atomics.load(flags, RESTORE.INITIALIZED) === 1;
+  Atomics.store(flags, RESTORE.INITIALIZED, 1);
   const handle = (req: Request): number => {
     if (req.op === OP.NOP) return STATUS.OK;
     if (req.op !== OP.BAR_READ && req.op !== OP.BAR_WRITE) return STATUS.BAD_OP;
