@@ -19,7 +19,7 @@ import { VmmIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.js
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
-import { closeRing, type RingServeOptions } from '../ring/server.js';
+import { closeRing, type RingServeTuning } from '../ring/server.js';
 import { WorkerExitedError } from '../errors.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
@@ -29,8 +29,8 @@ export interface DeviceHandleOptions {
   /** The device's VFIO fd; the caller keeps ownership (and closes it after shutdown). */
   device: Target;
   ring?: RingGeometry;
-  /** How the worker serves the ring (spin budget, longest stretch without an event-loop turn); defaults in RingServeOptions. */
-  serve?: RingServeOptions;
+  /** How the worker serves the ring (spin budget, longest stretch without an event-loop turn); defaults in RingServeTuning. */
+  serve?: RingServeTuning;
   /** KVM mode: the VM's GSI router (its VM fd is used for routes and KVM_SIGNAL_MSI). Absent: relay mode. */
   router?: GsiRouter;
   /** KVM mode: the GSI the VMM wired the device's INTx pin to (else INTx is relayed). */

@@ -5,7 +5,7 @@ import type { MessagePort } from 'node:worker_threads';
 import type { DeviceDescription } from './assigned-device.js';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import type { DeviceMemory } from './shared-state.js';
-import type { RingServeOptions } from '../ring/server.js';
+import type { RingServeTuning } from '../ring/server.js';
 import type { StatKey } from '../metrics/schema.js';
 
 export interface DeviceWorkerData {
@@ -22,7 +22,7 @@ export interface DeviceWorkerData {
   /** Enable INTx while MSI/MSI-X are off (default true). */
   intx?: boolean;
   /** How the ring is served: spin budget and the longest stretch without an event-loop turn. */
-  serve?: RingServeOptions;
+  serve?: RingServeTuning;
 }
 
 /**

@@ -28,8 +28,11 @@ export interface Request {
 /** Serves one request: reads/writes req.data, returns a STATUS code. Must not throw. */
 export type Handler = (req: Request) => number;
 
-/** How a ring is served (plain numbers: a coordinator passes them to its device worker). */
-export interface RingServeOptions {
+/**
+ * How a ring is served, the part a VMM may tune (plain numbers: a coordinator passes them to its
+ * device worker, DeviceHandleOptions.serve). RingServerOptions is the full set the server takes.
+ */
+export interface RingServeTuning {
   /** Longest poll of an idle ring before sleeping, in µs (default 1000; adaptive, see SpinBudget). */
   spinUs?: number;
   /** The poll once spinning stops paying, in µs (default 5). */
@@ -43,7 +46,7 @@ export interface RingServeOptions {
   yieldMs?: number;
 }
 
-export interface RingServerOptions extends RingServeOptions {
+export interface RingServerOptions extends RingServeTuning {
   /**
    * Work that the thread's event loop must do, as [view, seq, seen] word pairs: while view[seq]
    * differs from view[seen] (the consumer stores the seq it has taken), the event loop is owed a
