@@ -57,7 +57,9 @@ export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
  * starting: a worker is being started (start, respawn); running: it answered ready();
  * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown().
  */
-export type DeviceHostState = 'starting' | 'running' | 'exited' | 'stopped';
+export type DeviceHandleState = 'starting' | 'running' | 'exited' | 'stopped';
+/** @deprecated the name before DeviceHost became DeviceHandle. */
+export type DeviceHostState = DeviceHandleState;
 
 /** A worker's end, as onExit reports it. */
 export interface DeviceWorkerExitEvent {
@@ -80,7 +82,7 @@ export class DeviceHandle {
   #api!: Comlink.Remote<DeviceControl>;
   #exit!: Promise<never>;
   #exitCode: number | undefined;
-  #state: DeviceHostState = 'starting';
+  #state: DeviceHandleState = 'starting';
   /** Set while shutdown() or respawn() ends the current worker on purpose. */
   #planned = false;
   #incarnation = 0;
@@ -104,8 +106,8 @@ export class DeviceHandle {
     return handle;
   }
 
-  /** Where the worker's lifecycle is (see DeviceHostState). */
-  get state(): DeviceHostState { return this.#state; }
+  /** Where the worker's lifecycle is (see DeviceHandleState). */
+  get state(): DeviceHandleState { return this.#state; }
 
   /**
    * Call `cb` whenever a worker of this device ends (planned or not), after its control calls
