@@ -58,7 +58,7 @@ export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
  * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown().
  */
 export type DeviceHandleState = 'starting' | 'running' | 'exited' | 'stopped';
-/** @deprecated the name before DeviceHost became DeviceHandle. */
+/** @deprecated the earlier name of DeviceHandleState. */
 export type DeviceHostState = DeviceHandleState;
 
 /** A worker's end, as onExit reports it. */
