@@ -58,8 +58,6 @@ export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
  * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown().
  */
 export type DeviceHandleState = 'starting' | 'running' | 'exited' | 'stopped';
-/** @deprecated the earlier name of DeviceHandleState. */
-export type DeviceHostState = DeviceHandleState;
 
 /** A worker's end, as onExit reports it. */
 export interface DeviceWorkerExitEvent {

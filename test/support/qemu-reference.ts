@@ -124,9 +124,10 @@ function kvmStatsUnavailable(): string | undefined {
     : `${KVM_DEBUGFS} is missing (debugfs not mounted and could not be: not root, or no CONFIG_DEBUG_FS)`;
 }
 
-/** The numeric files of a VM's debugfs folder (<pid>-<vm fd>). */
-function readVmStats(pid: number): Record<string, number> | undefined {
-  const dir = readdirSync(KVM_DEBUGFS).find((d) => d.startsWith(`${pid}-`));
+/** The numeric files of a VM's debugfs folder (<pid>-<vm fd>; the first of the pid's without `vmFd`). */
+export function readVmStats(pid: number, vmFd?: number): Record<string, number> | undefined {
+  if (kvmStatsUnavailable()) return undefined;
+  const dir = readdirSync(KVM_DEBUGFS).find((d) => (vmFd === undefined ? d.startsWith(`${pid}-`) : d === `${pid}-${vmFd}`));
   if (!dir) return undefined;
   const out: Record<string, number> = {};
   for (const f of readdirSync(join(KVM_DEBUGFS, dir))) {
