@@ -1,0 +1,34 @@
+// The VMM's exit counters, summed over the vCPUs' rows of the shared stats buffer.
+import { STAT } from './shared.js';
+
+export interface VmStats {
+  exits: number;
+  io: number;
+  mmio: number;
+  /** Config-space accesses through 0xcfc-0xcff. */
+  config: number;
+  uart: number;
+  hlt: number;
+  /** KVM_RUN interrupted by a signal (our kicks). */
+  interrupted: number;
+  unknownPio: number;
+  unknownMmio: number;
+  /** Device accesses the device refused (read as all ones / dropped). */
+  refused: number;
+  /** BAR accesses per device port. */
+  bar: Record<string, number>;
+  /** Time in user space handling exits, and the part of it waiting on device rings. */
+  exitMs: number;
+  ringMs: number;
+}
+
+export function collectStats(s: Float64Array, cpus: number, devices: readonly string[]): VmStats {
+  const sum = (k: number): number => { let t = 0; for (let i = 0; i < cpus; i++) t += s[i * STAT.WORDS + k]!; return t; };
+  return {
+    exits: sum(STAT.EXITS), io: sum(STAT.IO), mmio: sum(STAT.MMIO), config: sum(STAT.CONFIG), uart: sum(STAT.UART),
+    hlt: sum(STAT.HLT), interrupted: sum(STAT.INTR), unknownPio: sum(STAT.UNKNOWN_PIO), unknownMmio: sum(STAT.UNKNOWN_MMIO),
+    refused: sum(STAT.REFUSED),
+    bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
+    exitMs: Math.round(sum(STAT.EXIT_MS)), ringMs: Math.round(sum(STAT.RING_MS)),
+  };
+}
