@@ -56,5 +56,7 @@ function report(r: VmResult, json: boolean): void {
   const bars = Object.entries(s.bar).map(([k, v]) => `${k} ${v}`).join(', ');
   console.error(`vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${r.message ? ` (${r.message})` : ''} after ${(r.wallMs / 1000).toFixed(1)} s`);
   console.error(`vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})${bars ? `; BAR accesses: ${bars}` : ''}`);
+  const ports = Object.entries(r.unknownPorts).map(([p, c]) => `${p} ${c}`).join(', ');
+  if (ports) console.error(`vm: unanswered ports: ${ports}`);
   console.error(`vm: ${s.exitMs} ms handling exits, ${s.ringMs} ms of it in device rings`);
 }

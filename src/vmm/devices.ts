@@ -18,6 +18,8 @@ export class ExitDevices {
   readonly #s: number;
   /** Result of the last read() or mmio access (the high word for an 8-byte access). */
   hi = 0;
+  /** Accesses to ports nothing answers, by port (this vCPU's), to see what a guest probes. */
+  readonly unknownPorts = new Uint32Array(0x10000);
 
   constructor(readonly ctl: Int32Array, readonly uart: Uart, readonly pci: PciBus, stats: Float64Array, statBase: number) {
     this.#stats = stats;
@@ -32,6 +34,7 @@ export class ExitDevices {
     if (port === I8042_COMMAND && (value & 0xff) === I8042_RESET) { endVm(this.ctl, END.RESET, 0); return; }
     if (this.pci.lookup(port, true)) { this.#bar(OP.BAR_WRITE, size, value, 0); return; }
     this.#stats[this.#s + STAT.UNKNOWN_PIO]!++;
+    this.unknownPorts[port]!++;
   }
 
   /** An IN of `size` bytes. */
@@ -40,6 +43,7 @@ export class ExitDevices {
     if (port >= 0xcf8 && port < 0xd00) return this.pci.read(port, size);
     if (this.pci.lookup(port, true)) return this.#bar(OP.BAR_READ, size, 0, 0);
     this.#stats[this.#s + STAT.UNKNOWN_PIO]!++;
+    this.unknownPorts[port]!++;
     return ONES[size]!;
   }
 
@@ -66,4 +70,11 @@ export class ExitDevices {
     this.hi = c.hi >>> 0;
     return size >= 4 ? c.lo >>> 0 : c.lo & ONES[size]!;
   }
+}
+
+/** The most used of the ports nothing answers, as [port, count], most first. */
+export function topPorts(counts: Uint32Array, n: number): [number, number][] {
+  const out: [number, number][] = [];
+  counts.forEach((c, port) => { if (c) out.push([port, c]); });
+  return out.sort((a, b) => b[1] - a[1]).slice(0, n);
 }

@@ -9,7 +9,7 @@ import { offsetOf } from '../../native/layout.js';
 import { C, MAP_FAILED, errno, raw, view } from '../../native/libc.js';
 import { errnoName } from '../../native/errno.js';
 import { RingClient } from '../ring/client.js';
-import { ExitDevices } from './devices.js';
+import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
 import { END, STAT, endVm } from './shared.js';
 import { UART_IRQ, Uart } from './uart.js';
@@ -93,6 +93,7 @@ if (runAddr === MAP_FAILED) {
   raw.munmap(runAddr, d.runSize);
 }
 flush();
+parentPort!.postMessage({ type: 'ports', top: topPorts(dev.unknownPorts, 12) });
 
 function loop(run: DataView): void {
   const page = new Uint8Array(run.buffer);

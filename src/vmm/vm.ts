@@ -52,6 +52,8 @@ export interface VmResult {
   message?: string;
   wallMs: number;
   stats: VmStats;
+  /** The ports nothing answered that the guest used most, with their access counts. */
+  unknownPorts: Record<string, number>;
 }
 
 const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
@@ -186,6 +188,7 @@ export class Vm {
     const state = new Int32Array(new SharedArrayBuffer(4 * this.cpus));
     const tidBuf = new SharedArrayBuffer(8 * this.cpus), tids = new BigUint64Array(tidBuf);
     let message: string | undefined;
+    const ports = new Map<number, number>();
     const onConsole = this.opts.onConsole ?? ((b: Uint8Array) => { process.stdout.write(b); });
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
@@ -196,8 +199,9 @@ export class Vm {
         stats: this.shared.stats, state: state.buffer as SharedArrayBuffer, tids: tidBuf, rings,
       };
       const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
-      w.on('message', (m: { type: string; bytes?: Uint8Array; message?: string }) => {
+      w.on('message', (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
         if (m.type === 'console') onConsole(m.bytes!);
+        else if (m.type === 'ports') for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
         else if (m.type === 'error') message ??= m.message;
       });
       w.on('error', (e) => { message ??= `vCPU ${index} crashed: ${e.message}`; endVm(this.#ctl, END.ERROR, index); });
@@ -222,6 +226,7 @@ export class Vm {
       ...(message !== undefined && kind === END.ERROR ? { message } : {}),
       wallMs: performance.now() - t0,
       stats: this.stats(),
+      unknownPorts: Object.fromEntries([...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c])),
     };
   }
 
