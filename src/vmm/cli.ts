@@ -58,5 +58,8 @@ function report(r: VmResult, json: boolean): void {
   console.error(`vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})${bars ? `; BAR accesses: ${bars}` : ''}`);
   const ports = Object.entries(r.unknownPorts).map(([p, c]) => `${p} ${c}`).join(', ');
   if (ports) console.error(`vm: unanswered ports: ${ports}`);
+  if (r.status !== 'exit') {
+    s.vcpus.forEach((v, i) => console.error(`vm: vCPU ${i}: rip ${r.rips[i]}, last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`));
+  }
   console.error(`vm: ${s.exitMs} ms handling exits, ${s.ringMs} ms of it in device rings`);
 }

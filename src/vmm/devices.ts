@@ -2,6 +2,7 @@
 // controller's reset line, PCI configuration and the assigned devices' BARs (through their
 // rings). Anything else reads as all ones, drops writes and is counted.
 import { OP, STATUS } from '../ring/protocol.js';
+import { CMOS_DATA, CMOS_INDEX, cmosRead, cmosWrite } from './cmos.js';
 import { PciBus } from './pci-bus.js';
 import { END, STAT, endVm } from './shared.js';
 import { UART_BASE, Uart } from './uart.js';
@@ -30,6 +31,7 @@ export class ExitDevices {
   outPort(port: number, size: number, value: number): void {
     if (port >= UART_BASE && port < UART_BASE + 8) { this.#stats[this.#s + STAT.UART]!++; this.uart.write(port - UART_BASE, value); return; }
     if (port >= 0xcf8 && port < 0xd00) { this.pci.write(port, size, value); return; }
+    if (port === CMOS_INDEX || port === CMOS_DATA) { cmosWrite(this.ctl, port, value); return; }
     if (port === DEBUG_EXIT_PORT) { endVm(this.ctl, END.DEBUG_EXIT, value & 0xff); return; }
     if (port === I8042_COMMAND && (value & 0xff) === I8042_RESET) { endVm(this.ctl, END.RESET, 0); return; }
     if (this.pci.lookup(port, true)) { this.#bar(OP.BAR_WRITE, size, value, 0); return; }
@@ -41,6 +43,7 @@ export class ExitDevices {
   inPort(port: number, size: number): number {
     if (port >= UART_BASE && port < UART_BASE + 8) { this.#stats[this.#s + STAT.UART]!++; return this.uart.read(port - UART_BASE); }
     if (port >= 0xcf8 && port < 0xd00) return this.pci.read(port, size);
+    if (port === CMOS_INDEX || port === CMOS_DATA) return cmosRead(this.ctl, port);
     if (this.pci.lookup(port, true)) return this.#bar(OP.BAR_READ, size, 0, 0);
     this.#stats[this.#s + STAT.UNKNOWN_PIO]!++;
     this.unknownPorts[port]!++;

@@ -10,6 +10,8 @@ export const CTL = {
   PCI_LATCH: 3,
   /** vCPU threads that reached their loop. */
   STARTED: 4,
+  /** The RTC/CMOS register index (0x70). */
+  CMOS_INDEX: 5,
   UART: 8, // UART words from here (uart.ts)
   COUNT: 32,
 } as const;
@@ -37,8 +39,10 @@ export const STAT = {
   EXIT_MS: 10,
   /** ms of that spent waiting on device rings */
   RING_MS: 11,
-  DEVICE: 12, // then per device: BAR accesses, MAX_DEVICES of them
-  WORDS: 12 + MAX_DEVICES,
+  /** What the vCPU is doing, for a VM that stops making progress: 1 while it handles an exit. */
+  BUSY: 12, LAST_REASON: 13, LAST_ADDR: 14,
+  DEVICE: 16, // then per device: BAR accesses, MAX_DEVICES of them
+  WORDS: 16 + MAX_DEVICES,
 } as const;
 
 export interface VmShared { ctl: SharedArrayBuffer; bars: SharedArrayBuffer; stats: SharedArrayBuffer }

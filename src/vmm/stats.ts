@@ -20,6 +20,8 @@ export interface VmStats {
   /** Time in user space handling exits, and the part of it waiting on device rings. */
   exitMs: number;
   ringMs: number;
+  /** Per vCPU: its last exit (reason, port or address) and whether it is still handling it. */
+  vcpus: { busy: boolean; lastReason: number; lastAddr: string }[];
 }
 
 export function collectStats(s: Float64Array, cpus: number, devices: readonly string[]): VmStats {
@@ -30,5 +32,9 @@ export function collectStats(s: Float64Array, cpus: number, devices: readonly st
     refused: sum(STAT.REFUSED),
     bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
     exitMs: Math.round(sum(STAT.EXIT_MS)), ringMs: Math.round(sum(STAT.RING_MS)),
+    vcpus: Array.from({ length: cpus }, (_, i) => {
+      const r = i * STAT.WORDS;
+      return { busy: s[r + STAT.BUSY] === 1, lastReason: s[r + STAT.LAST_REASON]!, lastAddr: `0x${s[r + STAT.LAST_ADDR]!.toString(16)}` };
+    }),
   };
 }

@@ -108,6 +108,10 @@ function loop(run: DataView): void {
     }
     stats[s + STAT.EXITS]!++;
     const reason = run.getUint32(O.reason, true);
+    stats[s + STAT.BUSY] = 1;
+    stats[s + STAT.LAST_REASON] = reason;
+    stats[s + STAT.LAST_ADDR] = reason === K.KVM_EXIT_IO ? run.getUint16(O.ioPort, true)
+      : reason === K.KVM_EXIT_MMIO ? run.getUint32(O.mmioAddr, true) + run.getUint32(O.mmioAddr + 4, true) * 2 ** 32 : 0;
     switch (reason) {
       case K.KVM_EXIT_IO: {
         stats[s + STAT.IO]!++;
@@ -159,5 +163,6 @@ function loop(run: DataView): void {
         return;
     }
     stats[s + STAT.EXIT_MS]! += performance.now() - t0;
+    stats[s + STAT.BUSY] = 0;
   }
 }

@@ -52,6 +52,8 @@ export interface VmResult {
   message?: string;
   wallMs: number;
   stats: VmStats;
+  /** Each vCPU's instruction pointer when it stopped. */
+  rips: string[];
   /** The ports nothing answered that the guest used most, with their access counts. */
   unknownPorts: Record<string, number>;
 }
@@ -77,6 +79,7 @@ export class Vm {
   #runSize = 0;
   #running: Promise<VmResult> | undefined;
   #closed = false;
+  #closing: Promise<void> | undefined;
   readonly cpus: number;
 
   private constructor(readonly opts: VmOptions) {
@@ -220,7 +223,10 @@ export class Vm {
       process.off('SIGUSR2', noop);
     }
     const kind = Atomics.load(this.#ctl, CTL.END_KIND);
+    // Where each vCPU stopped: what to look at when a guest hangs (with nokaslr, System.map names it).
+    const rips = this.vcpus.map((v) => { try { return `0x${kvm.getRegs(v).rip.toString(16)}`; } catch { return '?'; } });
     return {
+      rips,
       status: END_NAMES[kind] ?? 'error',
       code: kind === END.DEBUG_EXIT ? Atomics.load(this.#ctl, CTL.END_VALUE) : 0,
       ...(message !== undefined && kind === END.ERROR ? { message } : {}),
@@ -234,8 +240,12 @@ export class Vm {
   stats(): VmStats { return collectStats(new Float64Array(this.shared.stats), this.cpus, this.deviceNames); }
 
   /** Stop the guest if it runs, then stop the devices, unmap guest memory and close every fd. */
-  async close(): Promise<void> {
-    if (this.#closed) return;
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
     this.#closed = true;
     if (this.#running) {
       endVm(this.#ctl, END.STOPPED, 0);
