@@ -15,18 +15,27 @@ const X1_ECX = bits(0, 5, 6, 8);
 /** Leaf 1 EDX: HTT, set when there is more than one vCPU. */
 const L1_EDX_HTT = 1 << 28;
 
-/** KVM's supported CPUID filtered to the baseline, with vCPU `apicId`'s ids filled in. */
-export function guestCpuid(supported: readonly CpuidEntry[], apicId: number, cpus: number): CpuidEntry[] {
+const L1_ECX_TSC_DEADLINE = 1 << 24, L1_ECX_HYPERVISOR = 1 << 31;
+/** Leaf 6 EAX: the APIC timer keeps running in deep C-states (KVM's is always running). */
+const L6_EAX_ARAT = 1 << 2;
+
+/**
+ * KVM's supported CPUID filtered to the baseline, with vCPU `apicId`'s ids filled in. Two bits
+ * KVM leaves to the VMM, as QEMU sets them: "hypervisor" (without it Linux never looks at
+ * leaf 0x40000000, so no kvmclock) and the TSC-deadline timer (`tscDeadline`: the VM has
+ * KVM_CAP_TSC_DEADLINE_TIMER with the in-kernel LAPIC).
+ */
+export function guestCpuid(supported: readonly CpuidEntry[], apicId: number, cpus: number, tscDeadline = false): CpuidEntry[] {
   const out: CpuidEntry[] = [];
   for (const s of supported) {
     const e = { ...s, padding: [0, 0, 0] };
     switch (e.function) {
       case 0x1:
-        e.ecx &= L1_ECX;
+        e.ecx = (e.ecx & L1_ECX) | L1_ECX_HYPERVISOR | (tscDeadline ? L1_ECX_TSC_DEADLINE : 0);
         e.ebx = ((e.ebx & 0x0000ffff) | ((cpus & 0xff) << 16) | ((apicId & 0xff) << 24)) >>> 0;
         e.edx = cpus > 1 ? (e.edx | L1_EDX_HTT) >>> 0 : (e.edx & ~L1_EDX_HTT) >>> 0;
         break;
-      case 0x6: e.eax = e.ebx = e.ecx = e.edx = 0; break; // no thermal/power management
+      case 0x6: e.eax &= L6_EAX_ARAT; e.ebx = e.ecx = e.edx = 0; break; // no thermal/power management
       case 0x7:
         if (e.index === 0) { e.eax = 0; e.ebx &= L7_EBX; e.ecx = 0; e.edx = 0; } else { e.eax = e.ebx = e.ecx = e.edx = 0; }
         break;

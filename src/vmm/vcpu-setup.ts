@@ -24,8 +24,8 @@ export function writeGdt(ram: Uint8Array): void {
   GDT.forEach((e, i) => v.setBigUint64(i * 8, e, true));
 }
 
-export function setupVcpu(vcpu: Target, index: number, cpus: number, supported: readonly kvm.CpuidEntry[]): void {
-  kvm.setCpuid2(vcpu, guestCpuid(supported, index, cpus));
+export function setupVcpu(vcpu: Target, index: number, cpus: number, supported: readonly kvm.CpuidEntry[], tscDeadline: boolean): void {
+  kvm.setCpuid2(vcpu, guestCpuid(supported, index, cpus, tscDeadline));
   kvm.setMsrs(vcpu, [{ index: MSR_IA32_MISC_ENABLE, data: MISC_ENABLE_FAST_STRING }, { index: MSR_MTRR_DEF_TYPE, data: MTRR_DEF_WB }]);
   // LINT0 = ExtINT (the 8259 behind it), LINT1 = NMI, as the MP table says (Firecracker's set_lint).
   const lapic = kvm.getLapic(vcpu);

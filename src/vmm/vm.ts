@@ -122,10 +122,11 @@ export class Vm {
     const { entry } = loadGuest(this.ram.bytes, this.opts.memory, files, cmdline, { cpus: this.cpus, cpuSignature: sig.signature, cpuFeatures: sig.features, pciIrqs });
     initUart(this.#ctl);
     this.#runSize = kvm.getVcpuMmapSize(this.sys);
+    const tscDeadline = kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (let i = 0; i < this.cpus; i++) {
       const fd = new OwnedFd(kvm.createVcpu(this.vm, i), `kvm-vcpu${i}`);
       this.vcpus.push(fd);
-      setupVcpu(fd, i, this.cpus, supported);
+      setupVcpu(fd, i, this.cpus, supported, tscDeadline);
       if (i === 0) setupBootRegs(fd, entry);
     }
     this.#undo.push(() => { for (const v of this.vcpus.splice(0).reverse()) v.close(); });

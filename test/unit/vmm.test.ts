@@ -77,6 +77,9 @@ test('CPUID: no XSAVE/AVX, leaf 0xD gone, APIC ids filled in', () => {
     ({ function: fn, index, flags: 0, eax: 0, ebx, ecx, edx: 0, padding: [0, 0, 0] });
   const out = guestCpuid([e(1, 0, 0xffffffff, 0x00000800), e(0xd, 0, 7), e(0xb, 0, 0), e(7, 0, 0xff, 0xffffffff)], 3, 4);
   const l1 = out.find((x) => x.function === 1)!;
+  assert.is(l1.ecx >>> 31, 1, 'hypervisor');
+  assert.is((guestCpuid([e(1, 0, 0)], 0, 1, true)[0]!.ecx >>> 24) & 1, 1, 'TSC deadline when the VM has it');
+  assert.is((guestCpuid([e(1, 0, 0)], 0, 1, false)[0]!.ecx >>> 24) & 1, 0);
   assert.is((l1.ecx >>> 26) & 7, 0, 'XSAVE, OSXSAVE, AVX off');
   assert.is(l1.ebx >>> 24, 3);
   assert.is((l1.ebx >>> 16) & 0xff, 4);
