@@ -61,5 +61,5 @@ function report(r: VmResult, json: boolean): void {
   if (r.status !== 'exit') {
     s.vcpus.forEach((v, i) => console.error(`vm: vCPU ${i}: rip ${r.rips[i]}, last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`));
   }
-  console.error(`vm: ${s.exitMs} ms handling exits, ${s.ringMs} ms of it in device rings`);
+  console.error(`vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), ~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`);
 }

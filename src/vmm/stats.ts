@@ -17,9 +17,15 @@ export interface VmStats {
   refused: number;
   /** BAR accesses per device port. */
   bar: Record<string, number>;
-  /** Time in user space handling exits, and the part of it waiting on device rings. */
+  /**
+   * Time in user space handling exits, and the part of it waiting on device rings: estimates
+   * from the sampled exits (one in SAMPLE_EVERY), scaled to all exits; `sampled` were timed.
+   */
   exitMs: number;
   ringMs: number;
+  sampled: number;
+  /** Mean user-space handling time of an exit, µs (from the samples). */
+  exitUs: number;
   /** Per vCPU: its last exit (reason, port or address) and whether it is still handling it. */
   vcpus: { busy: boolean; lastReason: number; lastAddr: string }[];
 }
@@ -31,10 +37,15 @@ export function collectStats(s: Float64Array, cpus: number, devices: readonly st
     hlt: sum(STAT.HLT), interrupted: sum(STAT.INTR), unknownPio: sum(STAT.UNKNOWN_PIO), unknownMmio: sum(STAT.UNKNOWN_MMIO),
     refused: sum(STAT.REFUSED),
     bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
-    exitMs: Math.round(sum(STAT.EXIT_MS)), ringMs: Math.round(sum(STAT.RING_MS)),
+    ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
     vcpus: Array.from({ length: cpus }, (_, i) => {
       const r = i * STAT.WORDS;
       return { busy: s[r + STAT.BUSY] === 1, lastReason: s[r + STAT.LAST_REASON]!, lastAddr: `0x${s[r + STAT.LAST_ADDR]!.toString(16)}` };
     }),
   };
+}
+
+function timing(exits: number, sampled: number, exitMs: number, ringMs: number): { exitMs: number; ringMs: number; sampled: number; exitUs: number } {
+  const scale = sampled ? exits / sampled : 0;
+  return { exitMs: Math.round(exitMs * scale), ringMs: Math.round(ringMs * scale), sampled, exitUs: sampled ? Math.round((exitMs * 1000) / sampled) : 0 };
 }

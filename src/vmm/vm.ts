@@ -41,6 +41,8 @@ export interface VmOptions {
   vfio?: VfioSpec[];
   /** Each chunk the guest writes to its serial port (default: this process's stdout). */
   onConsole?: (bytes: Uint8Array) => void;
+  /** Offer the TSC-deadline timer (default off: unreliable under nested KVM in the lab, see cpuid.ts). */
+  tscDeadline?: boolean;
   /** End the VM (status 'timeout') after this long. */
   timeoutMs?: number;
 }
@@ -122,7 +124,7 @@ export class Vm {
     const { entry } = loadGuest(this.ram.bytes, this.opts.memory, files, cmdline, { cpus: this.cpus, cpuSignature: sig.signature, cpuFeatures: sig.features, pciIrqs });
     initUart(this.#ctl);
     this.#runSize = kvm.getVcpuMmapSize(this.sys);
-    const tscDeadline = kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    const tscDeadline = !!this.opts.tscDeadline && kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (let i = 0; i < this.cpus; i++) {
       const fd = new OwnedFd(kvm.createVcpu(this.vm, i), `kvm-vcpu${i}`);
       this.vcpus.push(fd);

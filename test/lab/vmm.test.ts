@@ -2,7 +2,8 @@
 // lab's NVMe assigned (iommufd, interrupts through KVM), its init writes its verdict to the
 // debug-exit port, and after close() the process holds the same fds and threads as before and
 // the runtime no mapping. Needs a guest: VMM_KERNEL (a bzImage) and VMM_INITRD (whose init
-// writes 0 to port 0x501 when its checks pass; VMM_EXPECT_CODE overrides 0).
+// writes 0 to port 0x501 when its checks pass; VMM_EXPECT_CODE overrides 0; VMM_CMDLINE
+// replaces the default kernel command line).
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { existsSync, readdirSync } from 'node:fs';
@@ -26,7 +27,7 @@ if (!kernel || !existsSync(kernel) || (initrd && !existsSync(initrd)) || !exists
     const before = fds(), threadsBefore = threads();
     let console = '';
     const vm = await Vm.create({
-      kernel, ...(initrd ? { initrd } : {}), memory: 512 << 20, cpus: 2, timeoutMs: 480_000,
+      kernel, ...(initrd ? { initrd } : {}), ...(process.env.VMM_CMDLINE ? { cmdline: process.env.VMM_CMDLINE } : {}), memory: 512 << 20, cpus: 2, timeoutMs: 480_000,
       iommu: [{ id: 'ctx0' }], vfio: [{ host: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }],
       onConsole: (b) => { console += Buffer.from(b).toString('latin1'); },
     });
