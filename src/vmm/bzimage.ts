@@ -42,11 +42,16 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
   const v = new DataView(file.buffer, file.byteOffset, file.byteLength);
   if (file.length < 0x1000) throw new BootError(`kernel ${name}: ${file.length} bytes is too small for a bzImage`);
   if (v.getUint32(BP.HEADER, true) !== HDRS) {
-    const what = v.getUint32(0) === 0x7f454c46 ? 'an ELF file (vmlinux); give the bzImage (arch/x86/boot/bzImage or /boot/vmlinuz-*)' : 'no "HdrS" setup header at 0x202';
+    const what = v.getUint32(0) === 0x7f454c46
+      ? 'an ELF file (a vmlinux?); give the bzImage (arch/x86/boot/bzImage or /boot/vmlinuz-*)'
+      : 'no "HdrS" setup header at 0x202';
     throw new BootError(`kernel ${name} is not a bzImage: ${what}`);
   }
   const version = v.getUint16(BP.VERSION, true);
-  if (version < 0x206) throw new BootError(`kernel ${name}: boot protocol ${version >> 8}.${version & 0xff} is older than 2.06 (Linux before 2.6.22); use a newer kernel`);
+  if (version < 0x206) {
+    throw new BootError(`kernel ${name}: boot protocol ${version >> 8}.${version & 0xff} is older than 2.06 `
+      + '(Linux before 2.6.22); use a newer kernel');
+  }
   const loadflags = v.getUint8(BP.LOADFLAGS);
   if (!(loadflags & LOADED_HIGH)) throw new BootError(`kernel ${name} is a zImage (loaded low), not a bzImage`);
   const setupSects = v.getUint8(BP.SETUP_SECTS) || 4;
@@ -64,7 +69,9 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
   };
 }
 
-export interface ZeroPage { cmdlineAddr: number; cmdlineLength: number; initrdAddr: number; initrdSize: number; e820: E820Entry[] }
+export interface ZeroPage {
+  cmdlineAddr: number; cmdlineLength: number; initrdAddr: number; initrdSize: number; e820: E820Entry[];
+}
 
 /** Fill a zeroed boot_params page (`zp`, 4 KiB) for a boot through the 32-bit entry. */
 export function fillZeroPage(zp: Uint8Array, k: BzImage, p: ZeroPage): void {

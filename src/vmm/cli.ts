@@ -31,7 +31,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
   const unknown = rest.filter((a) => a !== '--json');
   if (unknown.length) throw new SpecError(`vm: unknown argument(s) ${unknown.join(' ')}`);
   if (!kernel) throw new SpecError('vm: --kernel <bzImage> is required');
-  if (spec.memory.length !== 1 || spec.memory[0]!.gpa !== 0n) throw new SpecError('vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)');
+  if (spec.memory.length !== 1 || spec.memory[0]!.gpa !== 0n) {
+    throw new SpecError('vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)');
+  }
   const vm = await Vm.create({
     kernel, memory: Number(spec.memory[0]!.size), iommu: spec.iommu, vfio: spec.vfio,
     ...(initrd !== undefined ? { initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}),
@@ -54,12 +56,17 @@ function report(r: VmResult, json: boolean): void {
   if (json) { console.error(JSON.stringify(r)); return; }
   const s = r.stats;
   const bars = Object.entries(s.bar).map(([k, v]) => `${k} ${v}`).join(', ');
-  console.error(`vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${r.message ? ` (${r.message})` : ''} after ${(r.wallMs / 1000).toFixed(1)} s`);
-  console.error(`vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})${bars ? `; BAR accesses: ${bars}` : ''}`);
+  const why = r.message ? ` (${r.message})` : '';
+  console.error(`vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${why} after ${(r.wallMs / 1000).toFixed(1)} s`);
+  console.error(`vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, `
+    + `unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})`
+    + `${bars ? `; BAR accesses: ${bars}` : ''}`);
   const ports = Object.entries(r.unknownPorts).map(([p, c]) => `${p} ${c}`).join(', ');
   if (ports) console.error(`vm: unanswered ports: ${ports}`);
   if (r.status !== 'exit') {
-    s.vcpus.forEach((v, i) => console.error(`vm: vCPU ${i}: rip ${r.rips[i]}, last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`));
+    s.vcpus.forEach((v, i) => console.error(`vm: vCPU ${i}: rip ${r.rips[i]}, `
+      + `last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`));
   }
-  console.error(`vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), ~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`);
+  console.error(`vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), `
+    + `~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`);
 }

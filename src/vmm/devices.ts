@@ -31,7 +31,11 @@ export class ExitDevices {
 
   /** An OUT of `size` bytes. */
   outPort(port: number, size: number, value: number): void {
-    if (port >= UART_BASE && port < UART_BASE + 8) { this.#stats[this.#s + STAT.UART]!++; this.uart.write(port - UART_BASE, value); return; }
+    if (port >= UART_BASE && port < UART_BASE + 8) {
+      this.#stats[this.#s + STAT.UART]!++;
+      this.uart.write(port - UART_BASE, value);
+      return;
+    }
     if (port >= 0xcf8 && port < 0xd00) { this.pci.write(port, size, value); return; }
     if (port === CMOS_INDEX || port === CMOS_DATA) { cmosWrite(this.ctl, port, value); return; }
     if (port === DEBUG_EXIT_PORT) { endVm(this.ctl, END.DEBUG_EXIT, value & 0xff); return; }
@@ -43,7 +47,10 @@ export class ExitDevices {
 
   /** An IN of `size` bytes. */
   inPort(port: number, size: number): number {
-    if (port >= UART_BASE && port < UART_BASE + 8) { this.#stats[this.#s + STAT.UART]!++; return this.uart.read(port - UART_BASE); }
+    if (port >= UART_BASE && port < UART_BASE + 8) {
+      this.#stats[this.#s + STAT.UART]!++;
+      return this.uart.read(port - UART_BASE);
+    }
     if (port >= 0xcf8 && port < 0xd00) return this.pci.read(port, size);
     if (port === CMOS_INDEX || port === CMOS_DATA) return cmosRead(this.ctl, port);
     if (this.pci.lookup(port, true)) return this.#bar(OP.BAR_READ, size, 0, 0);

@@ -27,7 +27,9 @@ export class PciBus {
   hitBar = -1;
   hitOffset = 0;
 
-  constructor(ctl: Int32Array, bars: Float64Array, readonly clients: readonly RingClient[], stats: Float64Array, statBase: number) {
+  constructor(
+    ctl: Int32Array, bars: Float64Array, readonly clients: readonly RingClient[], stats: Float64Array, statBase: number,
+  ) {
     this.#ctl = ctl;
     this.#bars = bars;
     this.#stats = stats;

@@ -20,7 +20,8 @@ export class BarAllocator {
     const at = align(io ? this.#io : this.#mem, io ? Math.max(size, 4) : Math.max(size, 4096));
     const end = at + size;
     if (end > (io ? PCI_IO_END : PCI_MMIO32_END)) {
-      throw new Error(`${what}: no room for a ${size}-byte ${io ? 'I/O' : 'memory'} BAR below 0x${(io ? PCI_IO_END : PCI_MMIO32_END).toString(16)}`);
+      const limit = (io ? PCI_IO_END : PCI_MMIO32_END).toString(16);
+      throw new Error(`${what}: no room for a ${size}-byte ${io ? 'I/O' : 'memory'} BAR below 0x${limit}`);
     }
     if (io) this.#io = end; else this.#mem = end;
     return at;
@@ -28,7 +29,9 @@ export class BarAllocator {
 }
 
 /** Program device `index` (slot index+1): BARs, decoding, interrupt line. Fills its rows of the BAR map. */
-export function placeDevice(c: RingClient, d: DeviceDescription, index: number, ioapicPin: number, alloc: BarAllocator, bars: Float64Array): PlacedDevice {
+export function placeDevice(
+  c: RingClient, d: DeviceDescription, index: number, ioapicPin: number, alloc: BarAllocator, bars: Float64Array,
+): PlacedDevice {
   const slot = index + 1;
   const list = [...d.bars].filter((b) => Number(b.size) > 0).sort((a, b) => Number(b.size) - Number(a.size));
   let cmd = c.cfgRead(PCI.PCI_COMMAND, 2) & ~(PCI.PCI_COMMAND_MEMORY | PCI.PCI_COMMAND_IO);

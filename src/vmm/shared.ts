@@ -18,7 +18,9 @@ export const CTL = {
 
 export const END = { NONE: 0, DEBUG_EXIT: 1, RESET: 2, SHUTDOWN: 3, ERROR: 4, STOPPED: 5, TIMEOUT: 6 } as const;
 export type EndKind = 'exit' | 'reset' | 'shutdown' | 'error' | 'stopped' | 'timeout';
-export const END_NAMES: Record<number, EndKind> = { 1: 'exit', 2: 'reset', 3: 'shutdown', 4: 'error', 5: 'stopped', 6: 'timeout' };
+export const END_NAMES: Record<number, EndKind> = {
+  1: 'exit', 2: 'reset', 3: 'shutdown', 4: 'error', 5: 'stopped', 6: 'timeout',
+};
 
 /** At most this many assigned devices (bus 0 slots 1..N) and 6 BARs each. */
 export const MAX_DEVICES = 16;

@@ -40,12 +40,16 @@ export function collectStats(s: Float64Array, cpus: number, devices: readonly st
     ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
     vcpus: Array.from({ length: cpus }, (_, i) => {
       const r = i * STAT.WORDS;
-      return { busy: s[r + STAT.BUSY] === 1, lastReason: s[r + STAT.LAST_REASON]!, lastAddr: `0x${s[r + STAT.LAST_ADDR]!.toString(16)}` };
+      const lastAddr = `0x${s[r + STAT.LAST_ADDR]!.toString(16)}`;
+      return { busy: s[r + STAT.BUSY] === 1, lastReason: s[r + STAT.LAST_REASON]!, lastAddr };
     }),
   };
 }
 
-function timing(exits: number, sampled: number, exitMs: number, ringMs: number): { exitMs: number; ringMs: number; sampled: number; exitUs: number } {
+function timing(
+  exits: number, sampled: number, exitMs: number, ringMs: number,
+): { exitMs: number; ringMs: number; sampled: number; exitUs: number } {
   const scale = sampled ? exits / sampled : 0;
-  return { exitMs: Math.round(exitMs * scale), ringMs: Math.round(ringMs * scale), sampled, exitUs: sampled ? Math.round((exitMs * 1000) / sampled) : 0 };
+  const exitUs = sampled ? Math.round((exitMs * 1000) / sampled) : 0;
+  return { exitMs: Math.round(exitMs * scale), ringMs: Math.round(ringMs * scale), sampled, exitUs };
 }

@@ -8,7 +8,9 @@ import { CTL } from './shared.js';
 export const UART_BASE = 0x3f8;
 export const UART_IRQ = 4;
 
-const W = { LOCK: 0, IER: 1, LCR: 2, MCR: 3, LSR: 4, MSR: 5, SCR: 6, DLL: 7, DLM: 8, THR_IPENDING: 9, LEVEL: 10, IIR_HI: 11 } as const;
+const W = {
+  LOCK: 0, IER: 1, LCR: 2, MCR: 3, LSR: 4, MSR: 5, SCR: 6, DLL: 7, DLM: 8, THR_IPENDING: 9, LEVEL: 10,
+} as const;
 const LCR_DLAB = 0x80;
 const IER_THRI = 0x02, IER_MASK = 0x0f;
 const IIR_NO_INT = 0x01, IIR_THRI = 0x02;

@@ -24,12 +24,19 @@ export function writeGdt(ram: Uint8Array): void {
   GDT.forEach((e, i) => v.setBigUint64(i * 8, e, true));
 }
 
-export function setupVcpu(vcpu: Target, index: number, cpus: number, supported: readonly kvm.CpuidEntry[], tscDeadline: boolean): void {
+export function setupVcpu(
+  vcpu: Target, index: number, cpus: number, supported: readonly kvm.CpuidEntry[], tscDeadline: boolean,
+): void {
   kvm.setCpuid2(vcpu, guestCpuid(supported, index, cpus, tscDeadline));
-  kvm.setMsrs(vcpu, [{ index: MSR_IA32_MISC_ENABLE, data: MISC_ENABLE_FAST_STRING }, { index: MSR_MTRR_DEF_TYPE, data: MTRR_DEF_WB }]);
+  kvm.setMsrs(vcpu, [
+    { index: MSR_IA32_MISC_ENABLE, data: MISC_ENABLE_FAST_STRING },
+    { index: MSR_MTRR_DEF_TYPE, data: MTRR_DEF_WB },
+  ]);
   // LINT0 = ExtINT (the 8259 behind it), LINT1 = NMI, as the MP table says (Firecracker's set_lint).
   const lapic = kvm.getLapic(vcpu);
-  const mode = (reg: number, m: number): void => { lapic.writeUInt32LE(((lapic.readUInt32LE(reg) & ~0x700) | (m << 8)) >>> 0, reg); };
+  const mode = (reg: number, m: number): void => {
+    lapic.writeUInt32LE(((lapic.readUInt32LE(reg) & ~0x700) | (m << 8)) >>> 0, reg);
+  };
   mode(APIC_LVT_LINT0, APIC_MODE_EXTINT);
   mode(APIC_LVT_LINT1, APIC_MODE_NMI);
   kvm.setLapic(vcpu, lapic);

@@ -122,7 +122,9 @@ function loop(run: DataView): void {
         let at = Number(run.getBigUint64(O.ioData, true));
         const write = run.getUint8(O.ioDir) === K.KVM_EXIT_IO_OUT;
         for (let i = 0; i < count; i++, at += size) {
-          if (write) dev.outPort(port, size, size === 1 ? page[at]! : size === 2 ? run.getUint16(at, true) : run.getUint32(at, true));
+          if (write) {
+            dev.outPort(port, size, size === 1 ? page[at]! : size === 2 ? run.getUint16(at, true) : run.getUint32(at, true));
+          }
           else {
             const v = dev.inPort(port, size);
             if (size === 1) page[at] = v; else if (size === 2) run.setUint16(at, v, true); else run.setUint32(at, v, true);

@@ -94,10 +94,11 @@ export class Vm {
   static async create(opts: VmOptions): Promise<Vm> {
     const cpus = opts.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) throw new BootError(`--cpus ${cpus}: give 1 to ${MAX_CPUS}`);
-    if ((opts.vfio?.length ?? 0) > Math.min(MAX_DEVICES, 31)) throw new BootError(`${opts.vfio!.length} devices: at most ${MAX_DEVICES}`);
+    if ((opts.vfio?.length ?? 0) > MAX_DEVICES) throw new BootError(`${opts.vfio!.length} devices: at most ${MAX_DEVICES}`);
     const files = readBootFiles(opts.kernel, opts.initrd);
     if (opts.memory < minimumMemory(files) || opts.memory % 4096 !== 0) {
-      throw new BootError(`memory size=${opts.memory >> 20}M is too little for this kernel and initrd (give at least ${Math.ceil(minimumMemory(files) / MiB)}M, a multiple of 4 KiB)`);
+      throw new BootError(`memory size=${Math.floor(opts.memory / MiB)}M is too little for this kernel and initrd `
+        + `(give at least ${Math.ceil(minimumMemory(files) / MiB)}M, a multiple of 4 KiB)`);
     }
     const vm = new Vm(opts);
     try {
@@ -115,13 +116,17 @@ export class Vm {
     this.runtime = await Runtime.start({ iommu: this.opts.iommu ?? [], vfio: [], memory: [] });
     this.#undo.push(() => this.runtime.shutdown());
     ramRanges(this.opts.memory).forEach((r, i) => {
-      this.runtime.addMemory({ name: i === 0 ? 'ram-low' : 'ram-high', gpa: BigInt(r.gpa), size: BigInt(r.size), memory: memfdRegionSource(this.ram, BigInt(r.offset)) });
+      this.runtime.addMemory({
+        name: i === 0 ? 'ram-low' : 'ram-high', gpa: BigInt(r.gpa), size: BigInt(r.size),
+        memory: memfdRegionSource(this.ram, BigInt(r.offset)),
+      });
     });
     const pciIrqs = await this.#addDevices();
     const supported = kvm.getSupportedCpuid(this.sys);
     const sig = cpuSignature(supported);
     const cmdline = this.opts.cmdline ?? DEFAULT_CMDLINE;
-    const { entry } = loadGuest(this.ram.bytes, this.opts.memory, files, cmdline, { cpus: this.cpus, cpuSignature: sig.signature, cpuFeatures: sig.features, pciIrqs });
+    const mp = { cpus: this.cpus, cpuSignature: sig.signature, cpuFeatures: sig.features, pciIrqs };
+    const { entry } = loadGuest(this.ram.bytes, this.opts.memory, files, cmdline, mp);
     initUart(this.#ctl);
     this.#runSize = kvm.getVcpuMmapSize(this.sys);
     const tscDeadline = !!this.opts.tscDeadline && kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
@@ -136,7 +141,8 @@ export class Vm {
 
   #openKvm(): void {
     try { this.sys = OwnedFd.open('/dev/kvm', C.O_RDWR); } catch (e) {
-      throw new Error(`cannot open /dev/kvm (${(e as Error).message}): load kvm_intel or kvm_amd, and run as a user in the kvm group`);
+      throw new Error(`cannot open /dev/kvm (${(e as Error).message}): `
+        + 'load kvm_intel or kvm_amd, and run as a user in the kvm group');
     }
     this.#undo.push(() => this.sys.close());
     const api = kvm.getApiVersion(this.sys);
@@ -153,7 +159,9 @@ export class Vm {
     this.ram = new MemfdRegion('vm-ram', this.opts.memory);
     this.#undo.push(() => this.ram.close());
     ramRanges(this.opts.memory).forEach((r, slot) => {
-      kvm.setUserMemoryRegion(this.vm, { slot, flags: 0, guest_phys_addr: BigInt(r.gpa), memory_size: BigInt(r.size), userspace_addr: this.ram.hva + BigInt(r.offset) });
+      kvm.setUserMemoryRegion(this.vm, {
+        slot, flags: 0, guest_phys_addr: BigInt(r.gpa), memory_size: BigInt(r.size), userspace_addr: this.ram.hva + BigInt(r.offset),
+      });
     });
   }
 
@@ -167,7 +175,8 @@ export class Vm {
       const ioapicPin = FIRST_PCI_PIN + (i % PCI_PINS);
       let d;
       try { d = await this.runtime.addDevice(spec, { router: this.router, intxGsi: ioapicPin }); } catch (e) {
-        throw new Error(`--vfio port=${spec.port}${spec.host ? ` host=${spec.host}` : ''}: ${(e as Error).message}`, { cause: e });
+        const which = `--vfio port=${spec.port}${spec.host ? ` host=${spec.host}` : ''}`;
+        throw new Error(`${which}: ${(e as Error).message}`, { cause: e });
       }
       this.deviceNames.push(spec.port);
       const c = d.host.client();
