@@ -11,6 +11,7 @@ import { memfdRegionSource } from '../dma/backend.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import { closeRing } from '../ring/server.js';
 import { type BootFiles, DEFAULT_CMDLINE, loadGuest, minimumMemory, readBootFiles } from './boot.js';
 import { BootError } from './bzimage.js';
 import { cpuSignature } from './cpuid.js';
@@ -65,6 +66,7 @@ const MAX_CPUS = 32;
 /** IOAPIC pins 16-23 take the devices' INTx (0-15 are ISA); a ninth device would share. */
 const FIRST_PCI_PIN = 16, PCI_PINS = 8;
 const KICK_EVERY_MS = 20;
+const UNSTICK_AFTER_MS = 5000;
 const noop = (): void => {};
 
 export class Vm {
@@ -228,8 +230,12 @@ export class Vm {
       // Every vCPU out of KVM_RUN: kick until all threads have left.
       const kicker = setInterval(() => { for (let i = 0; i < this.cpus; i++) kick(state, tids, i); }, KICK_EVERY_MS);
       for (let i = 0; i < this.cpus; i++) kick(state, tids, i);
+      // A vCPU waiting on a device that no longer answers is not in KVM_RUN: closing the rings
+      // ends its wait (RingClosedError). The VM is over, so the devices have no more users.
+      const unstick = setTimeout(() => { for (const r of rings) closeRing(r); }, UNSTICK_AFTER_MS);
       await Promise.all(workers);
       clearInterval(kicker);
+      clearTimeout(unstick);
     } finally {
       if (timer) clearTimeout(timer);
       process.off('SIGUSR2', noop);
