@@ -44,10 +44,10 @@ export class PciBus {
     this.#stats[this.#statBase + STAT.CONFIG]!++;
     const dev = this.#target(), reg = this.#reg(port);
     if (dev < 0) return ONES[size]!;
-    if (dev === 0) return reg < 16 ? (HOST_BRIDGE[reg >> 2]! >>> ((reg & 3) * 8)) & ONES[size]! : 0;
+    if (dev === 0) return reg < 16 ? ((HOST_BRIDGE[reg >> 2]! >>> ((reg & 3) * 8)) & ONES[size]!) >>> 0 : 0;
     const c = this.clients[dev - 1]!;
     const status = this.#ring(c, OP.CFG_READ, reg, size, 0);
-    return status === STATUS.OK ? (c.lo >>> 0) & ONES[size]! : ONES[size]!;
+    return status === STATUS.OK ? (c.lo & ONES[size]!) >>> 0 : ONES[size]!;
   }
 
   write(port: number, size: number, value: number): void {
