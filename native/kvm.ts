@@ -1,6 +1,6 @@
 // KVM uAPI (<linux/kvm.h>, /dev/kvm): what the runtime needs for interrupt routing (irqchip,
 // GSI routing, irqfd) and what a minimal VMM needs to run a guest (memory, vCPUs, KVM_RUN).
-import { _IO, _IOR, _IOW, defineConstants, defineIoctls } from './ioctl.js';
+import { _IO, _IOR, _IOW, _IOWR, defineConstants, defineIoctls } from './ioctl.js';
 import { type Target, ioctl, ioctlInt } from './libc.js';
 import { anonUnion, array, flex, encode, encodeInto, decode, inlineStruct, inlineUnion, s32, struct, u16, u32, u64, u8, type Init, type Value } from './layout.js';
 
@@ -50,7 +50,21 @@ export const kvm_run = struct('struct kvm_run', {
   s: inlineUnion({ padding: array(u8, 2048) }),
 });
 
+/** One CPUID leaf/subleaf (KVM_GET_SUPPORTED_CPUID gives them, KVM_SET_CPUID2 takes them). */
+export const kvm_cpuid_entry2 = struct('struct kvm_cpuid_entry2', {
+  function: u32, index: u32, flags: u32, eax: u32, ebx: u32, ecx: u32, edx: u32, padding: array(u32, 3),
+});
+export const kvm_cpuid2 = struct('struct kvm_cpuid2', { nent: u32, padding: u32, entries: flex(kvm_cpuid_entry2) });
+export const kvm_pit_config = struct('struct kvm_pit_config', { flags: u32, pad: array(u32, 15) });
+export const kvm_msr_entry = struct('struct kvm_msr_entry', { index: u32, reserved: u32, data: u64 });
+export const kvm_msrs = struct('struct kvm_msrs', { nmsrs: u32, pad: u32, entries: flex(kvm_msr_entry) });
+
 export const KVM = defineIoctls('linux/kvm.h', {
+  KVM_GET_SUPPORTED_CPUID: _IOWR(KVMIO, 0x05, kvm_cpuid2.size),
+  KVM_SET_IDENTITY_MAP_ADDR: _IOW(KVMIO, 0x48, 8),
+  KVM_CREATE_PIT2: _IOW(KVMIO, 0x77, kvm_pit_config.size),
+  KVM_SET_MSRS: _IOW(KVMIO, 0x89, kvm_msrs.size),
+  KVM_SET_CPUID2: _IOW(KVMIO, 0x90, kvm_cpuid2.size),
   KVM_GET_API_VERSION: _IO(KVMIO, 0x00),
   KVM_CREATE_VM: _IO(KVMIO, 0x01),
   KVM_CHECK_EXTENSION: _IO(KVMIO, 0x03),
@@ -78,6 +92,7 @@ export const KVM_C = defineConstants('linux/kvm.h', {
   KVM_CAP_IRQ_ROUTING: 25,
   KVM_CAP_IRQFD: 32,
   KVM_CAP_SIGNAL_MSI: 77,
+  KVM_CAP_TSC_DEADLINE_TIMER: 72,
   KVM_IRQ_ROUTING_IRQCHIP: 1,
   KVM_IRQ_ROUTING_MSI: 2,
   KVM_IRQFD_FLAG_DEASSIGN: 1 << 0,
@@ -88,7 +103,11 @@ export const KVM_C = defineConstants('linux/kvm.h', {
   KVM_EXIT_MMIO: 6,
   KVM_EXIT_SHUTDOWN: 8,
   KVM_EXIT_FAIL_ENTRY: 9,
+  KVM_EXIT_INTR: 10,
   KVM_EXIT_INTERNAL_ERROR: 17,
+  KVM_EXIT_SYSTEM_EVENT: 24,
+  KVM_CPUID_FLAG_SIGNIFCANT_INDEX: 1 << 0,
+  KVM_PIT_SPEAKER_DUMMY: 1,
   KVM_EXIT_IO_IN: 0,
   KVM_EXIT_IO_OUT: 1,
   KVM_IRQCHIP_PIC_MASTER: 0,
@@ -97,6 +116,7 @@ export const KVM_C = defineConstants('linux/kvm.h', {
   KVM_APIC_REG_SIZE: 0x400,
 });
 
+export type CpuidEntry = Value<typeof kvm_cpuid_entry2>;
 export type RoutingEntry = Value<typeof kvm_irq_routing_entry>;
 export type Regs = Value<typeof kvm_regs>;
 export type Sregs = Value<typeof kvm_sregs>;
@@ -157,4 +177,37 @@ export function getLapic(t: Target): Buffer {
 export function setLapic(t: Target, regs: Buffer): void {
   if (regs.length !== kvm_lapic_state.size) throw new RangeError(`KVM_SET_LAPIC takes ${kvm_lapic_state.size} bytes, not ${regs.length}`);
   ioctl(t, 'KVM_SET_LAPIC', KVM.KVM_SET_LAPIC, regs);
+}
+
+/** The CPUID leaves KVM can give a guest (KVM_GET_SUPPORTED_CPUID on /dev/kvm). */
+export function getSupportedCpuid(t: Target): CpuidEntry[] {
+  const max = 256; // the kernel's KVM_MAX_CPUID_ENTRIES (not in the uAPI); E2BIG if KVM has more
+  const buf = encode(kvm_cpuid2, { nent: max }, max * kvm_cpuid_entry2.size);
+  ioctl(t, 'KVM_GET_SUPPORTED_CPUID', KVM.KVM_GET_SUPPORTED_CPUID, buf);
+  const n = buf.readUInt32LE(0);
+  return Array.from({ length: n }, (_, i) => decode(kvm_cpuid_entry2, buf, kvm_cpuid2.size + i * kvm_cpuid_entry2.size));
+}
+
+export function setCpuid2(t: Target, entries: readonly CpuidEntry[]): void {
+  const buf = encode(kvm_cpuid2, { nent: entries.length }, entries.length * kvm_cpuid_entry2.size);
+  entries.forEach((e, i) => encodeInto(kvm_cpuid_entry2, buf, e, kvm_cpuid2.size + i * kvm_cpuid_entry2.size));
+  ioctl(t, 'KVM_SET_CPUID2', KVM.KVM_SET_CPUID2, buf);
+}
+
+export function createPit2(t: Target, flags: number): void {
+  ioctl(t, 'KVM_CREATE_PIT2', KVM.KVM_CREATE_PIT2, encode(kvm_pit_config, { flags }));
+}
+
+/** Where KVM (VMX) puts its real-mode identity page table: one page the guest must not use. */
+export function setIdentityMapAddr(t: Target, addr: bigint): void {
+  const buf = Buffer.alloc(8);
+  buf.writeBigUInt64LE(addr);
+  ioctl(t, 'KVM_SET_IDENTITY_MAP_ADDR', KVM.KVM_SET_IDENTITY_MAP_ADDR, buf);
+}
+
+/** Set MSRs; returns how many KVM set (it stops at the first it refuses). */
+export function setMsrs(t: Target, msrs: readonly { index: number; data: bigint }[]): number {
+  const buf = encode(kvm_msrs, { nmsrs: msrs.length }, msrs.length * kvm_msr_entry.size);
+  msrs.forEach((m, i) => encodeInto(kvm_msr_entry, buf, m, kvm_msrs.size + i * kvm_msr_entry.size));
+  return ioctl(t, 'KVM_SET_MSRS', KVM.KVM_SET_MSRS, buf);
 }

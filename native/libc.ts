@@ -34,6 +34,10 @@ export const raw = {
   recvmsg: lib.func('intptr_t recvmsg(int, void *, int)') as (fd: number, msg: Uint8Array, flags: number) => number,
   prlimit: lib.func('int prlimit(int, int, void *, void *)') as (pid: number, resource: number, newLimit: Uint8Array | null, oldLimit: Uint8Array | null) => number,
   getpid: lib.func('int getpid()') as () => number,
+  /** This thread's pthread_t (a VMM kicks a vCPU thread out of KVM_RUN with pthread_kill). */
+  pthread_self: lib.func('uint64_t pthread_self()') as () => number | bigint,
+  pthread_kill: lib.func('int pthread_kill(uint64_t, int)') as (thread: bigint, sig: number) => number,
+  pthread_sigmask: lib.func('int pthread_sigmask(int, void *, void *)') as (how: number, set: Uint8Array | null, old: Uint8Array | null) => number,
 };
 
 export const errno = (): number => koffi.errno();
@@ -54,6 +58,7 @@ export const C = defineConstants('libc', {
   AF_UNIX: 1, SOCK_STREAM: 1, SOCK_SEQPACKET: 5, SOCK_CLOEXEC: 0o2000000,
   SOL_SOCKET: 1, SCM_RIGHTS: 1, MSG_CMSG_CLOEXEC: 0x40000000,
   RLIMIT_MEMLOCK: 8,
+  SIGUSR2: 12, SIG_UNBLOCK: 1,
 });
 
 export const pollfd = struct('struct pollfd', { fd: s32, events: s16, revents: s16 });

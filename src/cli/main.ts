@@ -1,11 +1,13 @@
 #!/usr/bin/env node
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
-// says whether the host is ready for device assignment, `run` assigns devices (one worker each).
+// says whether the host is ready for device assignment, `run` assigns devices (one worker each),
+// `vm` boots a Linux guest on the minimal VMM (src/vmm/) with assigned devices.
 import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
 import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
 import { validateHost } from '../platform/validate.js';
 import { InvalidSpecError } from '../errors.js';
 import { parseRuntimeArgs } from './specs.js';
+import { VM_USAGE, vmCommand } from '../vmm/cli.js';
 
 const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> --help, -h: this text)
   devices   list PCI functions: driver, IOMMU group, VFIO cdev, BARs, MSI/MSI-X vectors
@@ -14,7 +16,8 @@ const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> 
             --iommu id=<name>[,iommufd_fd=<n>]                  an iommufd context (one IOAS)
             --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>|,group_fd=<n>]
                                                                 a device (legacy container without iommu=)
-            --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA`;
+            --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA
+${VM_USAGE}`;
 
 const hex = (n: number, w: number): string => n.toString(16).padStart(w, '0');
 const size = (n: bigint): string => {
@@ -86,6 +89,7 @@ async function main(argv: string[]): Promise<number> {
     case 'devices': printDevices(listFunctions(), json); return 0;
     case 'check': return printChecks(json);
     case 'run': return run(argv.slice(argv.indexOf('run') + 1), json);
+    case 'vm': return vmCommand(argv.slice(argv.indexOf('vm') + 1));
     case undefined: console.error(USAGE); return 2;
     case 'help': console.log(USAGE); return 0;
     default: console.error(`vfio-runtime: unknown command '${cmd}'\n${USAGE}`); return 2;

@@ -14,7 +14,7 @@ const HEADERS: Record<Header, string[]> = {
   'linux/iommufd.h': ['linux/iommufd.h'],
   'linux/kvm.h': ['linux/kvm.h'],
   'linux/pci_regs.h': ['linux/pci_regs.h'],
-  libc: ['fcntl.h', 'poll.h', 'sys/eventfd.h', 'sys/mman.h', 'sys/resource.h', 'sys/socket.h', 'sys/uio.h'],
+  libc: ['fcntl.h', 'poll.h', 'signal.h', 'sys/eventfd.h', 'sys/mman.h', 'sys/resource.h', 'sys/socket.h', 'sys/uio.h'],
   'iommufd_test.h': ['iommufd_test.h'],
 };
 

@@ -1,0 +1,73 @@
+// The VM state every vCPU thread shares (one SharedArrayBuffer): how the VM ended, the 8250's
+// registers, the PCI address latch, the PCI BAR map the vCPUs dispatch by, and the per-vCPU
+// exit counters. Word indexes are constants so the exit path reads them without lookups.
+
+/** Control words (Int32Array). */
+export const CTL = {
+  /** 0 running; set once (compareExchange) by whoever ends the VM. */
+  ENDED: 0, END_KIND: 1, END_VALUE: 2,
+  /** CONFIG_ADDRESS (0xcf8), shared: one latch per host bridge, as in hardware. */
+  PCI_LATCH: 3,
+  /** vCPU threads that reached their loop. */
+  STARTED: 4,
+  /** The RTC/CMOS register index (0x70). */
+  CMOS_INDEX: 5,
+  UART: 8, // UART words from here (uart.ts)
+  COUNT: 32,
+} as const;
+
+export const END = { NONE: 0, DEBUG_EXIT: 1, RESET: 2, SHUTDOWN: 3, ERROR: 4, STOPPED: 5, TIMEOUT: 6 } as const;
+export type EndKind = 'exit' | 'reset' | 'shutdown' | 'error' | 'stopped' | 'timeout';
+export const END_NAMES: Record<number, EndKind> = {
+  1: 'exit', 2: 'reset', 3: 'shutdown', 4: 'error', 5: 'stopped', 6: 'timeout',
+};
+
+/** At most this many assigned devices (bus 0 slots 1..N) and 6 BARs each. */
+export const MAX_DEVICES = 16;
+export const BARS = 6;
+/**
+ * BAR map (Float64Array, one row per device BAR): base, size, kind (0 none, 1 memory, 2 I/O),
+ * active (decoding enabled and placed). Written by the vCPU that made the guest's config write
+ * (the guest serialises config access), read by every vCPU's exit path.
+ */
+export const BAR = { BASE: 0, SIZE: 1, KIND: 2, ACTIVE: 3, WORDS: 4 } as const;
+export const BAR_MEM = 1, BAR_IO = 2;
+
+/** Per-vCPU counters (Float64Array rows; one writer each: its vCPU). */
+export const STAT = {
+  EXITS: 0, IO: 1, MMIO: 2, HLT: 3, INTR: 4, CONFIG: 5, UART: 6,
+  UNKNOWN_PIO: 7, UNKNOWN_MMIO: 8, REFUSED: 9,
+  /**
+   * Timing is sampled: one exit in SAMPLE_EVERY is timed (its handling in user space, from
+   * KVM_RUN's return to the next call, and the part spent waiting on device rings); the
+   * clock is not free under the lab's TCG. SAMPLED counts the timed exits.
+   */
+  EXIT_MS: 10,
+  RING_MS: 11,
+  SAMPLED: 15,
+  /** What the vCPU is doing, for a VM that stops making progress: 1 while it handles an exit. */
+  BUSY: 12, LAST_REASON: 13, LAST_ADDR: 14,
+  DEVICE: 16, // then per device: BAR accesses, MAX_DEVICES of them
+  WORDS: 16 + MAX_DEVICES,
+} as const;
+
+export const SAMPLE_EVERY = 16;
+
+export interface VmShared { ctl: SharedArrayBuffer; bars: SharedArrayBuffer; stats: SharedArrayBuffer }
+
+export function createShared(cpus: number): VmShared {
+  return {
+    ctl: new SharedArrayBuffer(CTL.COUNT * 4),
+    bars: new SharedArrayBuffer(MAX_DEVICES * BARS * BAR.WORDS * 8),
+    stats: new SharedArrayBuffer(cpus * STAT.WORDS * 8),
+  };
+}
+
+/** End the VM once: the first caller's kind and value win. Returns whether this call ended it. */
+export function endVm(ctl: Int32Array, kind: number, value: number): boolean {
+  if (Atomics.compareExchange(ctl, CTL.END_KIND, 0, kind) !== 0) return false;
+  Atomics.store(ctl, CTL.END_VALUE, value);
+  Atomics.store(ctl, CTL.ENDED, 1); // after kind and value: a reader that sees ENDED sees both
+  Atomics.notify(ctl, CTL.ENDED);
+  return true;
+}

@@ -1,0 +1,55 @@
+// The VMM's exit counters, summed over the vCPUs' rows of the shared stats buffer.
+import { STAT } from './shared.js';
+
+export interface VmStats {
+  exits: number;
+  io: number;
+  mmio: number;
+  /** Config-space accesses through 0xcfc-0xcff. */
+  config: number;
+  uart: number;
+  hlt: number;
+  /** KVM_RUN interrupted by a signal (our kicks). */
+  interrupted: number;
+  unknownPio: number;
+  unknownMmio: number;
+  /** Device accesses the device refused (read as all ones / dropped). */
+  refused: number;
+  /** BAR accesses per device port. */
+  bar: Record<string, number>;
+  /**
+   * Time in user space handling exits, and the part of it waiting on device rings: estimates
+   * from the sampled exits (one in SAMPLE_EVERY), scaled to all exits; `sampled` were timed.
+   */
+  exitMs: number;
+  ringMs: number;
+  sampled: number;
+  /** Mean user-space handling time of an exit, µs (from the samples). */
+  exitUs: number;
+  /** Per vCPU: its last exit (reason, port or address) and whether it is still handling it. */
+  vcpus: { busy: boolean; lastReason: number; lastAddr: string }[];
+}
+
+export function collectStats(s: Float64Array, cpus: number, devices: readonly string[]): VmStats {
+  const sum = (k: number): number => { let t = 0; for (let i = 0; i < cpus; i++) t += s[i * STAT.WORDS + k]!; return t; };
+  return {
+    exits: sum(STAT.EXITS), io: sum(STAT.IO), mmio: sum(STAT.MMIO), config: sum(STAT.CONFIG), uart: sum(STAT.UART),
+    hlt: sum(STAT.HLT), interrupted: sum(STAT.INTR), unknownPio: sum(STAT.UNKNOWN_PIO), unknownMmio: sum(STAT.UNKNOWN_MMIO),
+    refused: sum(STAT.REFUSED),
+    bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
+    ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
+    vcpus: Array.from({ length: cpus }, (_, i) => {
+      const r = i * STAT.WORDS;
+      const lastAddr = `0x${s[r + STAT.LAST_ADDR]!.toString(16)}`;
+      return { busy: s[r + STAT.BUSY] === 1, lastReason: s[r + STAT.LAST_REASON]!, lastAddr };
+    }),
+  };
+}
+
+function timing(
+  exits: number, sampled: number, exitMs: number, ringMs: number,
+): { exitMs: number; ringMs: number; sampled: number; exitUs: number } {
+  const scale = sampled ? exits / sampled : 0;
+  const exitUs = sampled ? Math.round((exitMs * 1000) / sampled) : 0;
+  return { exitMs: Math.round(exitMs * scale), ringMs: Math.round(ringMs * scale), sampled, exitUs };
+}
