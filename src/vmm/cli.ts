@@ -3,10 +3,12 @@
 // VMM's own report to stderr; the exit status is the guest's debug-exit byte.
 import { InvalidSpecError } from '../errors.js';
 import { parseRuntimeArgs } from '../cli/specs.js';
+import { DEFAULT_CMDLINE } from './boot.js';
 import { Vm, type VmResult } from './vm.js';
 
 export const VM_USAGE = `  vm        boot a Linux guest: --kernel <bzImage> [--initrd <img>] --memory size=<n>[M|G]
-            [--cpus <n>] [--cmdline "<text>"] [--timeout <s>] [--iommu ...] [--vfio ...] [--json]`;
+            [--cpus <n>] [--cmdline "<text>" | --append "<text>"] [--timeout <s>] [--iommu ...]
+            [--vfio ...] [--json]   (--append adds to the default kernel command line)`;
 
 function value(rest: string[], name: string): string | undefined {
   const i = rest.findIndex((a) => a === name || a.startsWith(`${name}=`));
@@ -26,7 +28,12 @@ function int(name: string, v: string | undefined): number | undefined {
 
 export async function vmCommand(argv: string[]): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
-  const kernel = value(rest, '--kernel'), initrd = value(rest, '--initrd'), cmdline = value(rest, '--cmdline');
+  const kernel = value(rest, '--kernel'), initrd = value(rest, '--initrd'), append = value(rest, '--append');
+  let cmdline = value(rest, '--cmdline');
+  if (append !== undefined) {
+    if (cmdline !== undefined) throw new InvalidSpecError('vm: give --cmdline (the whole line) or --append (added to the default), not both');
+    cmdline = `${DEFAULT_CMDLINE} ${append}`;
+  }
   const cpus = int('--cpus', value(rest, '--cpus')), timeout = int('--timeout', value(rest, '--timeout'));
   const json = rest.includes('--json');
   const unknown = rest.filter((a) => a !== '--json');
