@@ -10,7 +10,9 @@ import { RingServer } from '../src/ring/server.js';
 const { ring, fd, phys } = workerData as { ring: SharedArrayBuffer; fd: number; phys: Uint8Array };
 const cfg = new ConfigSpace(configIo(fd, 0, 'memfd:config'), phys, []);
 let gcs = 0;
-new PerformanceObserver((list) => { gcs += list.getEntries().length; }).observe({ entryTypes: ['gc'] });
+new PerformanceObserver((list) => {
+  gcs += list.getEntries().length;
+}).observe({ entryTypes: ['gc'] });
 const server = new RingServer(ring, (req) => {
   if (req.op !== OP.CFG_READ) return STATUS.BAD_OP;
   req.words![0] = cfg.read(req.offset, req.size as 1 | 2 | 4);
@@ -18,7 +20,10 @@ const server = new RingServer(ring, (req) => {
 });
 server.start();
 parentPort!.on('message', (m) => {
-  if (m === 'reset') { gcs = 0; parentPort!.postMessage('ok'); }
+  if (m === 'reset') {
+    gcs = 0;
+    parentPort!.postMessage('ok');
+  }
   // Let pending GC entries reach the observer before answering.
   if (m === 'gcs') setTimeout(() => parentPort!.postMessage(gcs), 50);
 });

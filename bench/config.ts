@@ -4,8 +4,8 @@
 // built per access made 36-58 of them), then through the ring (the serving worker's GCs; its
 // sleeps allocate a promise each, so an overloaded machine shows some there).
 import { once } from 'node:events';
-import { Worker } from 'node:worker_threads';
 import { PerformanceObserver } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
 import { raw } from '../native/libc.js';
 import { configIo } from '../src/device/assigned-device.js';
 import { ConfigSpace } from '../src/device/config-space.js';
@@ -19,12 +19,17 @@ const READS = Number(process.env.CONFIG_READS ?? 2_000_000);
 export async function benchConfig(): Promise<Record<string, number>> {
   const mem = new MemfdRegion('bench-config', 4096);
   const phys = new Uint8Array(256);
-  phys[0] = 0x36; phys[1] = 0x1b; // vendor 0x1b36
+  phys[0] = 0x36;
+  phys[1] = 0x1b; // vendor 0x1b36
   raw.pwrite(mem.fd.fd, phys, 256, 0);
   const direct = await directGcs(mem.fd.fd, phys);
   const ring = createRingBuffer({ capacity: 16, bulkBytes: 64 });
   const w = new Worker(WORKER, { workerData: { ring, fd: mem.fd.fd, phys } });
-  const ask = async (m: string): Promise<unknown> => { const p = once(w, 'message'); w.postMessage(m); return (await p)[0]; };
+  const ask = async (m: string): Promise<unknown> => {
+    const p = once(w, 'message');
+    w.postMessage(m);
+    return (await p)[0];
+  };
   try {
     await once(w, 'message');
     const c = new RingClient(ring);
@@ -37,8 +42,15 @@ export async function benchConfig(): Promise<Record<string, number>> {
     const gcs = (await ask('gcs')) as number;
     if (bad) throw new Error(`${bad} config reads returned the wrong vendor id`);
     console.log(`${READS / 1e6} M config reads on this thread: ${direct} GCs`);
-    console.log(`${READS / 1e6} M config reads through the ring in ${ms.toFixed(0)} ms (${((ms * 1000) / READS).toFixed(3)} µs each): ${gcs} GCs in the serving worker`);
-    return { config_reads: READS, config_direct_gcs: direct, config_worker_gcs: gcs, config_read_us: Number(((ms * 1000) / READS).toFixed(3)) };
+    console.log(
+      `${READS / 1e6} M config reads through the ring in ${ms.toFixed(0)} ms (${((ms * 1000) / READS).toFixed(3)} µs each): ${gcs} GCs in the serving worker`,
+    );
+    return {
+      config_reads: READS,
+      config_direct_gcs: direct,
+      config_worker_gcs: gcs,
+      config_read_us: Number(((ms * 1000) / READS).toFixed(3)),
+    };
   } finally {
     await w.terminate();
     mem.close();
@@ -50,7 +62,9 @@ async function directGcs(fd: number, phys: Uint8Array): Promise<number> {
   const cfg = new ConfigSpace(configIo(fd, 0, 'memfd:config'), phys, []);
   for (let i = 0; i < 100_000; i++) cfg.read(0, 2);
   let gcs = 0;
-  const obs = new PerformanceObserver((list) => { gcs += list.getEntries().length; });
+  const obs = new PerformanceObserver((list) => {
+    gcs += list.getEntries().length;
+  });
   obs.observe({ entryTypes: ['gc'] });
   // (Not a running sum: past 2^30 it is a heap number, allocated per add.)
   let bad = 0;

@@ -5,14 +5,18 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { raw } from '../native/libc.js';
 import { OP, STATUS } from '../src/ring/protocol.js';
-import { RingServer, type Request } from '../src/ring/server.js';
+import { type Request, RingServer } from '../src/ring/server.js';
 
 /** A bench-only ring op: answer a ping-pong on `words` until word HOLDING is cleared. */
 export const OP_HOLD = 0x7f;
 /** `words` layout: the main thread's ping, the hold flag, and the echo a cache line away. */
-export const PING = 0, HOLDING = 1, ECHO = 16;
+export const PING = 0,
+  HOLDING = 1,
+  ECHO = 16;
 
-const data = workerData as { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number; words: Int32Array } | { role: 'echo' };
+const data = workerData as
+  | { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number; words: Int32Array }
+  | { role: 'echo' };
 
 if (isMainThread) {
   // imported by bench/ring.ts for the constants above
@@ -37,11 +41,19 @@ if (isMainThread) {
     if (size !== 1 && size !== 2 && size !== 4 && size !== 8) return STATUS.BAD_WIDTH;
     if (offset % size !== 0) return STATUS.MISALIGNED;
     if (offset + size > barSize) return STATUS.OUT_OF_RANGE;
-    const n = req.op === OP.BAR_READ ? raw.pread(fd, req.data, size, offset) : raw.pwrite(fd, req.data, size, offset);
+    const n =
+      req.op === OP.BAR_READ
+        ? raw.pread(fd, req.data, size, offset)
+        : raw.pwrite(fd, req.data, size, offset);
     return n === size ? STATUS.OK : STATUS.IO_ERROR;
   };
   const server = new RingServer(data.ring, handler);
   server.start();
-  parentPort!.on('message', async (m) => { if (m === 'stop') { await server.stop(); parentPort!.postMessage(server.served); } });
+  parentPort!.on('message', async (m) => {
+    if (m === 'stop') {
+      await server.stop();
+      parentPort!.postMessage(server.served);
+    }
+  });
   parentPort!.postMessage('ready');
 }

@@ -23,21 +23,28 @@
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
 import { raw } from '../native/libc.js';
-import { RingClient } from '../src/ring/client.js';
-import { OP, STATUS, createRingBuffer } from '../src/ring/protocol.js';
 import { MemfdRegion } from '../src/memory/memfd-region.js';
-import { median, round } from './support.js';
+import { RingClient } from '../src/ring/client.js';
+import { createRingBuffer, OP, STATUS } from '../src/ring/protocol.js';
 import { ECHO, HOLDING, OP_HOLD, PING } from './ring-worker.js';
+import { median, round } from './support.js';
 
 const WORKER = new URL('./ring-worker.js', import.meta.url);
 const BAR = 16384;
 /** Operations per clock read (the clock costs ~50 ns: 3 ns per operation). */
 const BATCH = 16;
-const SAMPLES = 60_000, ROUNDS = 60, WARM_MS = 500;
+const SAMPLES = 60_000,
+  ROUNDS = 60,
+  WARM_MS = 500;
 /** BENCH_VERBOSE=1 prints the warm-up and the spread of every figure. */
 const VERBOSE = process.env.BENCH_VERBOSE === '1';
 
-interface Timing { median: number; mean: number; p99: number; /** the median of each measured round */ rounds: number[] }
+interface Timing {
+  median: number;
+  mean: number;
+  p99: number /** the median of each measured round */;
+  rounds: number[];
+}
 
 /** Fills out[from, to) with µs per operation, one entry per batch. */
 type Sampler = (out: Float64Array, from: number, to: number) => void;
@@ -45,9 +52,19 @@ type Sampler = (out: Float64Array, from: number, to: number) => void;
 function summarize(what: string, xs: Float64Array, warm: number[]): Timing {
   const sorted = Array.from(xs).sort((a, b) => a - b);
   const per = xs.length / ROUNDS;
-  const rounds = Array.from({ length: ROUNDS }, (_, r) => median(Array.from(xs.subarray(r * per, (r + 1) * per))));
-  const t: Timing = { median: sorted[xs.length >> 1]!, mean: sorted.reduce((a, b) => a + b, 0) / xs.length, p99: sorted[Math.floor(xs.length * 0.99)]!, rounds };
-  if (VERBOSE) console.log(`${what}: warm-up medians ${warm.map((x) => x.toFixed(2)).join(' ')} | median ${t.median.toFixed(3)} mean ${t.mean.toFixed(3)} p99 ${t.p99.toFixed(2)} µs | round medians ${rounds.map((x) => x.toFixed(2)).join(' ')}`);
+  const rounds = Array.from({ length: ROUNDS }, (_, r) =>
+    median(Array.from(xs.subarray(r * per, (r + 1) * per))),
+  );
+  const t: Timing = {
+    median: sorted[xs.length >> 1]!,
+    mean: sorted.reduce((a, b) => a + b, 0) / xs.length,
+    p99: sorted[Math.floor(xs.length * 0.99)]!,
+    rounds,
+  };
+  if (VERBOSE)
+    console.log(
+      `${what}: warm-up medians ${warm.map((x) => x.toFixed(2)).join(' ')} | median ${t.median.toFixed(3)} mean ${t.mean.toFixed(3)} p99 ${t.p99.toFixed(2)} µs | round medians ${rounds.map((x) => x.toFixed(2)).join(' ')}`,
+    );
   return t;
 }
 
@@ -65,11 +82,17 @@ function measure(figures: Record<string, Sampler>, maxWarmMs = 3000): Record<str
   for (;;) {
     for (let i = names.length - 1; i >= 0; i--) figures[names[i]!]!(probe, 0, per); // the first figure last: its samples stay
     warm.push(median(Array.from(probe)));
-    const ms = performance.now() - t0, last = warm.slice(-3);
-    if (ms > maxWarmMs || (ms > WARM_MS && last.length === 3 && Math.max(...last) <= Math.min(...last) * 1.05)) break;
+    const ms = performance.now() - t0,
+      last = warm.slice(-3);
+    if (
+      ms > maxWarmMs ||
+      (ms > WARM_MS && last.length === 3 && Math.max(...last) <= Math.min(...last) * 1.05)
+    )
+      break;
   }
   const pools = Object.fromEntries(names.map((n) => [n, new Float64Array(SAMPLES)]));
-  for (let r = 0; r < ROUNDS; r++) for (const n of names) figures[n]!(pools[n]!, r * per, (r + 1) * per);
+  for (let r = 0; r < ROUNDS; r++)
+    for (const n of names) figures[n]!(pools[n]!, r * per, (r + 1) * per);
   return Object.fromEntries(names.map((n, i) => [n, summarize(n, pools[n]!, i === 0 ? warm : [])]));
 }
 
@@ -78,7 +101,8 @@ function inlinePread(fd: number): Sampler {
   return (out, from, to) => {
     let t = performance.now();
     for (let s = from; s < to; s++) {
-      for (let i = 0; i < BATCH; i++) if (raw.pread(fd, buf, 4, 8) !== 4) throw new Error('pread failed');
+      for (let i = 0; i < BATCH; i++)
+        if (raw.pread(fd, buf, 4, 8) !== 4) throw new Error('pread failed');
       const now = performance.now();
       out[s] = ((now - t) * 1000) / BATCH;
       t = now;
@@ -91,7 +115,8 @@ function ringRoundTrip(c: RingClient): Sampler {
     for (let i = 0; i < 64; i++) c.call(OP.BAR_READ, 0, 8, 4); // back from the hold: both threads on the ring again
     let t = performance.now();
     for (let s = from; s < to; s++) {
-      for (let i = 0; i < BATCH; i++) if (c.call(OP.BAR_READ, 0, 8, 4) !== STATUS.OK) throw new Error('ring read failed');
+      for (let i = 0; i < BATCH; i++)
+        if (c.call(OP.BAR_READ, 0, 8, 4) !== STATUS.OK) throw new Error('ring read failed');
       const now = performance.now();
       out[s] = ((now - t) * 1000) / BATCH;
       t = now;
@@ -120,7 +145,11 @@ function held(c: RingClient, words: Int32Array, sampler: Sampler): Sampler {
 /** A bare Atomics ping-pong with the held worker: the cost of crossing cores and back. */
 function pingPong(words: Int32Array): Sampler {
   let k = Atomics.load(words, PING);
-  const hop = (): void => { k++; Atomics.store(words, PING, k); while (Atomics.load(words, ECHO) !== k); };
+  const hop = (): void => {
+    k++;
+    Atomics.store(words, PING, k);
+    while (Atomics.load(words, ECHO) !== k);
+  };
   return (out, from, to) => {
     for (let i = 0; i < 64; i++) hop();
     let t = performance.now();
@@ -139,10 +168,18 @@ function ringThroughput(c: RingClient, total = 2_000_000, window = 64): number {
   const t0 = process.hrtime.bigint();
   for (let i = 0; i < total; i++) {
     const k = i % window;
-    if (i >= window) { const t = tickets[k]!; if (c.await(t) !== STATUS.OK) throw new Error('ring read failed'); c.release(t); }
+    if (i >= window) {
+      const t = tickets[k]!;
+      if (c.await(t) !== STATUS.OK) throw new Error('ring read failed');
+      c.release(t);
+    }
     tickets[k] = c.submit(OP.BAR_READ, 0, (i & 0xff) * 4, 4);
   }
-  for (let i = total; i < total + window; i++) { const t = tickets[i % window]!; c.await(t); c.release(t); }
+  for (let i = total; i < total + window; i++) {
+    const t = tickets[i % window]!;
+    c.await(t);
+    c.release(t);
+  }
   return total / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
@@ -165,11 +202,21 @@ export async function benchRing(): Promise<Record<string, number>> {
   const fd = bar.fd.fd;
   const ring = createRingBuffer({ capacity: 256, bulkBytes: 64 });
   const words = new Int32Array(new SharedArrayBuffer(128));
-  const ringWorker = new Worker(WORKER, { workerData: { role: 'ring', ring, fd, barSize: BAR, words } });
+  const ringWorker = new Worker(WORKER, {
+    workerData: { role: 'ring', ring, fd, barSize: BAR, words },
+  });
   await once(ringWorker, 'message');
   const c = new RingClient(ring);
-  const figures = { ring: ringRoundTrip(c), inline: held(c, words, inlinePread(fd)), pingpong: held(c, words, pingPong(words)) };
-  const { ring: rtt, inline, pingpong: floor } = measure(figures) as { ring: Timing; inline: Timing; pingpong: Timing };
+  const figures = {
+    ring: ringRoundTrip(c),
+    inline: held(c, words, inlinePread(fd)),
+    pingpong: held(c, words, pingPong(words)),
+  };
+  const {
+    ring: rtt,
+    inline,
+    pingpong: floor,
+  } = measure(figures) as { ring: Timing; inline: Timing; pingpong: Timing };
   const opsPerS = ringThroughput(c);
   ringWorker.postMessage('stop');
   await once(ringWorker, 'message');
@@ -182,13 +229,23 @@ export async function benchRing(): Promise<Record<string, number>> {
   // Rounds in which the machine's bare hop was at a slow level (1.5× its best round or more).
   const bestHop = Math.min(...floor.rounds);
   const slowRounds = floor.rounds.filter((x) => x >= bestHop * 1.5).length / ROUNDS;
-  console.log(`inline pread ${inline.median.toFixed(3)} µs (mean ${inline.mean.toFixed(3)}) | ring round trip ${rtt.median.toFixed(3)} µs (mean ${rtt.mean.toFixed(3)}): ${ratio.toFixed(2)}× inline (means: ${(rtt.mean / inline.mean).toFixed(2)}×) | bare ping-pong in the same rounds ${floor.median.toFixed(3)} µs: hop + pread floor ${floorRatio.toFixed(2)}× inline, ring over it ${((rtt.median - floor.median - inline.median) * 1000).toFixed(0)} ns; the hop was slow in ${(slowRounds * 100).toFixed(0)}% of rounds | postMessage ${pm.toFixed(1)} µs (${(pm / rtt.median).toFixed(0)}× the ring) | ${(opsPerS / 1e6).toFixed(2)} M requests/s through one worker`);
+  console.log(
+    `inline pread ${inline.median.toFixed(3)} µs (mean ${inline.mean.toFixed(3)}) | ring round trip ${rtt.median.toFixed(3)} µs (mean ${rtt.mean.toFixed(3)}): ${ratio.toFixed(2)}× inline (means: ${(rtt.mean / inline.mean).toFixed(2)}×) | bare ping-pong in the same rounds ${floor.median.toFixed(3)} µs: hop + pread floor ${floorRatio.toFixed(2)}× inline, ring over it ${((rtt.median - floor.median - inline.median) * 1000).toFixed(0)} ns; the hop was slow in ${(slowRounds * 100).toFixed(0)}% of rounds | postMessage ${pm.toFixed(1)} µs (${(pm / rtt.median).toFixed(0)}× the ring) | ${(opsPerS / 1e6).toFixed(2)} M requests/s through one worker`,
+  );
   return {
-    ring_rtt_median_us: round(rtt.median), inline_pread_median_us: round(inline.median), postmessage_rtt_median_us: round(pm),
-    ring_rtt_ratio: round(ratio, 2), ring_ops_per_s: Math.round(opsPerS),
-    ring_rtt_mean_us: round(rtt.mean), inline_pread_mean_us: round(inline.mean), ring_rtt_mean_ratio: round(rtt.mean / inline.mean, 2),
-    ring_rtt_p99_us: round(rtt.p99, 2), pingpong_rtt_median_us: round(floor.median), ring_floor_ratio: round(floorRatio, 2),
+    ring_rtt_median_us: round(rtt.median),
+    inline_pread_median_us: round(inline.median),
+    postmessage_rtt_median_us: round(pm),
+    ring_rtt_ratio: round(ratio, 2),
+    ring_ops_per_s: Math.round(opsPerS),
+    ring_rtt_mean_us: round(rtt.mean),
+    inline_pread_mean_us: round(inline.mean),
+    ring_rtt_mean_ratio: round(rtt.mean / inline.mean, 2),
+    ring_rtt_p99_us: round(rtt.p99, 2),
+    pingpong_rtt_median_us: round(floor.median),
+    ring_floor_ratio: round(floorRatio, 2),
     ring_over_floor_ns: Math.round((rtt.median - floor.median - inline.median) * 1000),
-    postmessage_over_ring: round(pm / rtt.median, 1), hop_slow_rounds_pct: Math.round(slowRounds * 100),
+    postmessage_over_ring: round(pm / rtt.median, 1),
+    hop_slow_rounds_pct: Math.round(slowRounds * 100),
   };
 }

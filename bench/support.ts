@@ -17,7 +17,11 @@ export function median(xs: number[]): number {
 export function compileC(name: string): string {
   const out = join(mkdtempSync(join(tmpdir(), 'bench-')), name);
   const inc = labInclude();
-  execFileSync('cc', ['-O2', ...(inc ? ['-I', inc.include] : []), '-o', out, join(benchSrc, 'c', `${name}.c`)], { stdio: 'inherit' });
+  execFileSync(
+    'cc',
+    ['-O2', ...(inc ? ['-I', inc.include] : []), '-o', out, join(benchSrc, 'c', `${name}.c`)],
+    { stdio: 'inherit' },
+  );
   return out;
 }
 

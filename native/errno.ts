@@ -7,7 +7,8 @@ for (const preferred of ['EAGAIN', 'EDEADLK', 'EOPNOTSUPP']) {
   const n = (constants.errno as Record<string, number>)[preferred];
   if (n !== undefined) names.set(n, preferred);
 }
-for (const [name, n] of Object.entries(constants.errno as Record<string, number>)) if (!names.has(n)) names.set(n, name);
+for (const [name, n] of Object.entries(constants.errno as Record<string, number>))
+  if (!names.has(n)) names.set(n, name);
 
 export function errnoName(errno: number): string {
   return names.get(errno) ?? `errno ${errno}`;
@@ -23,7 +24,12 @@ export function errnoNumber(name: string): number {
 export class SysError extends Error {
   override readonly name: string = 'SysError';
   readonly code: string;
-  constructor(readonly call: string, readonly target: string, readonly errno: number, hint?: string) {
+  constructor(
+    readonly call: string,
+    readonly target: string,
+    readonly errno: number,
+    hint?: string,
+  ) {
     super(`${call} on ${target}: ${errnoName(errno)}${hint ? ` (${hint})` : ''}`);
     this.code = errnoName(errno);
   }

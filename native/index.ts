@@ -1,11 +1,12 @@
 // The raw bindings, one module per uAPI: import what you use from here.
-export * as layout from './layout.js';
-export * as libc from './libc.js';
-export * as vfio from './vfio.js';
+
+export { errnoName, errnoNumber, SysError } from './errno.js';
+export { constantRegistry } from './ioctl.js';
 export * as iommufd from './iommufd.js';
 export * as iommufdTest from './iommufd-test.js';
 export * as kvm from './kvm.js';
-export { PCI } from './pci-regs.js';
-export { SysError, errnoName, errnoNumber } from './errno.js';
-export { constantRegistry } from './ioctl.js';
+export * as layout from './layout.js';
 export { structRegistry } from './layout.js';
+export * as libc from './libc.js';
+export { PCI } from './pci-regs.js';
+export * as vfio from './vfio.js';

@@ -1,63 +1,190 @@
 // KVM uAPI (<linux/kvm.h>, /dev/kvm): what the runtime needs for interrupt routing (irqchip,
 // GSI routing, irqfd) and what a minimal VMM needs to run a guest (memory, vCPUs, KVM_RUN).
 import { _IO, _IOR, _IOW, _IOWR, defineConstants, defineIoctls } from './ioctl.js';
-import { type Target, ioctl, ioctlInt } from './libc.js';
-import { anonUnion, array, flex, encode, encodeInto, decode, inlineStruct, inlineUnion, s32, struct, u16, u32, u64, u8, type Init, type Value } from './layout.js';
+import {
+  anonUnion,
+  array,
+  decode,
+  encode,
+  encodeInto,
+  flex,
+  type Init,
+  inlineStruct,
+  inlineUnion,
+  s32,
+  struct,
+  u8,
+  u16,
+  u32,
+  u64,
+  type Value,
+} from './layout.js';
+import { ioctl, ioctlInt, type Target } from './libc.js';
 
 const KVMIO = 0xae;
 
 export const kvm_userspace_memory_region = struct('struct kvm_userspace_memory_region', {
-  slot: u32, flags: u32, guest_phys_addr: u64, memory_size: u64, userspace_addr: u64,
+  slot: u32,
+  flags: u32,
+  guest_phys_addr: u64,
+  memory_size: u64,
+  userspace_addr: u64,
 });
-export const kvm_irq_level = struct('struct kvm_irq_level', { irq: anonUnion({ irq: u32, status: s32 }), level: u32 });
-export const kvm_irq_routing_irqchip = struct('struct kvm_irq_routing_irqchip', { irqchip: u32, pin: u32 });
+export const kvm_irq_level = struct('struct kvm_irq_level', {
+  irq: anonUnion({ irq: u32, status: s32 }),
+  level: u32,
+});
+export const kvm_irq_routing_irqchip = struct('struct kvm_irq_routing_irqchip', {
+  irqchip: u32,
+  pin: u32,
+});
 export const kvm_irq_routing_msi = struct('struct kvm_irq_routing_msi', {
-  address_lo: u32, address_hi: u32, data: u32, devid: anonUnion({ pad: u32, devid: u32 }),
+  address_lo: u32,
+  address_hi: u32,
+  data: u32,
+  devid: anonUnion({ pad: u32, devid: u32 }),
 });
 export const kvm_irq_routing_entry = struct('struct kvm_irq_routing_entry', {
-  gsi: u32, type: u32, flags: u32, pad: u32,
-  u: inlineUnion({ irqchip: kvm_irq_routing_irqchip, msi: kvm_irq_routing_msi, pad: array(u32, 8) }),
+  gsi: u32,
+  type: u32,
+  flags: u32,
+  pad: u32,
+  u: inlineUnion({
+    irqchip: kvm_irq_routing_irqchip,
+    msi: kvm_irq_routing_msi,
+    pad: array(u32, 8),
+  }),
 });
-export const kvm_irq_routing = struct('struct kvm_irq_routing', { nr: u32, flags: u32, entries: flex(kvm_irq_routing_entry) });
-export const kvm_irqfd = struct('struct kvm_irqfd', { fd: u32, gsi: u32, flags: u32, resamplefd: u32, pad: array(u8, 16) });
-export const kvm_msi = struct('struct kvm_msi', { address_lo: u32, address_hi: u32, data: u32, flags: u32, devid: u32, pad: array(u8, 12) });
+export const kvm_irq_routing = struct('struct kvm_irq_routing', {
+  nr: u32,
+  flags: u32,
+  entries: flex(kvm_irq_routing_entry),
+});
+export const kvm_irqfd = struct('struct kvm_irqfd', {
+  fd: u32,
+  gsi: u32,
+  flags: u32,
+  resamplefd: u32,
+  pad: array(u8, 16),
+});
+export const kvm_msi = struct('struct kvm_msi', {
+  address_lo: u32,
+  address_hi: u32,
+  data: u32,
+  flags: u32,
+  devid: u32,
+  pad: array(u8, 12),
+});
 /** The local APIC's register page (KVM_GET_LAPIC/KVM_SET_LAPIC): IRR at 0x200, SVR at 0xf0. */
 export const kvm_lapic_state = struct('struct kvm_lapic_state', { regs: array(u8, 0x400) });
 export const kvm_regs = struct('struct kvm_regs', {
-  rax: u64, rbx: u64, rcx: u64, rdx: u64, rsi: u64, rdi: u64, rsp: u64, rbp: u64,
-  r8: u64, r9: u64, r10: u64, r11: u64, r12: u64, r13: u64, r14: u64, r15: u64, rip: u64, rflags: u64,
+  rax: u64,
+  rbx: u64,
+  rcx: u64,
+  rdx: u64,
+  rsi: u64,
+  rdi: u64,
+  rsp: u64,
+  rbp: u64,
+  r8: u64,
+  r9: u64,
+  r10: u64,
+  r11: u64,
+  r12: u64,
+  r13: u64,
+  r14: u64,
+  r15: u64,
+  rip: u64,
+  rflags: u64,
 });
 export const kvm_segment = struct('struct kvm_segment', {
-  base: u64, limit: u32, selector: u16, type: u8, present: u8, dpl: u8, db: u8, s: u8, l: u8, g: u8, avl: u8, unusable: u8, padding: u8,
+  base: u64,
+  limit: u32,
+  selector: u16,
+  type: u8,
+  present: u8,
+  dpl: u8,
+  db: u8,
+  s: u8,
+  l: u8,
+  g: u8,
+  avl: u8,
+  unusable: u8,
+  padding: u8,
 });
-export const kvm_dtable = struct('struct kvm_dtable', { base: u64, limit: u16, padding: array(u16, 3) });
+export const kvm_dtable = struct('struct kvm_dtable', {
+  base: u64,
+  limit: u16,
+  padding: array(u16, 3),
+});
 export const kvm_sregs = struct('struct kvm_sregs', {
-  cs: kvm_segment, ds: kvm_segment, es: kvm_segment, fs: kvm_segment, gs: kvm_segment, ss: kvm_segment,
-  tr: kvm_segment, ldt: kvm_segment, gdt: kvm_dtable, idt: kvm_dtable,
-  cr0: u64, cr2: u64, cr3: u64, cr4: u64, cr8: u64, efer: u64, apic_base: u64, interrupt_bitmap: array(u64, 4),
+  cs: kvm_segment,
+  ds: kvm_segment,
+  es: kvm_segment,
+  fs: kvm_segment,
+  gs: kvm_segment,
+  ss: kvm_segment,
+  tr: kvm_segment,
+  ldt: kvm_segment,
+  gdt: kvm_dtable,
+  idt: kvm_dtable,
+  cr0: u64,
+  cr2: u64,
+  cr3: u64,
+  cr4: u64,
+  cr8: u64,
+  efer: u64,
+  apic_base: u64,
+  interrupt_bitmap: array(u64, 4),
 });
 /** The shared kvm_run page: the exit reasons a minimal VMM handles (I/O, MMIO). */
 export const kvm_run = struct('struct kvm_run', {
-  request_interrupt_window: u8, immediate_exit: u8, padding1: array(u8, 6),
-  exit_reason: u32, ready_for_interrupt_injection: u8, if_flag: u8, flags: u16,
-  cr8: u64, apic_base: u64,
+  request_interrupt_window: u8,
+  immediate_exit: u8,
+  padding1: array(u8, 6),
+  exit_reason: u32,
+  ready_for_interrupt_injection: u8,
+  if_flag: u8,
+  flags: u16,
+  cr8: u64,
+  apic_base: u64,
   exit: anonUnion({
     io: inlineStruct({ direction: u8, size: u8, port: u16, count: u32, data_offset: u64 }),
     mmio: inlineStruct({ phys_addr: u64, data: array(u8, 8), len: u32, is_write: u8 }),
     padding: array(u8, 256),
   }),
-  kvm_valid_regs: u64, kvm_dirty_regs: u64,
+  kvm_valid_regs: u64,
+  kvm_dirty_regs: u64,
   s: inlineUnion({ padding: array(u8, 2048) }),
 });
 
 /** One CPUID leaf/subleaf (KVM_GET_SUPPORTED_CPUID gives them, KVM_SET_CPUID2 takes them). */
 export const kvm_cpuid_entry2 = struct('struct kvm_cpuid_entry2', {
-  function: u32, index: u32, flags: u32, eax: u32, ebx: u32, ecx: u32, edx: u32, padding: array(u32, 3),
+  function: u32,
+  index: u32,
+  flags: u32,
+  eax: u32,
+  ebx: u32,
+  ecx: u32,
+  edx: u32,
+  padding: array(u32, 3),
 });
-export const kvm_cpuid2 = struct('struct kvm_cpuid2', { nent: u32, padding: u32, entries: flex(kvm_cpuid_entry2) });
+export const kvm_cpuid2 = struct('struct kvm_cpuid2', {
+  nent: u32,
+  padding: u32,
+  entries: flex(kvm_cpuid_entry2),
+});
 export const kvm_pit_config = struct('struct kvm_pit_config', { flags: u32, pad: array(u32, 15) });
-export const kvm_msr_entry = struct('struct kvm_msr_entry', { index: u32, reserved: u32, data: u64 });
-export const kvm_msrs = struct('struct kvm_msrs', { nmsrs: u32, pad: u32, entries: flex(kvm_msr_entry) });
+export const kvm_msr_entry = struct('struct kvm_msr_entry', {
+  index: u32,
+  reserved: u32,
+  data: u64,
+});
+export const kvm_msrs = struct('struct kvm_msrs', {
+  nmsrs: u32,
+  pad: u32,
+  entries: flex(kvm_msr_entry),
+});
 
 export const KVM = defineIoctls('linux/kvm.h', {
   KVM_GET_SUPPORTED_CPUID: _IOWR(KVMIO, 0x05, kvm_cpuid2.size),
@@ -121,36 +248,79 @@ export type RoutingEntry = Value<typeof kvm_irq_routing_entry>;
 export type Regs = Value<typeof kvm_regs>;
 export type Sregs = Value<typeof kvm_sregs>;
 
-export const getApiVersion = (t: Target): number => ioctlInt(t, 'KVM_GET_API_VERSION', KVM.KVM_GET_API_VERSION, 0);
-export const createVm = (t: Target, type = 0): number => ioctlInt(t, 'KVM_CREATE_VM', KVM.KVM_CREATE_VM, type);
-export const checkExtension = (t: Target, cap: number): number => ioctlInt(t, 'KVM_CHECK_EXTENSION', KVM.KVM_CHECK_EXTENSION, cap);
-export const getVcpuMmapSize = (t: Target): number => ioctlInt(t, 'KVM_GET_VCPU_MMAP_SIZE', KVM.KVM_GET_VCPU_MMAP_SIZE, 0);
-export const createVcpu = (t: Target, id: number): number => ioctlInt(t, 'KVM_CREATE_VCPU', KVM.KVM_CREATE_VCPU, id);
-export const setTssAddr = (t: Target, addr: number): void => { ioctlInt(t, 'KVM_SET_TSS_ADDR', KVM.KVM_SET_TSS_ADDR, addr); };
-export const createIrqchip = (t: Target): void => { ioctlInt(t, 'KVM_CREATE_IRQCHIP', KVM.KVM_CREATE_IRQCHIP, 0); };
-export const run = (t: Target): void => { ioctlInt(t, 'KVM_RUN', KVM.KVM_RUN, 0); };
+export const getApiVersion = (t: Target): number =>
+  ioctlInt(t, 'KVM_GET_API_VERSION', KVM.KVM_GET_API_VERSION, 0);
+export const createVm = (t: Target, type = 0): number =>
+  ioctlInt(t, 'KVM_CREATE_VM', KVM.KVM_CREATE_VM, type);
+export const checkExtension = (t: Target, cap: number): number =>
+  ioctlInt(t, 'KVM_CHECK_EXTENSION', KVM.KVM_CHECK_EXTENSION, cap);
+export const getVcpuMmapSize = (t: Target): number =>
+  ioctlInt(t, 'KVM_GET_VCPU_MMAP_SIZE', KVM.KVM_GET_VCPU_MMAP_SIZE, 0);
+export const createVcpu = (t: Target, id: number): number =>
+  ioctlInt(t, 'KVM_CREATE_VCPU', KVM.KVM_CREATE_VCPU, id);
+export const setTssAddr = (t: Target, addr: number): void => {
+  ioctlInt(t, 'KVM_SET_TSS_ADDR', KVM.KVM_SET_TSS_ADDR, addr);
+};
+export const createIrqchip = (t: Target): void => {
+  ioctlInt(t, 'KVM_CREATE_IRQCHIP', KVM.KVM_CREATE_IRQCHIP, 0);
+};
+export const run = (t: Target): void => {
+  ioctlInt(t, 'KVM_RUN', KVM.KVM_RUN, 0);
+};
 
 export function setUserMemoryRegion(t: Target, r: Value<typeof kvm_userspace_memory_region>): void {
-  ioctl(t, 'KVM_SET_USER_MEMORY_REGION', KVM.KVM_SET_USER_MEMORY_REGION, encode(kvm_userspace_memory_region, r));
+  ioctl(
+    t,
+    'KVM_SET_USER_MEMORY_REGION',
+    KVM.KVM_SET_USER_MEMORY_REGION,
+    encode(kvm_userspace_memory_region, r),
+  );
 }
 
 export function irqLine(t: Target, irq: number, level: number): void {
-  ioctl(t, 'KVM_IRQ_LINE', KVM.KVM_IRQ_LINE, encode(kvm_irq_level, { irq: { irq, status: irq }, level }));
+  ioctl(
+    t,
+    'KVM_IRQ_LINE',
+    KVM.KVM_IRQ_LINE,
+    encode(kvm_irq_level, { irq: { irq, status: irq }, level }),
+  );
 }
 
 /** Replace the VM's whole GSI routing table (KVM has no incremental update). */
 export function setGsiRouting(t: Target, entries: readonly Init<RoutingEntry>[]): void {
-  const buf = encode(kvm_irq_routing, { nr: entries.length }, entries.length * kvm_irq_routing_entry.size);
-  entries.forEach((e, i) => encodeInto(kvm_irq_routing_entry, buf, e, kvm_irq_routing.size + i * kvm_irq_routing_entry.size));
+  const buf = encode(
+    kvm_irq_routing,
+    { nr: entries.length },
+    entries.length * kvm_irq_routing_entry.size,
+  );
+  entries.forEach((e, i) =>
+    encodeInto(
+      kvm_irq_routing_entry,
+      buf,
+      e,
+      kvm_irq_routing.size + i * kvm_irq_routing_entry.size,
+    ),
+  );
   ioctl(t, 'KVM_SET_GSI_ROUTING', KVM.KVM_SET_GSI_ROUTING, buf);
 }
 
-export function irqfd(t: Target, a: { fd: number; gsi: number; flags?: number; resamplefd?: number }): void {
-  ioctl(t, 'KVM_IRQFD', KVM.KVM_IRQFD, encode(kvm_irqfd, { fd: a.fd, gsi: a.gsi, flags: a.flags ?? 0, resamplefd: a.resamplefd ?? 0 }));
+export function irqfd(
+  t: Target,
+  a: { fd: number; gsi: number; flags?: number; resamplefd?: number },
+): void {
+  ioctl(
+    t,
+    'KVM_IRQFD',
+    KVM.KVM_IRQFD,
+    encode(kvm_irqfd, { fd: a.fd, gsi: a.gsi, flags: a.flags ?? 0, resamplefd: a.resamplefd ?? 0 }),
+  );
 }
 
 /** Inject one MSI; returns >0 if delivered, 0 if the guest blocked it. */
-export function signalMsi(t: Target, m: { address_lo: number; address_hi: number; data: number }): number {
+export function signalMsi(
+  t: Target,
+  m: { address_lo: number; address_hi: number; data: number },
+): number {
   return ioctl(t, 'KVM_SIGNAL_MSI', KVM.KVM_SIGNAL_MSI, encode(kvm_msi, m));
 }
 
@@ -159,14 +329,18 @@ export function getRegs(t: Target): Regs {
   ioctl(t, 'KVM_GET_REGS', KVM.KVM_GET_REGS, buf);
   return decode(kvm_regs, buf);
 }
-export const setRegs = (t: Target, r: Regs): void => { ioctl(t, 'KVM_SET_REGS', KVM.KVM_SET_REGS, encode(kvm_regs, r)); };
+export const setRegs = (t: Target, r: Regs): void => {
+  ioctl(t, 'KVM_SET_REGS', KVM.KVM_SET_REGS, encode(kvm_regs, r));
+};
 
 export function getSregs(t: Target): Sregs {
   const buf = Buffer.alloc(kvm_sregs.size);
   ioctl(t, 'KVM_GET_SREGS', KVM.KVM_GET_SREGS, buf);
   return decode(kvm_sregs, buf);
 }
-export const setSregs = (t: Target, s: Sregs): void => { ioctl(t, 'KVM_SET_SREGS', KVM.KVM_SET_SREGS, encode(kvm_sregs, s)); };
+export const setSregs = (t: Target, s: Sregs): void => {
+  ioctl(t, 'KVM_SET_SREGS', KVM.KVM_SET_SREGS, encode(kvm_sregs, s));
+};
 
 /** A vCPU's local APIC register page (raw bytes: 32-bit registers every 16 bytes). */
 export function getLapic(t: Target): Buffer {
@@ -175,7 +349,8 @@ export function getLapic(t: Target): Buffer {
   return buf;
 }
 export function setLapic(t: Target, regs: Buffer): void {
-  if (regs.length !== kvm_lapic_state.size) throw new RangeError(`KVM_SET_LAPIC takes ${kvm_lapic_state.size} bytes, not ${regs.length}`);
+  if (regs.length !== kvm_lapic_state.size)
+    throw new RangeError(`KVM_SET_LAPIC takes ${kvm_lapic_state.size} bytes, not ${regs.length}`);
   ioctl(t, 'KVM_SET_LAPIC', KVM.KVM_SET_LAPIC, regs);
 }
 
@@ -185,12 +360,16 @@ export function getSupportedCpuid(t: Target): CpuidEntry[] {
   const buf = encode(kvm_cpuid2, { nent: max }, max * kvm_cpuid_entry2.size);
   ioctl(t, 'KVM_GET_SUPPORTED_CPUID', KVM.KVM_GET_SUPPORTED_CPUID, buf);
   const n = buf.readUInt32LE(0);
-  return Array.from({ length: n }, (_, i) => decode(kvm_cpuid_entry2, buf, kvm_cpuid2.size + i * kvm_cpuid_entry2.size));
+  return Array.from({ length: n }, (_, i) =>
+    decode(kvm_cpuid_entry2, buf, kvm_cpuid2.size + i * kvm_cpuid_entry2.size),
+  );
 }
 
 export function setCpuid2(t: Target, entries: readonly CpuidEntry[]): void {
   const buf = encode(kvm_cpuid2, { nent: entries.length }, entries.length * kvm_cpuid_entry2.size);
-  entries.forEach((e, i) => encodeInto(kvm_cpuid_entry2, buf, e, kvm_cpuid2.size + i * kvm_cpuid_entry2.size));
+  entries.forEach((e, i) =>
+    encodeInto(kvm_cpuid_entry2, buf, e, kvm_cpuid2.size + i * kvm_cpuid_entry2.size),
+  );
   ioctl(t, 'KVM_SET_CPUID2', KVM.KVM_SET_CPUID2, buf);
 }
 

@@ -1,8 +1,23 @@
 // VFIO uAPI (<linux/vfio.h>): container, group and device ioctls, their structs and flags,
 // and one thin wrapper per ioctl (encode, call, decode, throw SysError). No policy here.
 import { _IO, defineConstants, defineIoctls } from './ioctl.js';
-import { type Target, ioctl, ioctlInt, check, raw } from './libc.js';
-import { anonUnion, decode, encode, flex, offsetOf, s32, struct, u16, u32, u64, u8, type Init, type StructType, type Value } from './layout.js';
+import {
+  anonUnion,
+  decode,
+  encode,
+  flex,
+  type Init,
+  offsetOf,
+  type StructType,
+  s32,
+  struct,
+  u8,
+  u16,
+  u32,
+  u64,
+  type Value,
+} from './layout.js';
+import { check, ioctl, ioctlInt, raw, type Target } from './libc.js';
 
 const VFIO_TYPE = ';';
 const VFIO_BASE = 100;
@@ -81,58 +96,144 @@ export const VFIO_C = defineConstants('linux/vfio.h', {
 });
 const K = VFIO_C;
 
-export const vfio_info_cap_header = struct('struct vfio_info_cap_header', { id: u16, version: u16, next: u32 });
+export const vfio_info_cap_header = struct('struct vfio_info_cap_header', {
+  id: u16,
+  version: u16,
+  next: u32,
+});
 export const vfio_group_status = struct('struct vfio_group_status', { argsz: u32, flags: u32 });
 export const vfio_device_info = struct('struct vfio_device_info', {
-  argsz: u32, flags: u32, num_regions: u32, num_irqs: u32, cap_offset: u32, pad: u32,
+  argsz: u32,
+  flags: u32,
+  num_regions: u32,
+  num_irqs: u32,
+  cap_offset: u32,
+  pad: u32,
 });
 export const vfio_region_info = struct('struct vfio_region_info', {
-  argsz: u32, flags: u32, index: u32, cap_offset: u32, size: u64, offset: u64,
+  argsz: u32,
+  flags: u32,
+  index: u32,
+  cap_offset: u32,
+  size: u64,
+  offset: u64,
 });
-export const vfio_region_sparse_mmap_area = struct('struct vfio_region_sparse_mmap_area', { offset: u64, size: u64 });
+export const vfio_region_sparse_mmap_area = struct('struct vfio_region_sparse_mmap_area', {
+  offset: u64,
+  size: u64,
+});
 export const vfio_region_info_cap_sparse_mmap = struct('struct vfio_region_info_cap_sparse_mmap', {
-  header: vfio_info_cap_header, nr_areas: u32, reserved: u32, areas: flex(vfio_region_sparse_mmap_area),
+  header: vfio_info_cap_header,
+  nr_areas: u32,
+  reserved: u32,
+  areas: flex(vfio_region_sparse_mmap_area),
 });
-export const vfio_region_info_cap_type = struct('struct vfio_region_info_cap_type', { header: vfio_info_cap_header, type: u32, subtype: u32 });
-export const vfio_irq_info = struct('struct vfio_irq_info', { argsz: u32, flags: u32, index: u32, count: u32 });
-export const vfio_irq_set = struct('struct vfio_irq_set', { argsz: u32, flags: u32, index: u32, start: u32, count: u32, data: flex(u8) });
+export const vfio_region_info_cap_type = struct('struct vfio_region_info_cap_type', {
+  header: vfio_info_cap_header,
+  type: u32,
+  subtype: u32,
+});
+export const vfio_irq_info = struct('struct vfio_irq_info', {
+  argsz: u32,
+  flags: u32,
+  index: u32,
+  count: u32,
+});
+export const vfio_irq_set = struct('struct vfio_irq_set', {
+  argsz: u32,
+  flags: u32,
+  index: u32,
+  start: u32,
+  count: u32,
+  data: flex(u8),
+});
 export const vfio_pci_dependent_device = struct('struct vfio_pci_dependent_device', {
-  id: anonUnion({ group_id: u32, devid: u32 }), segment: u16, bus: u8, devfn: u8,
+  id: anonUnion({ group_id: u32, devid: u32 }),
+  segment: u16,
+  bus: u8,
+  devfn: u8,
 });
 export const vfio_pci_hot_reset_info = struct('struct vfio_pci_hot_reset_info', {
-  argsz: u32, flags: u32, count: u32, devices: flex(vfio_pci_dependent_device),
+  argsz: u32,
+  flags: u32,
+  count: u32,
+  devices: flex(vfio_pci_dependent_device),
 });
-export const vfio_pci_hot_reset = struct('struct vfio_pci_hot_reset', { argsz: u32, flags: u32, count: u32, group_fds: flex(s32) });
+export const vfio_pci_hot_reset = struct('struct vfio_pci_hot_reset', {
+  argsz: u32,
+  flags: u32,
+  count: u32,
+  group_fds: flex(s32),
+});
 export const vfio_device_bind_iommufd = struct('struct vfio_device_bind_iommufd', {
-  argsz: u32, flags: u32, iommufd: s32, out_devid: u32, token_uuid_ptr: u64,
+  argsz: u32,
+  flags: u32,
+  iommufd: s32,
+  out_devid: u32,
+  token_uuid_ptr: u64,
 });
-export const vfio_device_attach_iommufd_pt = struct('struct vfio_device_attach_iommufd_pt', { argsz: u32, flags: u32, pt_id: u32, pasid: u32 });
-export const vfio_device_detach_iommufd_pt = struct('struct vfio_device_detach_iommufd_pt', { argsz: u32, flags: u32, pasid: u32 });
+export const vfio_device_attach_iommufd_pt = struct('struct vfio_device_attach_iommufd_pt', {
+  argsz: u32,
+  flags: u32,
+  pt_id: u32,
+  pasid: u32,
+});
+export const vfio_device_detach_iommufd_pt = struct('struct vfio_device_detach_iommufd_pt', {
+  argsz: u32,
+  flags: u32,
+  pasid: u32,
+});
 export const vfio_iommu_type1_info = struct('struct vfio_iommu_type1_info', {
-  argsz: u32, flags: u32, iova_pgsizes: u64, cap_offset: u32, pad: u32,
+  argsz: u32,
+  flags: u32,
+  iova_pgsizes: u64,
+  cap_offset: u32,
+  pad: u32,
 });
 export const vfio_iova_range = struct('struct vfio_iova_range', { start: u64, end: u64 });
-export const vfio_iommu_type1_info_cap_iova_range = struct('struct vfio_iommu_type1_info_cap_iova_range', {
-  header: vfio_info_cap_header, nr_iovas: u32, reserved: u32, iova_ranges: flex(vfio_iova_range),
+export const vfio_iommu_type1_info_cap_iova_range = struct(
+  'struct vfio_iommu_type1_info_cap_iova_range',
+  {
+    header: vfio_info_cap_header,
+    nr_iovas: u32,
+    reserved: u32,
+    iova_ranges: flex(vfio_iova_range),
+  },
+);
+export const vfio_iommu_type1_info_dma_avail = struct('struct vfio_iommu_type1_info_dma_avail', {
+  header: vfio_info_cap_header,
+  avail: u32,
 });
-export const vfio_iommu_type1_info_dma_avail = struct('struct vfio_iommu_type1_info_dma_avail', { header: vfio_info_cap_header, avail: u32 });
 export const vfio_iommu_type1_dma_map = struct('struct vfio_iommu_type1_dma_map', {
-  argsz: u32, flags: u32, vaddr: u64, iova: u64, size: u64,
+  argsz: u32,
+  flags: u32,
+  vaddr: u64,
+  iova: u64,
+  size: u64,
 });
 export const vfio_iommu_type1_dma_unmap = struct('struct vfio_iommu_type1_dma_unmap', {
-  argsz: u32, flags: u32, iova: u64, size: u64, data: flex(u8),
+  argsz: u32,
+  flags: u32,
+  iova: u64,
+  size: u64,
+  data: flex(u8),
 });
 
 export type RegionInfo = Value<typeof vfio_region_info>;
 export type IrqInfo = Value<typeof vfio_irq_info>;
-export interface InfoCap { id: number; version: number; offset: number }
+export interface InfoCap {
+  id: number;
+  version: number;
+  offset: number;
+}
 
 /** Walk a VFIO info capability chain inside `buf` (offsets are from the start of the info struct). */
 export function capChain(buf: Buffer, first: number): InfoCap[] {
   const caps: InfoCap[] = [];
   const seen = new Set<number>();
   for (let off = first; off !== 0; ) {
-    if (seen.has(off) || off + vfio_info_cap_header.size > buf.length) throw new Error(`VFIO capability chain is malformed at offset ${off}`);
+    if (seen.has(off) || off + vfio_info_cap_header.size > buf.length)
+      throw new Error(`VFIO capability chain is malformed at offset ${off}`);
     seen.add(off);
     const h = decode(vfio_info_cap_header, buf, off);
     caps.push({ id: h.id, version: h.version, offset: off });
@@ -142,7 +243,13 @@ export function capChain(buf: Buffer, first: number): InfoCap[] {
 }
 
 /** Call an argsz-sized info ioctl, growing the buffer when the kernel asks for more (capabilities). */
-function infoIoctl<V extends { argsz: number }>(t: Target, name: string, req: number, type: StructType<V>, value: Init<V>): Buffer {
+function infoIoctl<V extends { argsz: number }>(
+  t: Target,
+  name: string,
+  req: number,
+  type: StructType<V>,
+  value: Init<V>,
+): Buffer {
   let buf = encode(type, { ...value, argsz: type.size } as Init<V>);
   ioctl(t, name, req, buf);
   const want = buf.readUInt32LE(0);
@@ -154,13 +261,28 @@ function infoIoctl<V extends { argsz: number }>(t: Target, name: string, req: nu
 }
 
 // ---- container ----
-export const getApiVersion = (t: Target): number => ioctlInt(t, 'VFIO_GET_API_VERSION', VFIO.VFIO_GET_API_VERSION, 0);
-export const checkExtension = (t: Target, ext: number): number => ioctlInt(t, 'VFIO_CHECK_EXTENSION', VFIO.VFIO_CHECK_EXTENSION, ext);
-export const setIommu = (t: Target, type: number): void => { ioctlInt(t, 'VFIO_SET_IOMMU', VFIO.VFIO_SET_IOMMU, type); };
+export const getApiVersion = (t: Target): number =>
+  ioctlInt(t, 'VFIO_GET_API_VERSION', VFIO.VFIO_GET_API_VERSION, 0);
+export const checkExtension = (t: Target, ext: number): number =>
+  ioctlInt(t, 'VFIO_CHECK_EXTENSION', VFIO.VFIO_CHECK_EXTENSION, ext);
+export const setIommu = (t: Target, type: number): void => {
+  ioctlInt(t, 'VFIO_SET_IOMMU', VFIO.VFIO_SET_IOMMU, type);
+};
 
-export interface IommuType1Info { flags: number; iovaPgsizes: bigint; iovaRanges: { start: bigint; end: bigint }[]; dmaAvail?: number }
+export interface IommuType1Info {
+  flags: number;
+  iovaPgsizes: bigint;
+  iovaRanges: { start: bigint; end: bigint }[];
+  dmaAvail?: number;
+}
 export function iommuGetInfo(t: Target): IommuType1Info {
-  const buf = infoIoctl(t, 'VFIO_IOMMU_GET_INFO', VFIO.VFIO_IOMMU_GET_INFO, vfio_iommu_type1_info, {});
+  const buf = infoIoctl(
+    t,
+    'VFIO_IOMMU_GET_INFO',
+    VFIO.VFIO_IOMMU_GET_INFO,
+    vfio_iommu_type1_info,
+    {},
+  );
   const info = decode(vfio_iommu_type1_info, buf);
   const out: IommuType1Info = { flags: info.flags, iovaPgsizes: info.iova_pgsizes, iovaRanges: [] };
   if (info.flags & K.VFIO_IOMMU_INFO_CAPS) {
@@ -168,7 +290,8 @@ export function iommuGetInfo(t: Target): IommuType1Info {
       if (cap.id === K.VFIO_IOMMU_TYPE1_INFO_CAP_IOVA_RANGE) {
         const c = decode(vfio_iommu_type1_info_cap_iova_range, buf, cap.offset);
         const base = cap.offset + offsetOf(vfio_iommu_type1_info_cap_iova_range, 'iova_ranges');
-        for (let i = 0; i < c.nr_iovas; i++) out.iovaRanges.push(decode(vfio_iova_range, buf, base + i * vfio_iova_range.size));
+        for (let i = 0; i < c.nr_iovas; i++)
+          out.iovaRanges.push(decode(vfio_iova_range, buf, base + i * vfio_iova_range.size));
       } else if (cap.id === K.VFIO_IOMMU_TYPE1_INFO_DMA_AVAIL) {
         out.dmaAvail = decode(vfio_iommu_type1_info_dma_avail, buf, cap.offset).avail;
       }
@@ -177,13 +300,35 @@ export function iommuGetInfo(t: Target): IommuType1Info {
   return out;
 }
 
-export function mapDma(t: Target, vaddr: bigint, iova: bigint, size: bigint, flags = K.VFIO_DMA_MAP_FLAG_READ | K.VFIO_DMA_MAP_FLAG_WRITE): void {
-  ioctl(t, 'VFIO_IOMMU_MAP_DMA', VFIO.VFIO_IOMMU_MAP_DMA, encode(vfio_iommu_type1_dma_map, { argsz: vfio_iommu_type1_dma_map.size, flags, vaddr, iova, size }));
+export function mapDma(
+  t: Target,
+  vaddr: bigint,
+  iova: bigint,
+  size: bigint,
+  flags = K.VFIO_DMA_MAP_FLAG_READ | K.VFIO_DMA_MAP_FLAG_WRITE,
+): void {
+  ioctl(
+    t,
+    'VFIO_IOMMU_MAP_DMA',
+    VFIO.VFIO_IOMMU_MAP_DMA,
+    encode(vfio_iommu_type1_dma_map, {
+      argsz: vfio_iommu_type1_dma_map.size,
+      flags,
+      vaddr,
+      iova,
+      size,
+    }),
+  );
 }
 
 /** Returns the number of bytes the kernel unmapped. */
 export function unmapDma(t: Target, iova: bigint, size: bigint, flags = 0): bigint {
-  const buf = encode(vfio_iommu_type1_dma_unmap, { argsz: vfio_iommu_type1_dma_unmap.size, flags, iova, size });
+  const buf = encode(vfio_iommu_type1_dma_unmap, {
+    argsz: vfio_iommu_type1_dma_unmap.size,
+    flags,
+    iova,
+    size,
+  });
   ioctl(t, 'VFIO_IOMMU_UNMAP_DMA', VFIO.VFIO_IOMMU_UNMAP_DMA, buf);
   return decode(vfio_iommu_type1_dma_unmap, buf).size;
 }
@@ -201,16 +346,25 @@ export function groupSetContainer(t: Target, containerFd: number): void {
   ioctl(t, 'VFIO_GROUP_SET_CONTAINER', VFIO.VFIO_GROUP_SET_CONTAINER, arg);
 }
 
-export const groupUnsetContainer = (t: Target): void => { ioctl(t, 'VFIO_GROUP_UNSET_CONTAINER', VFIO.VFIO_GROUP_UNSET_CONTAINER, null); };
+export const groupUnsetContainer = (t: Target): void => {
+  ioctl(t, 'VFIO_GROUP_UNSET_CONTAINER', VFIO.VFIO_GROUP_UNSET_CONTAINER, null);
+};
 
 /** Returns a new device fd for the device named `bdf` in this group. */
 export function groupGetDeviceFd(t: Target, bdf: string): number {
-  return check(raw.ioctlStr(t.fd, VFIO.VFIO_GROUP_GET_DEVICE_FD, bdf), 'VFIO_GROUP_GET_DEVICE_FD', `${t.path} (${bdf})`);
+  return check(
+    raw.ioctlStr(t.fd, VFIO.VFIO_GROUP_GET_DEVICE_FD, bdf),
+    'VFIO_GROUP_GET_DEVICE_FD',
+    `${t.path} (${bdf})`,
+  );
 }
 
 // ---- device ----
 export function deviceGetInfo(t: Target): Value<typeof vfio_device_info> {
-  return decode(vfio_device_info, infoIoctl(t, 'VFIO_DEVICE_GET_INFO', VFIO.VFIO_DEVICE_GET_INFO, vfio_device_info, {}));
+  return decode(
+    vfio_device_info,
+    infoIoctl(t, 'VFIO_DEVICE_GET_INFO', VFIO.VFIO_DEVICE_GET_INFO, vfio_device_info, {}),
+  );
 }
 
 export interface RegionInfoWithCaps extends RegionInfo {
@@ -221,15 +375,26 @@ export interface RegionInfoWithCaps extends RegionInfo {
 }
 
 export function deviceGetRegionInfo(t: Target, index: number): RegionInfoWithCaps {
-  const buf = infoIoctl(t, 'VFIO_DEVICE_GET_REGION_INFO', VFIO.VFIO_DEVICE_GET_REGION_INFO, vfio_region_info, { index });
+  const buf = infoIoctl(
+    t,
+    'VFIO_DEVICE_GET_REGION_INFO',
+    VFIO.VFIO_DEVICE_GET_REGION_INFO,
+    vfio_region_info,
+    { index },
+  );
   const info = decode(vfio_region_info, buf);
-  const caps = info.flags & K.VFIO_REGION_INFO_FLAG_CAPS && info.cap_offset ? capChain(buf, info.cap_offset) : [];
+  const caps =
+    info.flags & K.VFIO_REGION_INFO_FLAG_CAPS && info.cap_offset
+      ? capChain(buf, info.cap_offset)
+      : [];
   const out: RegionInfoWithCaps = { ...info, caps };
   for (const cap of caps) {
     if (cap.id === K.VFIO_REGION_INFO_CAP_SPARSE_MMAP) {
       const c = decode(vfio_region_info_cap_sparse_mmap, buf, cap.offset);
       const base = cap.offset + offsetOf(vfio_region_info_cap_sparse_mmap, 'areas');
-      out.sparseMmap = Array.from({ length: c.nr_areas }, (_, i) => decode(vfio_region_sparse_mmap_area, buf, base + i * vfio_region_sparse_mmap_area.size));
+      out.sparseMmap = Array.from({ length: c.nr_areas }, (_, i) =>
+        decode(vfio_region_sparse_mmap_area, buf, base + i * vfio_region_sparse_mmap_area.size),
+      );
     } else if (cap.id === K.VFIO_REGION_INFO_CAP_MSIX_MAPPABLE) {
       out.msixMappable = true;
     } else if (cap.id === K.VFIO_REGION_INFO_CAP_TYPE) {
@@ -250,25 +415,49 @@ export function deviceGetIrqInfo(t: Target, index: number): IrqInfo {
  * VFIO_DEVICE_SET_IRQS. `data`: an array of eventfds (-1 unassigns one) with DATA_EVENTFD,
  * an array of booleans with DATA_BOOL, or nothing with DATA_NONE.
  */
-export function deviceSetIrqs(t: Target, index: number, start: number, count: number, flags: number, data?: readonly number[] | readonly boolean[]): void {
+export function deviceSetIrqs(
+  t: Target,
+  index: number,
+  start: number,
+  count: number,
+  flags: number,
+  data?: readonly number[] | readonly boolean[],
+): void {
   const per = flags & K.VFIO_IRQ_SET_DATA_EVENTFD ? 4 : flags & K.VFIO_IRQ_SET_DATA_BOOL ? 1 : 0;
   const extra = per * (data?.length ?? 0);
-  const buf = encode(vfio_irq_set, { argsz: vfio_irq_set.size + extra, flags, index, start, count }, extra);
+  const buf = encode(
+    vfio_irq_set,
+    { argsz: vfio_irq_set.size + extra, flags, index, start, count },
+    extra,
+  );
   const base = offsetOf(vfio_irq_set, 'data');
-  data?.forEach((v, i) => (per === 4 ? buf.writeInt32LE(Number(v), base + 4 * i) : buf.writeUInt8(v ? 1 : 0, base + i)));
+  data?.forEach((v, i) =>
+    per === 4 ? buf.writeInt32LE(Number(v), base + 4 * i) : buf.writeUInt8(v ? 1 : 0, base + i),
+  );
   ioctl(t, 'VFIO_DEVICE_SET_IRQS', VFIO.VFIO_DEVICE_SET_IRQS, buf);
 }
 
-export const deviceReset = (t: Target): void => { ioctl(t, 'VFIO_DEVICE_RESET', VFIO.VFIO_DEVICE_RESET, null); };
+export const deviceReset = (t: Target): void => {
+  ioctl(t, 'VFIO_DEVICE_RESET', VFIO.VFIO_DEVICE_RESET, null);
+};
 
-export interface DependentDevice { id: number; segment: number; bus: number; devfn: number }
+export interface DependentDevice {
+  id: number;
+  segment: number;
+  bus: number;
+  devfn: number;
+}
 export function deviceGetHotResetInfo(t: Target): { flags: number; devices: DependentDevice[] } {
   let buf = encode(vfio_pci_hot_reset_info, { argsz: vfio_pci_hot_reset_info.size });
   const first = raw.ioctlPtr(t.fd, VFIO.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf);
   const count = decode(vfio_pci_hot_reset_info, buf).count;
   if (first < 0 && count === 0) check(first, 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO', t.path);
   const extra = count * vfio_pci_dependent_device.size;
-  buf = encode(vfio_pci_hot_reset_info, { argsz: vfio_pci_hot_reset_info.size + extra, count }, extra);
+  buf = encode(
+    vfio_pci_hot_reset_info,
+    { argsz: vfio_pci_hot_reset_info.size + extra, count },
+    extra,
+  );
   ioctl(t, 'VFIO_DEVICE_GET_PCI_HOT_RESET_INFO', VFIO.VFIO_DEVICE_GET_PCI_HOT_RESET_INFO, buf);
   const info = decode(vfio_pci_hot_reset_info, buf);
   const base = offsetOf(vfio_pci_hot_reset_info, 'devices');
@@ -282,7 +471,11 @@ export function deviceGetHotResetInfo(t: Target): { flags: number; devices: Depe
 /** Hot reset: group fds (legacy), or an empty list with the device bound to iommufd (cdev). */
 export function devicePciHotReset(t: Target, groupFds: readonly number[]): void {
   const extra = 4 * groupFds.length;
-  const buf = encode(vfio_pci_hot_reset, { argsz: vfio_pci_hot_reset.size + extra, count: groupFds.length }, extra);
+  const buf = encode(
+    vfio_pci_hot_reset,
+    { argsz: vfio_pci_hot_reset.size + extra, count: groupFds.length },
+    extra,
+  );
   groupFds.forEach((fd, i) => buf.writeInt32LE(fd, vfio_pci_hot_reset.size + 4 * i));
   ioctl(t, 'VFIO_DEVICE_PCI_HOT_RESET', VFIO.VFIO_DEVICE_PCI_HOT_RESET, buf);
 }
@@ -296,12 +489,19 @@ export function deviceBindIommufd(t: Target, iommufd: number): number {
 
 /** Attach to an IOAS or HWPT; returns the pt id the kernel reports (it may substitute a HWPT). */
 export function deviceAttachIommufdPt(t: Target, ptId: number): number {
-  const buf = encode(vfio_device_attach_iommufd_pt, { argsz: vfio_device_attach_iommufd_pt.size, pt_id: ptId });
+  const buf = encode(vfio_device_attach_iommufd_pt, {
+    argsz: vfio_device_attach_iommufd_pt.size,
+    pt_id: ptId,
+  });
   ioctl(t, 'VFIO_DEVICE_ATTACH_IOMMUFD_PT', VFIO.VFIO_DEVICE_ATTACH_IOMMUFD_PT, buf);
   return decode(vfio_device_attach_iommufd_pt, buf).pt_id;
 }
 
 export function deviceDetachIommufdPt(t: Target): void {
-  ioctl(t, 'VFIO_DEVICE_DETACH_IOMMUFD_PT', VFIO.VFIO_DEVICE_DETACH_IOMMUFD_PT, encode(vfio_device_detach_iommufd_pt, { argsz: vfio_device_detach_iommufd_pt.size }));
+  ioctl(
+    t,
+    'VFIO_DEVICE_DETACH_IOMMUFD_PT',
+    VFIO.VFIO_DEVICE_DETACH_IOMMUFD_PT,
+    encode(vfio_device_detach_iommufd_pt, { argsz: vfio_device_detach_iommufd_pt.size }),
+  );
 }
-

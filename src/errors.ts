@@ -39,14 +39,26 @@ export type Resource = 'port' | 'context' | 'pci-function' | 'viommu' | 'fd' | '
 export class NotFoundError extends VfrError {
   override readonly name = 'NotFoundError';
   readonly code = ERR.NOT_FOUND;
-  constructor(message: string, readonly resource: Resource, readonly id: string) { super(message); }
+  constructor(
+    message: string,
+    readonly resource: Resource,
+    readonly id: string,
+  ) {
+    super(message);
+  }
 }
 
 /** The thing named is taken already (a port with a device, a vIOMMU name, a device in use). */
 export class ConflictError extends VfrError {
   override readonly name = 'ConflictError';
   readonly code = ERR.CONFLICT;
-  constructor(message: string, readonly resource: Resource, readonly id: string) { super(message); }
+  constructor(
+    message: string,
+    readonly resource: Resource,
+    readonly id: string,
+  ) {
+    super(message);
+  }
 }
 
 /** A spec (CLI option, library argument, JSON) is malformed; `field` names the part, if known. */
@@ -54,7 +66,10 @@ export class InvalidSpecError extends VfrError {
   override readonly name = 'InvalidSpecError';
   readonly code = ERR.INVALID_SPEC;
   readonly field: string | undefined;
-  constructor(message: string, field?: string) { super(message); this.field = field; }
+  constructor(message: string, field?: string) {
+    super(message);
+    this.field = field;
+  }
 }
 
 /**
@@ -65,7 +80,10 @@ export class HostSetupError extends VfrError {
   override readonly name = 'HostSetupError';
   readonly code = ERR.HOST_SETUP;
   readonly bdf: string | undefined;
-  constructor(message: string, bdf?: string) { super(message); this.bdf = bdf; }
+  constructor(message: string, bdf?: string) {
+    super(message);
+    this.bdf = bdf;
+  }
 }
 
 /** Where a kernel error happened, beyond the call and node SysError already names. */
@@ -107,7 +125,9 @@ export class KernelError extends SysError {
     this.bdf = ctx.bdf ?? (sys instanceof KernelError ? sys.bdf : undefined);
     this.port = ctx.port ?? (sys instanceof KernelError ? sys.port : undefined);
     // The device first, so a log line says which one; the call, node and errno stay intact.
-    const who = [this.bdf, this.port !== undefined ? `port ${this.port}` : undefined].filter(Boolean);
+    const who = [this.bdf, this.port !== undefined ? `port ${this.port}` : undefined].filter(
+      Boolean,
+    );
     if (who.length) this.message = `${who.join(', ')}: ${this.message}`;
     this.cause = sys;
   }
@@ -118,13 +138,21 @@ Object.defineProperty(KernelError.prototype, BRAND, { value: true });
 export class PartialInvalidationError extends KernelError {
   override readonly name: string = 'PartialInvalidationError';
   override readonly code: ErrorCode = ERR.PARTIAL_INVALIDATION;
-  constructor(sys: SysError, readonly consumed: number, readonly entries: number, hint: string) {
+  constructor(
+    sys: SysError,
+    readonly consumed: number,
+    readonly entries: number,
+    hint: string,
+  ) {
     super(sys, { hint });
   }
 }
 
 /** What a failed nesting setup had made and destroyed again. */
-export interface UndoneObject { readonly what: string; readonly id: number }
+export interface UndoneObject {
+  readonly what: string;
+  readonly id: number;
+}
 
 /**
  * A VIommu or VDevice could not be made at `step`; `undone` lists what had been made and was
@@ -136,7 +164,12 @@ export class NestingSetupError extends VfrError {
   readonly errno: number | undefined;
   readonly errnoName: string | undefined;
   readonly call: string | undefined;
-  constructor(message: string, readonly step: string, readonly undone: readonly UndoneObject[], cause?: unknown) {
+  constructor(
+    message: string,
+    readonly step: string,
+    readonly undone: readonly UndoneObject[],
+    cause?: unknown,
+  ) {
     super(message, { cause });
     this.errno = cause instanceof SysError ? cause.errno : undefined;
     this.errnoName = errnoNameOf(cause);
@@ -148,7 +181,13 @@ export class NestingSetupError extends VfrError {
 export class WorkerExitedError extends VfrError {
   override readonly name = 'WorkerExitedError';
   readonly code = ERR.WORKER_EXITED;
-  constructor(message: string, readonly worker: string, readonly exitCode?: number) { super(message); }
+  constructor(
+    message: string,
+    readonly worker: string,
+    readonly exitCode?: number,
+  ) {
+    super(message);
+  }
 }
 
 /** The device ring was closed (the device shut down); a producer's request did not complete. */
@@ -160,10 +199,16 @@ export class RingClosedError extends VfrError {
 type AnyClass = abstract new (...a: never[]) => Error;
 /** Each code's class, for rebuilding an error that crossed a thread boundary. */
 export const ERROR_CLASSES: ReadonlyMap<string, AnyClass> = new Map<string, AnyClass>([
-  [ERR.NOT_FOUND, NotFoundError], [ERR.CONFLICT, ConflictError], [ERR.INVALID_SPEC, InvalidSpecError],
-  [ERR.HOST_SETUP, HostSetupError], [ERR.KERNEL, KernelError], [ERR.WORKER_EXITED, WorkerExitedError],
-  [ERR.RING_CLOSED, RingClosedError], [ERR.PARTIAL_INVALIDATION, PartialInvalidationError],
-  [ERR.NESTING_SETUP, NestingSetupError], ['SysError', SysError],
+  [ERR.NOT_FOUND, NotFoundError],
+  [ERR.CONFLICT, ConflictError],
+  [ERR.INVALID_SPEC, InvalidSpecError],
+  [ERR.HOST_SETUP, HostSetupError],
+  [ERR.KERNEL, KernelError],
+  [ERR.WORKER_EXITED, WorkerExitedError],
+  [ERR.RING_CLOSED, RingClosedError],
+  [ERR.PARTIAL_INVALIDATION, PartialInvalidationError],
+  [ERR.NESTING_SETUP, NestingSetupError],
+  ['SysError', SysError],
 ]);
 
 /**

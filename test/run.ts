@@ -7,7 +7,9 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 
 const [suite = 'unit', filter] = process.argv.slice(2);
 const dir = join(dirname(fileURLToPath(import.meta.url)), suite);
-const files = readdirSync(dir).filter((f) => f.endsWith('.test.js') && (!filter || f.includes(filter))).sort();
+const files = readdirSync(dir)
+  .filter((f) => f.endsWith('.test.js') && (!filter || f.includes(filter)))
+  .sort();
 if (files.length === 0) {
   console.error(`run: no test files in ${dir}${filter ? ` matching '${filter}'` : ''}`);
   process.exit(1);
@@ -34,8 +36,11 @@ await uvu.exec(false);
 process.stdout.write = write;
 
 const plain = captured.replace(/\x1b\[[0-9;]*m/g, '');
-const num = (label: string): number => Number(/\s*(\d+)/.exec(plain.slice(plain.lastIndexOf(label) + label.length))?.[1] ?? NaN);
-const total = num('Total:'), passed = num('Passed:'), skipped = num('Skipped:');
+const num = (label: string): number =>
+  Number(/\s*(\d+)/.exec(plain.slice(plain.lastIndexOf(label) + label.length))?.[1] ?? NaN);
+const total = num('Total:'),
+  passed = num('Passed:'),
+  skipped = num('Skipped:');
 const failed = total - passed;
 console.log(`${suite}: ${passed} passed, ${failed} failed, ${skipped} skipped`);
 if (failed > 0 || Number.isNaN(total)) process.exitCode = 1;

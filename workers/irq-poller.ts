@@ -3,11 +3,14 @@
 // control eventfd. Each firing is counted in shared memory and reported straight to the VMM
 // (relay, vector deliverable: DIRECT) or to the device worker, which owns the pending bits.
 import { workerData } from 'node:worker_threads';
-import { C, errno, pollfd, raw } from '../native/libc.js';
 import { errnoNumber } from '../native/errno.js';
-import { IRQ, SRC, irqViews, reportToVmm, reportToWorker } from '../src/irq/irq-state.js';
+import { C, errno, pollfd, raw } from '../native/libc.js';
+import { IRQ, irqViews, reportToVmm, reportToWorker, SRC } from '../src/irq/irq-state.js';
 
-export interface PollerData { irq: SharedArrayBuffer; name: string }
+export interface PollerData {
+  irq: SharedArrayBuffer;
+  name: string;
+}
 
 const { irq, name } = workerData as PollerData;
 const v = irqViews(irq);
@@ -28,9 +31,15 @@ function rebuild(): void {
   nfds = list.length + 1;
   fds = Buffer.alloc(nfds * pollfd.size);
   slots = new Int32Array(nfds);
-  const at = (i: number, fd: number): void => { fds.writeInt32LE(fd, i * pollfd.size); fds.writeInt16LE(C.POLLIN, i * pollfd.size + 4); };
+  const at = (i: number, fd: number): void => {
+    fds.writeInt32LE(fd, i * pollfd.size);
+    fds.writeInt16LE(C.POLLIN, i * pollfd.size + 4);
+  };
   at(0, Atomics.load(hdr, IRQ.CTL_FD));
-  list.forEach((s, i) => { at(i + 1, Atomics.load(v.USER_FD, s)); slots[i + 1] = s; });
+  list.forEach((s, i) => {
+    at(i + 1, Atomics.load(v.USER_FD, s));
+    slots[i + 1] = s;
+  });
 }
 
 /** Read an eventfd's counter (low 32 bits); 0 if nothing was there. */

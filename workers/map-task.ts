@@ -9,9 +9,15 @@ export default function mapTask(call: KernelMapCall): KernelMapResult {
   const t0 = performance.now();
   try {
     switch (call.op) {
-      case 'IOMMU_IOAS_MAP_FILE': iommufd.ioasMapFile(t, call.ioas, call.memfd, call.offset, call.length, call.iova); break;
-      case 'IOMMU_IOAS_MAP': iommufd.ioasMap(t, call.ioas, call.va, call.length, call.iova); break;
-      case 'VFIO_IOMMU_MAP_DMA': vfio.mapDma(t, call.va, call.iova, call.length); break;
+      case 'IOMMU_IOAS_MAP_FILE':
+        iommufd.ioasMapFile(t, call.ioas, call.memfd, call.offset, call.length, call.iova);
+        break;
+      case 'IOMMU_IOAS_MAP':
+        iommufd.ioasMap(t, call.ioas, call.va, call.length, call.iova);
+        break;
+      case 'VFIO_IOMMU_MAP_DMA':
+        vfio.mapDma(t, call.va, call.iova, call.length);
+        break;
     }
   } catch (e) {
     if (e instanceof SysError) return { ok: false, errno: e.errno, message: e.message };

@@ -7,15 +7,31 @@
 //   --memory size=<n>[K|M|G][,gpa=<addr>]            guest RAM (a memfd) mapped for DMA at IOVA == GPA
 // This file only turns the key=value text into the runtime's spec object; what the values may be
 // is checked where every caller's spec is, in src/coordinator/spec.ts (with messages in CLI terms).
-import { InvalidSpecError } from '../errors.js';
-import { type RuntimeSpec, type SpecKind, type SpecStyle, normalizeRuntimeSpec } from '../coordinator/spec.js';
 
-export type { DeviceSpec, IommuSpec, MemorySpec, RuntimeSpec, VfioSpec } from '../coordinator/spec.js';
+import {
+  normalizeRuntimeSpec,
+  type RuntimeSpec,
+  type SpecKind,
+  type SpecStyle,
+} from '../coordinator/spec.js';
+import { InvalidSpecError } from '../errors.js';
+
+export type {
+  DeviceSpec,
+  IommuSpec,
+  MemorySpec,
+  RuntimeSpec,
+  VfioSpec,
+} from '../coordinator/spec.js';
 /** A bad option: exit 2 with the mistake named. The CLI's name for InvalidSpecError. */
 export { InvalidSpecError as SpecError } from '../errors.js';
 
 /** The CLI's keys for the spec's camelCase ones; host= is the spec's bdf (QEMU's -device vfio-pci,host=). */
-const CLI_KEYS: Record<string, string> = { iommufdFd: 'iommufd_fd', groupFd: 'group_fd', bdf: 'host' };
+const CLI_KEYS: Record<string, string> = {
+  iommufdFd: 'iommufd_fd',
+  groupFd: 'group_fd',
+  bdf: 'host',
+};
 const SPEC_KEYS = new Map(Object.entries(CLI_KEYS).map(([spec, cli]) => [cli, spec]));
 const ALLOWED: Record<SpecKind, readonly string[]> = {
   iommu: ['id', 'iommufd_fd'],
@@ -25,14 +41,24 @@ const ALLOWED: Record<SpecKind, readonly string[]> = {
 
 /** key=value pairs of one option, rejecting unknown and repeated keys; values stay text. */
 function pairs(kind: SpecKind, text: string): Record<string, string> {
-  const option = `--${kind}`, allowed = ALLOWED[kind];
+  const option = `--${kind}`,
+    allowed = ALLOWED[kind];
   const out: Record<string, string> = {};
-  if (text.trim() === '') throw new InvalidSpecError(`${option} needs a value (${allowed.map((k) => `${k}=...`).join(',')})`, kind);
+  if (text.trim() === '')
+    throw new InvalidSpecError(
+      `${option} needs a value (${allowed.map((k) => `${k}=...`).join(',')})`,
+      kind,
+    );
   for (const part of text.split(',')) {
     const eq = part.indexOf('=');
     if (eq <= 0) throw new InvalidSpecError(`${option} ${text}: '${part}' is not key=value`, kind);
-    const key = part.slice(0, eq).trim(), value = part.slice(eq + 1).trim();
-    if (!allowed.includes(key)) throw new InvalidSpecError(`${option} ${text}: unknown key '${key}' (known: ${allowed.join(', ')})`, kind);
+    const key = part.slice(0, eq).trim(),
+      value = part.slice(eq + 1).trim();
+    if (!allowed.includes(key))
+      throw new InvalidSpecError(
+        `${option} ${text}: unknown key '${key}' (known: ${allowed.join(', ')})`,
+        kind,
+      );
     const specKey = SPEC_KEYS.get(key) ?? key;
     if (specKey in out) throw new InvalidSpecError(`${option} ${text}: '${key}' given twice`, kind);
     if (value === '') throw new InvalidSpecError(`${option} ${text}: '${key}' has no value`, kind);
@@ -49,7 +75,10 @@ export function parseRuntimeArgs(argv: readonly string[]): { spec: RuntimeSpec; 
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     const m = /^--(iommu|vfio|memory)(?:=(.*))?$/.exec(a);
-    if (!m) { rest.push(a); continue; }
+    if (!m) {
+      rest.push(a);
+      continue;
+    }
     const kind = m[1] as SpecKind;
     const value = m[2] ?? argv[++i];
     if (value === undefined) throw new InvalidSpecError(`--${kind} needs a value`, kind);

@@ -5,22 +5,22 @@
 // the worker dies. Its lifecycle is explicit (state, onExit) and respawn() starts a new worker
 // on the same ring, fd, shared state, eventfds, poller and router link: the seam a supervisor's
 // restart policy builds on.
-import { Worker, type MessagePort } from 'node:worker_threads';
+import { type MessagePort, Worker } from 'node:worker_threads';
 import { close, type Target } from '../../native/libc.js';
-import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/worker-contract.js';
-import { readCounters, type CounterRow } from '../metrics/read-counters.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
+import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
+import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/worker-contract.js';
+import { WorkerExitedError } from '../errors.js';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import { signalEventfd } from '../irq/eventfd.js';
 import type { GsiRouter } from '../irq/gsi-router.js';
-import { IRQ, SRC, irqViews, type IrqKind } from '../irq/irq-state.js';
-import { VmmIrqListener, IrqPoller, type InterruptEvent } from '../irq/poller.js';
-import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
+import { IRQ, type IrqKind, irqViews, SRC } from '../irq/irq-state.js';
+import { type InterruptEvent, IrqPoller, VmmIrqListener } from '../irq/poller.js';
+import { type CounterRow, readCounters } from '../metrics/read-counters.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
 import { closeRing, type RingServeTuning } from '../ring/server.js';
-import { WorkerExitedError } from '../errors.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
 
@@ -48,10 +48,9 @@ export interface DeviceHandleOptions {
   stopGraceMs?: number;
 }
 
-export type { InterruptEvent };
-
 /** The error a control call to a dead worker rejects with (VFR_ERR_WORKER_EXITED); the old name stays. */
 export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
+export type { InterruptEvent };
 
 /**
  * starting: a worker is being started (start, respawn); running: it answered ready();
@@ -100,12 +99,19 @@ export class DeviceHandle {
     const handle = new DeviceHandle(opts);
     handle.#poller = IrqPoller.start(handle.memory.irq, opts.name);
     handle.#listener = new VmmIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
-    try { await handle.#spawn(); } catch (e) { await handle.#stopIrqs(); throw e; }
+    try {
+      await handle.#spawn();
+    } catch (e) {
+      await handle.#stopIrqs();
+      throw e;
+    }
     return handle;
   }
 
   /** Where the worker's lifecycle is (see DeviceHandleState). */
-  get state(): DeviceHandleState { return this.#state; }
+  get state(): DeviceHandleState {
+    return this.#state;
+  }
 
   /**
    * Call `cb` whenever a worker of this device ends (planned or not), after its control calls
@@ -113,7 +119,9 @@ export class DeviceHandle {
    */
   onExit(cb: (e: DeviceWorkerExitEvent) => void): () => void {
     this.#exitListeners.add(cb);
-    return () => { this.#exitListeners.delete(cb); };
+    return () => {
+      this.#exitListeners.delete(cb);
+    };
   }
 
   /**
@@ -123,11 +131,18 @@ export class DeviceHandle {
    * STATUS.WORKER_DIED by the new worker's ring server; queued ones are served once each.
    */
   async respawn(): Promise<DeviceDescription> {
-    if (this.#state === 'stopped') throw new Error(`device ${this.name} is shut down; add it again to start a new worker`);
-    if (this.#state === 'starting') throw new Error(`device ${this.name}'s worker is starting; await start() or respawn() first`);
+    if (this.#state === 'stopped')
+      throw new Error(`device ${this.name} is shut down; add it again to start a new worker`);
+    if (this.#state === 'starting')
+      throw new Error(`device ${this.name}'s worker is starting; await start() or respawn() first`);
     if (this.#exitCode === undefined) await this.#endWorker(false);
     this.#state = 'starting';
-    try { await this.#spawn(); } catch (e) { this.#state = 'exited'; throw e; }
+    try {
+      await this.#spawn();
+    } catch (e) {
+      this.#state = 'exited';
+      throw e;
+    }
     return this.description;
   }
 
@@ -136,15 +151,25 @@ export class DeviceHandle {
     this.#planned = true;
     let timer: NodeJS.Timeout | undefined;
     try {
-      const grace = new Promise<void>((r) => { timer = setTimeout(r, this.opts.stopGraceMs ?? 2000); });
+      const grace = new Promise<void>((r) => {
+        timer = setTimeout(r, this.opts.stopGraceMs ?? 2000);
+      });
       await Promise.race([this.#call(() => this.#api.shutdown(quiesce)).catch(() => {}), grace]);
       clearTimeout(timer);
       await this.#worker.terminate();
-    } finally { this.#planned = false; }
+    } finally {
+      this.#planned = false;
+    }
   }
 
   async #spawn(): Promise<void> {
-    const data: DeviceWorkerData = { name: this.name, fd: this.opts.device.fd, path: this.opts.device.path, ring: this.ring, memory: this.memory };
+    const data: DeviceWorkerData = {
+      name: this.name,
+      fd: this.opts.device.fd,
+      path: this.opts.device.path,
+      ring: this.ring,
+      memory: this.memory,
+    };
     if (this.opts.intxGsi !== undefined) data.intxGsi = this.opts.intxGsi;
     if (this.opts.intx !== undefined) data.intx = this.opts.intx;
     if (this.opts.serve) data.serve = { ...this.opts.serve };
@@ -156,19 +181,27 @@ export class DeviceHandle {
       data.vmFd = this.opts.router.vm.fd;
       transfer.push(this.#routerLink.port);
     }
-    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, { workerData: data, name: `device:${this.name}`, transferList: transfer });
+    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, {
+      workerData: data,
+      name: `device:${this.name}`,
+      transferList: transfer,
+    });
     const incarnation = ++this.#incarnation;
     this.#worker = worker;
     this.#exitCode = undefined;
     let error: Error | undefined;
     this.#exit = new Promise<never>((_, reject) => {
-      const fail = (why: string, code?: number): void => reject(new WorkerExitedError(`device worker ${this.name} ${why}`, this.name, code));
+      const fail = (why: string, code?: number): void =>
+        reject(new WorkerExitedError(`device worker ${this.name} ${why}`, this.name, code));
       worker.once('exit', (code) => {
         this.#exitCode = code;
         fail(`exited (code ${code})`, code);
         this.#exited({ code, ...(error ? { error } : {}), planned: this.#planned, incarnation });
       });
-      worker.once('error', (e) => { error = e; fail(`crashed: ${e.message}`); });
+      worker.once('error', (e) => {
+        error = e;
+        fail(`crashed: ${e.message}`);
+      });
     });
     this.#exit.catch(() => {}); // observed by #call; never unhandled
     this.#api = Comlink.wrap<DeviceControl>(nodeEndpoint(worker, attentionSignal(this.ring)));
@@ -176,7 +209,11 @@ export class DeviceHandle {
       this.description = await this.#call(() => this.#api.ready());
     } catch (e) {
       this.#planned = true;
-      try { await worker.terminate(); } finally { this.#planned = false; }
+      try {
+        await worker.terminate();
+      } finally {
+        this.#planned = false;
+      }
       throw e;
     }
     this.#state = 'running';
@@ -186,32 +223,59 @@ export class DeviceHandle {
   #exited(e: DeviceWorkerExitEvent): void {
     if (this.#state !== 'stopped' && this.#state !== 'starting') this.#state = 'exited';
     for (const cb of this.#exitListeners) {
-      try { cb(e); } catch (err) { console.error(`${this.name}: an onExit listener threw: ${(err as Error).message}`); }
+      try {
+        cb(e);
+      } catch (err) {
+        console.error(`${this.name}: an onExit listener threw: ${(err as Error).message}`);
+      }
     }
   }
 
   /** A control call that rejects if the worker exits before answering. */
   #call<T>(fn: () => Promise<T>): Promise<T> {
-    if (this.#exitCode !== undefined) return Promise.reject(new WorkerExitedError(`device worker ${this.name} is not running`, this.name, this.#exitCode));
+    if (this.#exitCode !== undefined)
+      return Promise.reject(
+        new WorkerExitedError(
+          `device worker ${this.name} is not running`,
+          this.name,
+          this.#exitCode,
+        ),
+      );
     return Promise.race([fn(), this.#exit]);
   }
 
-  get worker(): Worker { return this.#worker; }
+  get worker(): Worker {
+    return this.#worker;
+  }
 
   /** A ring client for this thread; other threads build their own from `ring`. */
-  client(opts?: RingClientOptions): RingClient { return new RingClient(this.ring, opts); }
+  client(opts?: RingClientOptions): RingClient {
+    return new RingClient(this.ring, opts);
+  }
 
-  describe(): Promise<DeviceDescription> { return this.#call(() => this.#api.describe()); }
-  stats(): Promise<DeviceStats> { return this.#call(() => this.#api.stats()); }
+  describe(): Promise<DeviceDescription> {
+    return this.#call(() => this.#api.describe());
+  }
+  stats(): Promise<DeviceStats> {
+    return this.#call(() => this.#api.stats());
+  }
 
   /** Every declared counter (src/metrics/schema.ts), straight from shared memory (no call to the worker). */
-  counters(): CounterRow[] { return readCounters(this.memory); }
-  async reset(): Promise<DeviceDescription> { return (this.description = await this.#call(() => this.#api.reset())); }
+  counters(): CounterRow[] {
+    return readCounters(this.memory);
+  }
+  async reset(): Promise<DeviceDescription> {
+    return (this.description = await this.#call(() => this.#api.reset()));
+  }
 
   /** Interrupt mode, per-vector VFIO triggers, committed routes and counters (from the worker). */
-  irqStatus(): Promise<IrqStatus> { return this.#call(() => this.#api.irqStatus()); }
+  irqStatus(): Promise<IrqStatus> {
+    return this.#call(() => this.#api.irqStatus());
+  }
   /** Resolves once every route change the guest's programming caused so far is committed in KVM. */
-  irqSettled(): Promise<void> { return this.#call(() => this.#api.irqSettled()); }
+  irqSettled(): Promise<void> {
+    return this.#call(() => this.#api.irqSettled());
+  }
 
   /** Relay mode, INTx: the guest has EOId the line; let VFIO unmask it. */
   intxEoi(): void {
@@ -221,9 +285,17 @@ export class DeviceHandle {
   }
 
   /** Counters of one source, straight from shared memory (no call to the worker). */
-  interruptCounts(kind: IrqKind, vector: number): { fired: number; delivered: number; pended: number } {
-    const v = irqViews(this.memory.irq), s = (kind === 'msix' ? SRC.MSIX : kind === 'msi' ? SRC.MSI : SRC.INTX) + vector;
-    return { fired: Atomics.load(v.FIRED, s) >>> 0, delivered: Atomics.load(v.DELIVERED, s) >>> 0, pended: Atomics.load(v.PENDED, s) >>> 0 };
+  interruptCounts(
+    kind: IrqKind,
+    vector: number,
+  ): { fired: number; delivered: number; pended: number } {
+    const v = irqViews(this.memory.irq),
+      s = (kind === 'msix' ? SRC.MSIX : kind === 'msi' ? SRC.MSI : SRC.INTX) + vector;
+    return {
+      fired: Atomics.load(v.FIRED, s) >>> 0,
+      delivered: Atomics.load(v.DELIVERED, s) >>> 0,
+      pended: Atomics.load(v.PENDED, s) >>> 0,
+    };
   }
 
   /** Stop the worker (interrupts off in VFIO and KVM), the poller, and close the ring (producers still waiting get RingClosedError). */
@@ -238,14 +310,26 @@ export class DeviceHandle {
   async #stopIrqs(): Promise<void> {
     this.#routerLink?.close();
     this.#routerLink = undefined;
-    await this.opts.router?.release(this.name).catch((e: unknown) => console.error(`${this.name}: releasing routes: ${(e as Error).message}`));
+    await this.opts.router
+      ?.release(this.name)
+      .catch((e: unknown) =>
+        console.error(`${this.name}: releasing routes: ${(e as Error).message}`),
+      );
     this.#listener?.stop();
     await this.#poller?.stop();
     // The eventfds outlive workers (a restarted worker reuses them); they go with the device.
     const v = irqViews(this.memory.irq);
-    for (const a of [v.USER_FD, v.KVM_FD]) for (let s = 0; s < SRC.COUNT; s++) if (a[s]! >= 0) { close(a[s]!); a[s] = -1; }
+    for (const a of [v.USER_FD, v.KVM_FD])
+      for (let s = 0; s < SRC.COUNT; s++)
+        if (a[s]! >= 0) {
+          close(a[s]!);
+          a[s] = -1;
+        }
     const unmask = v.hdr[IRQ.INTX_UNMASK_FD]!;
-    if (unmask >= 0) { close(unmask); v.hdr[IRQ.INTX_UNMASK_FD] = -1; }
+    if (unmask >= 0) {
+      close(unmask);
+      v.hdr[IRQ.INTX_UNMASK_FD] = -1;
+    }
     this.#poller = undefined;
     this.#listener = undefined;
   }

@@ -3,24 +3,45 @@
 // one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
 // pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
 import { readlinkSync } from 'node:fs';
+import type { Registry } from 'prom-client';
+import type { Target } from '../../native/libc.js';
+import type { DeviceDescription } from '../device/assigned-device.js';
 import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
 import { ContainerBackend } from '../dma/container-backend.js';
+import { bdfOfCdev } from '../dma/diagnose.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
 import { IommufdContext } from '../dma/iommufd-context.js';
+import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
-import type { DeviceDescription } from '../device/assigned-device.js';
-import type { Target } from '../../native/libc.js';
-import type { Registry } from 'prom-client';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
-import { type AnyVIommu, type DeviceIommuInfo, type VDevice, VIommu, type VIommuDescription, type VIommuOptions, deviceIommuInfo } from '../nesting/viommu.js';
-import { ConflictError, InvalidSpecError, NotFoundError, attributeKernelError } from '../errors.js';
-import { bdfOfCdev } from '../dma/diagnose.js';
+import {
+  type AnyVIommu,
+  type DeviceIommuInfo,
+  deviceIommuInfo,
+  type VDevice,
+  VIommu,
+  type VIommuDescription,
+  type VIommuOptions,
+} from '../nesting/viommu.js';
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
-import { type DeviceSpec, type RuntimeSpec, type RuntimeSpecInput, normalizeDeviceSpec, normalizeRuntimeSpec } from './spec.js';
+import {
+  type DeviceSpec,
+  normalizeDeviceSpec,
+  normalizeRuntimeSpec,
+  type RuntimeSpec,
+  type RuntimeSpecInput,
+} from './spec.js';
 
-export type { DeviceSpec, IommuSpec, MemorySpec, RuntimeSpec, RuntimeSpecInput, VfioSpec } from './spec.js';
+export type {
+  DeviceSpec,
+  IommuSpec,
+  MemorySpec,
+  RuntimeSpec,
+  RuntimeSpecInput,
+  VfioSpec,
+} from './spec.js';
 
 /** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */
 export type DeviceAttachOptions = Omit<DeviceHandleOptions, 'name' | 'device'>;
@@ -38,13 +59,30 @@ export interface RuntimeDevice {
 }
 
 /** One map call of guest memory into a backend: a region, or the piece of it between reserved windows. */
-export interface MappedPiece { region: string; iova: string; size: string }
+export interface MappedPiece {
+  region: string;
+  iova: string;
+  size: string;
+}
 
 export interface RuntimeDescription {
   /** `mapped`: what the context's IOAS really maps, piece by piece (a region split around a hole shows its pieces). */
-  contexts: { id: string; ioasId: number | undefined; devices: number; ranges: string[]; mapped: MappedPiece[] }[];
+  contexts: {
+    id: string;
+    ioasId: number | undefined;
+    devices: number;
+    ranges: string[];
+    mapped: MappedPiece[];
+  }[];
   container: { devices: string[]; mapped: MappedPiece[] } | undefined;
-  devices: { port: string; bdf: string | undefined; backend: string; ioasId?: number; iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean }; description: DeviceDescription }[];
+  devices: {
+    port: string;
+    bdf: string | undefined;
+    backend: string;
+    ioasId?: number;
+    iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean };
+    description: DeviceDescription;
+  }[];
   memory: { name: string; gpa: string; size: string }[];
   viommus: VIommuDescription[];
 }
@@ -53,7 +91,11 @@ const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
 /** The PCI address of an inherited cdev fd, if sysfs tells (for naming the device in errors). */
 function cdevBdf(fd: number): string | undefined {
-  try { return bdfOfCdev(readlinkSync(`/proc/self/fd/${fd}`)); } catch { return undefined; }
+  try {
+    return bdfOfCdev(readlinkSync(`/proc/self/fd/${fd}`));
+  } catch {
+    return undefined;
+  }
 }
 
 export class Runtime {
@@ -79,14 +121,23 @@ export class Runtime {
     try {
       for (const i of spec.iommu) {
         let ctx: IommufdContext;
-        try { ctx = IommufdContext.open(i.id, i.iommufdFd !== undefined ? { fd: i.iommufdFd } : {}); } catch (e) { throw attributeKernelError(e, {}); }
+        try {
+          ctx = IommufdContext.open(i.id, i.iommufdFd !== undefined ? { fd: i.iommufdFd } : {});
+        } catch (e) {
+          throw attributeKernelError(e, {});
+        }
         rt.contexts.set(i.id, ctx);
         rt.memory.addBackend(ctx);
       }
       spec.memory.forEach((m, i) => {
         const region = new MemfdRegion(`guest-ram${i}`, Number(m.size));
         rt.ram.push(region);
-        rt.addMemory({ name: `ram${i}`, gpa: m.gpa, size: m.size, memory: memfdRegionSource(region) });
+        rt.addMemory({
+          name: `ram${i}`,
+          gpa: m.gpa,
+          size: m.size,
+          memory: memfdRegionSource(region),
+        });
       });
       for (const v of spec.vfio) await rt.addDevice(v);
       return rt;
@@ -103,13 +154,23 @@ export class Runtime {
    */
   async addDevice(spec: DeviceSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
     const v = normalizeDeviceSpec(spec);
-    if (this.devices.has(v.port)) throw new ConflictError(`port ${v.port} already has a device`, 'port', v.port);
-    const holder = v.bdf === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.bdf);
-    if (holder) throw new ConflictError(`${v.bdf} is assigned already, on port ${holder.port}`, 'device', v.bdf!);
+    if (this.devices.has(v.port))
+      throw new ConflictError(`port ${v.port} already has a device`, 'port', v.port);
+    const holder =
+      v.bdf === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.bdf);
+    if (holder)
+      throw new ConflictError(
+        `${v.bdf} is assigned already, on port ${holder.port}`,
+        'device',
+        v.bdf!,
+      );
     try {
       return await this.#attach(v, opts);
     } catch (e) {
-      throw attributeKernelError(e, { bdf: v.bdf ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined), port: v.port });
+      throw attributeKernelError(e, {
+        bdf: v.bdf ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined),
+        port: v.port,
+      });
     }
   }
 
@@ -118,27 +179,62 @@ export class Runtime {
     let devId: number | undefined; // iommufd's id for the device
     if (v.iommu) {
       const ctx = this.contexts.get(v.iommu);
-      if (!ctx) throw new NotFoundError(`--vfio port=${v.port}: no iommufd context '${v.iommu}' (contexts: ${[...this.contexts.keys()].join(', ') || 'none'})`, 'context', v.iommu);
+      if (!ctx)
+        throw new NotFoundError(
+          `--vfio port=${v.port}: no iommufd context '${v.iommu}' (contexts: ${[...this.contexts.keys()].join(', ') || 'none'})`,
+          'context',
+          v.iommu,
+        );
       backend = ctx;
       if (v.fd !== undefined) {
-        const cdev = OwnedFd.inherited(v.fd, `--vfio port=${v.port}: fd`, '/dev/vfio/devices/vfioN', /^\/dev\/vfio\/devices\/vfio\d+$/);
-        try { devId = ctx.attachDevice(cdev).devId; } catch (e) { cdev.close(); throw e; }
+        const cdev = OwnedFd.inherited(
+          v.fd,
+          `--vfio port=${v.port}: fd`,
+          '/dev/vfio/devices/vfioN',
+          /^\/dev\/vfio\/devices\/vfio\d+$/,
+        );
+        try {
+          devId = ctx.attachDevice(cdev).devId;
+        } catch (e) {
+          cdev.close();
+          throw e;
+        }
         device = cdev;
-        detach = () => { try { if (!cdev.closed) ctx.detachDevice(cdev); } finally { cdev.close(); } };
+        detach = () => {
+          try {
+            if (!cdev.closed) ctx.detachDevice(cdev);
+          } finally {
+            cdev.close();
+          }
+        };
       } else {
         const a = ctx.attachPciDevice(v.bdf!);
-        device = a.device; detach = a.detach; devId = a.devId;
+        device = a.device;
+        detach = a.detach;
+        devId = a.devId;
       }
     } else {
-      if (!this.container) { this.container = ContainerBackend.open('vfio-container'); this.memory.addBackend(this.container); }
-      const a = this.container.attachPciDevice(v.bdf!, v.groupFd !== undefined ? { groupFd: v.groupFd } : {});
-      backend = this.container; device = a.device; detach = a.detach;
+      if (!this.container) {
+        this.container = ContainerBackend.open('vfio-container');
+        this.memory.addBackend(this.container);
+      }
+      const a = this.container.attachPciDevice(
+        v.bdf!,
+        v.groupFd !== undefined ? { groupFd: v.groupFd } : {},
+      );
+      backend = this.container;
+      device = a.device;
+      detach = a.detach;
     }
     let handle: DeviceHandle, iommu: DeviceIommuInfo | undefined;
     try {
-      if (backend instanceof IommufdContext && devId !== undefined) iommu = deviceIommuInfo(backend.iommufd, devId);
+      if (backend instanceof IommufdContext && devId !== undefined)
+        iommu = deviceIommuInfo(backend.iommufd, devId);
       handle = await DeviceHandle.start({ ...opts, name: v.port, device });
-    } catch (e) { detach(); throw e; }
+    } catch (e) {
+      detach();
+      throw e;
+    }
     const d: RuntimeDevice = { port: v.port, bdf: v.bdf, backend, handle, detach, device, iommu };
     this.devices.set(v.port, d);
     return d;
@@ -153,7 +249,11 @@ export class Runtime {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
     this.devices.delete(port);
-    try { await d.handle.shutdown(); } finally { d.detach(); }
+    try {
+      await d.handle.shutdown();
+    } finally {
+      d.detach();
+    }
   }
 
   device(port: string): DeviceHandle {
@@ -163,13 +263,20 @@ export class Runtime {
   }
 
   #noDevice(port: string, prefix: string): NotFoundError {
-    return new NotFoundError(`${prefix}no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`, 'port', port);
+    return new NotFoundError(
+      `${prefix}no device on port '${port}' (ports: ${[...this.devices.keys()].join(', ') || 'none'})`,
+      'port',
+      port,
+    );
   }
 
   #iommufdDevice(port: string, what: string): { d: RuntimeDevice; ctx: IommufdContext } {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, `${what}: `);
-    if (!(d.backend instanceof IommufdContext)) throw new InvalidSpecError(`${what}: port '${port}' is on the legacy VFIO container; nested translation needs iommufd (give it iommu=<id>)`);
+    if (!(d.backend instanceof IommufdContext))
+      throw new InvalidSpecError(
+        `${what}: port '${port}' is on the legacy VFIO container; nested translation needs iommufd (give it iommu=<id>)`,
+      );
     return { d, ctx: d.backend };
   }
 
@@ -177,19 +284,36 @@ export class Runtime {
    * Create the host side of a virtual IOMMU of `kind`, backed by the physical IOMMU of the
    * device on `port` and living on that device's iommufd context (closed with it).
    */
-  createVIommu<K extends IommuKind>(name: string, kind: K, port: string, opts: VIommuOptions<K> = {}): VIommu<K> {
-    if (this.viommus.get(name)?.closed === false) throw new ConflictError(`vIOMMU '${name}' already exists`, 'viommu', name);
+  createVIommu<K extends IommuKind>(
+    name: string,
+    kind: K,
+    port: string,
+    opts: VIommuOptions<K> = {},
+  ): VIommu<K> {
+    if (this.viommus.get(name)?.closed === false)
+      throw new ConflictError(`vIOMMU '${name}' already exists`, 'viommu', name);
     const { d, ctx } = this.#iommufdDevice(port, `vIOMMU '${name}'`);
     let v: VIommu<K>;
-    try { v = VIommu.create(name, ctx, ctx.nestable(d.device), kind, opts); } catch (e) { throw attributeKernelError(e, { bdf: d.bdf, port }); }
+    try {
+      v = VIommu.create(name, ctx, ctx.nestable(d.device), kind, opts);
+    } catch (e) {
+      throw attributeKernelError(e, { bdf: d.bdf, port });
+    }
     this.viommus.set(name, v as unknown as AnyVIommu);
     return v;
   }
 
   /** Put the device on `port` under vIOMMU `name` with the guest's virtual id for it; it starts in bypass. */
-  addVDevice<K extends IommuKind>(viommu: VIommu<K>, port: string, virtId: bigint | number): VDevice<K> {
+  addVDevice<K extends IommuKind>(
+    viommu: VIommu<K>,
+    port: string,
+    virtId: bigint | number,
+  ): VDevice<K> {
     const { d, ctx } = this.#iommufdDevice(port, `${viommu}`);
-    if (viommu.context !== ctx) throw new Error(`${viommu} lives on ${viommu.context}, but port '${port}' is on ${ctx}: a vDevice needs a device on the vIOMMU's context`);
+    if (viommu.context !== ctx)
+      throw new Error(
+        `${viommu} lives on ${viommu.context}, but port '${port}' is on ${ctx}: a vDevice needs a device on the vIOMMU's context`,
+      );
     return viommu.addDevice(ctx.nestable(d.device), virtId);
   }
 
@@ -200,28 +324,65 @@ export class Runtime {
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
   addMemory(spec: GuestRegionSpec): GuestRegion {
-    try { return this.memory.addRegion(spec); } catch (e) { throw attributeKernelError(e, {}); }
+    try {
+      return this.memory.addRegion(spec);
+    } catch (e) {
+      throw attributeKernelError(e, {});
+    }
   }
   removeMemory(region: GuestRegion): void {
-    try { this.memory.removeRegion(region); } catch (e) { throw attributeKernelError(e, {}); }
+    try {
+      this.memory.removeRegion(region);
+    } catch (e) {
+      throw attributeKernelError(e, {});
+    }
   }
 
   /** What guest memory `backend` really maps: one piece per map call, in IOVA order. */
   #mapped(backend: DmaBackend): MappedPiece[] {
-    return this.memory.mappingsOf(backend).map((m) => ({ region: m.region.name, iova: hex(m.iova), size: hex(m.length) }));
+    return this.memory
+      .mappingsOf(backend)
+      .map((m) => ({ region: m.region.name, iova: hex(m.iova), size: hex(m.length) }));
   }
 
   describe(): RuntimeDescription {
     return {
-      contexts: [...this.contexts.values()].map((c) => ({ id: c.name, ioasId: c.ioasId, devices: c.deviceCount, ranges: c.allowedRanges().map((r) => `${hex(r.start)}-${hex(r.last)}`), mapped: this.#mapped(c) })),
-      container: this.container ? { devices: [...this.devices.values()].filter((d) => d.backend === this.container).map((d) => d.bdf ?? d.port), mapped: this.#mapped(this.container) } : undefined,
+      contexts: [...this.contexts.values()].map((c) => ({
+        id: c.name,
+        ioasId: c.ioasId,
+        devices: c.deviceCount,
+        ranges: c.allowedRanges().map((r) => `${hex(r.start)}-${hex(r.last)}`),
+        mapped: this.#mapped(c),
+      })),
+      container: this.container
+        ? {
+            devices: [...this.devices.values()]
+              .filter((d) => d.backend === this.container)
+              .map((d) => d.bdf ?? d.port),
+            mapped: this.#mapped(this.container),
+          }
+        : undefined,
       devices: [...this.devices.values()].map((d) => ({
-        port: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}`,
-        ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined ? { ioasId: d.backend.ioasId } : {}),
-        ...(d.iommu ? { iommu: { type: d.iommu.info.iommu, nesting: d.iommu.info.nesting, dirtyTracking: d.iommu.dirtyTracking } } : {}),
+        port: d.port,
+        bdf: d.bdf,
+        backend: `${d.backend.kind}:${d.backend.name}`,
+        ...(d.backend instanceof IommufdContext && d.backend.ioasId !== undefined
+          ? { ioasId: d.backend.ioasId }
+          : {}),
+        ...(d.iommu
+          ? {
+              iommu: {
+                type: d.iommu.info.iommu,
+                nesting: d.iommu.info.nesting,
+                dirtyTracking: d.iommu.dirtyTracking,
+              },
+            }
+          : {}),
         description: d.handle.description,
       })),
-      memory: this.memory.regions().map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
+      memory: this.memory
+        .regions()
+        .map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
       viommus: [...this.viommus.values()].filter((v) => !v.closed).map((v) => v.describe()),
     };
   }

@@ -6,16 +6,32 @@
 import { InvalidSpecError } from '../errors.js';
 import { normalizeBdf } from '../platform/pci-sysfs.js';
 
-export interface IommuSpec { id: string; iommufdFd?: number }
+export interface IommuSpec {
+  id: string;
+  iommufdFd?: number;
+}
 /**
  * A device: bdf picks it by PCI address (the CLI's host=); fd is a pre-opened cdev (iommufd),
  * groupFd a pre-opened group (legacy).
  */
-export interface DeviceSpec { port: string; bdf?: string; iommu?: string; fd?: number; groupFd?: number }
+export interface DeviceSpec {
+  port: string;
+  bdf?: string;
+  iommu?: string;
+  fd?: number;
+  groupFd?: number;
+}
 /** @deprecated the CLI's name for DeviceSpec. */
 export type VfioSpec = DeviceSpec;
-export interface MemorySpec { size: bigint; gpa: bigint }
-export interface RuntimeSpec { iommu: IommuSpec[]; vfio: DeviceSpec[]; memory: MemorySpec[] }
+export interface MemorySpec {
+  size: bigint;
+  gpa: bigint;
+}
+export interface RuntimeSpec {
+  iommu: IommuSpec[];
+  vfio: DeviceSpec[];
+  memory: MemorySpec[];
+}
 
 /** Numbers may come as numbers, bigints or strings (JSON, argv); sizes as "16M", addresses as "0x1000". */
 export interface RuntimeSpecInput {
@@ -33,7 +49,11 @@ export interface SpecStyle {
   key(key: string): string;
 }
 
-export const OBJECT_STYLE: SpecStyle = { option: (k) => k, entry: (k, i) => `${k}[${i}]`, key: (k) => k };
+export const OBJECT_STYLE: SpecStyle = {
+  option: (k) => k,
+  entry: (k, i) => `${k}[${i}]`,
+  key: (k) => k,
+};
 
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const KEYS: Record<SpecKind, readonly string[]> = {
@@ -49,7 +69,12 @@ const normalized = new WeakSet<object>();
 /** Reads one entry's fields, with messages prefixed by the entry's name and errors naming its path. */
 class Entry {
   readonly fields: Record<string, unknown>;
-  constructor(readonly kind: SpecKind, readonly index: number, input: unknown, readonly style: SpecStyle) {
+  constructor(
+    readonly kind: SpecKind,
+    readonly index: number,
+    input: unknown,
+    readonly style: SpecStyle,
+  ) {
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
       throw this.error(`must be an object with ${KEYS[kind].map((k) => style.key(k)).join(', ')}`);
     }
@@ -66,8 +91,12 @@ class Entry {
     return new InvalidSpecError(`${this.style.entry(this.kind, this.index)}: ${what}`, path);
   }
 
-  has(key: string): boolean { return this.fields[key] !== undefined; }
-  k(key: string): string { return this.style.key(key); }
+  has(key: string): boolean {
+    return this.fields[key] !== undefined;
+  }
+  k(key: string): string {
+    return this.style.key(key);
+  }
 
   name(key: string, required: boolean): string | undefined {
     const v = this.fields[key];
@@ -77,7 +106,8 @@ class Entry {
     }
     if (typeof v !== 'string' || !NAME.test(v)) {
       throw this.error(
-        `${this.k(key)}=${String(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`, key,
+        `${this.k(key)}=${String(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`,
+        key,
       );
     }
     return v;
@@ -92,7 +122,8 @@ class Entry {
     }
     if (n < 3) {
       throw this.error(
-        `${this.k(key)}=${n} is stdin/stdout/stderr, not an inherited VFIO or iommufd fd`, key,
+        `${this.k(key)}=${n} is stdin/stdout/stderr, not an inherited VFIO or iommufd fd`,
+        key,
       );
     }
     return n;
@@ -104,7 +135,8 @@ class Entry {
     const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
     if (!bdf) {
       throw this.error(
-        `${this.k('bdf')}=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`, 'bdf',
+        `${this.k('bdf')}=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`,
+        'bdf',
       );
     }
     return bdf;
@@ -116,11 +148,16 @@ class Entry {
     if (v === undefined) throw this.error(`${this.k('size')}=<n> is required`, 'size');
     const m = typeof v === 'string' ? /^(\d+)([KMG]?)$/i.exec(v) : undefined;
     let size: bigint | undefined;
-    if (m) size = BigInt(m[1]!) << { '': 0n, K: 10n, M: 20n, G: 30n }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
-    else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v))) size = BigInt(v);
+    if (m)
+      size =
+        BigInt(m[1]!) <<
+        { '': 0n, K: 10n, M: 20n, G: 30n }[m[2]!.toUpperCase() as '' | 'K' | 'M' | 'G'];
+    else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v)))
+      size = BigInt(v);
     if (size === undefined || size < 0n) {
       throw this.error(
-        `size=${String(v)} is not a size (a number with an optional K, M or G)`, 'size',
+        `size=${String(v)} is not a size (a number with an optional K, M or G)`,
+        'size',
       );
     }
     if (size === 0n || size % 4096n !== 0n) {
@@ -135,7 +172,8 @@ class Entry {
     if (v === undefined) return 0n;
     let a: bigint | undefined;
     if (typeof v === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(v)) a = BigInt(v);
-    else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v))) a = BigInt(v);
+    else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v)))
+      a = BigInt(v);
     if (a === undefined || a < 0n) throw this.error(`${key}=${String(v)} is not an address`, key);
     if (a % 4096n !== 0n) throw this.error(`${key}=${String(v)} is not 4 KiB aligned`, key);
     return a;
@@ -150,7 +188,11 @@ function iommuSpec(e: Entry): IommuSpec {
 }
 
 /** One device entry on its own (what Runtime.addDevice takes); `index`/`style` only shape messages. */
-export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle = OBJECT_STYLE): DeviceSpec {
+export function normalizeDeviceSpec(
+  input: unknown,
+  index = 0,
+  style: SpecStyle = OBJECT_STYLE,
+): DeviceSpec {
   const e = new Entry('vfio', index, input, style);
   const spec: DeviceSpec = { port: e.name('port', true)! };
   const bdf = e.bdf();
@@ -162,7 +204,8 @@ export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle 
     spec.fd = fd;
     if (!spec.iommu) {
       throw e.error(
-        `${e.k('fd')}= is a VFIO cdev fd, which needs an iommufd context: add iommu=<id>`, 'fd',
+        `${e.k('fd')}= is a VFIO cdev fd, which needs an iommufd context: add iommu=<id>`,
+        'fd',
       );
     }
   }
@@ -171,12 +214,14 @@ export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle 
     spec.groupFd = groupFd;
     if (spec.iommu) {
       throw e.error(
-        `${e.k('groupFd')}= is for the legacy group path; with iommu=<id> pass the cdev as ${e.k('fd')}=<n>`, 'groupFd',
+        `${e.k('groupFd')}= is for the legacy group path; with iommu=<id> pass the cdev as ${e.k('fd')}=<n>`,
+        'groupFd',
       );
     }
     if (!spec.bdf) {
       throw e.error(
-        `${e.k('groupFd')}= needs ${e.k('bdf')}=<bdf> (the device's name in its group)`, 'groupFd',
+        `${e.k('groupFd')}= needs ${e.k('bdf')}=<bdf> (the device's name in its group)`,
+        'groupFd',
       );
     }
   }
@@ -187,10 +232,12 @@ export function normalizeDeviceSpec(input: unknown, index = 0, style: SpecStyle 
 }
 
 function memorySpec(e: Entry): MemorySpec {
-  const size = e.size(), gpa = e.address('gpa');
+  const size = e.size(),
+    gpa = e.address('gpa');
   if (gpa + size > U64_END) {
     throw e.error(
-      `gpa=0x${gpa.toString(16)} + size=0x${size.toString(16)} passes the end of the 64-bit address space`, 'gpa',
+      `gpa=0x${gpa.toString(16)} + size=0x${size.toString(16)} passes the end of the 64-bit address space`,
+      'gpa',
     );
   }
   return { size, gpa };
@@ -211,13 +258,19 @@ export function normalizeRuntimeSpec(
   input: RuntimeSpecInput | RuntimeSpec,
   style: SpecStyle = OBJECT_STYLE,
 ): RuntimeSpec {
-  if (typeof input === 'object' && input !== null && normalized.has(input)) return input as RuntimeSpec;
+  if (typeof input === 'object' && input !== null && normalized.has(input))
+    return input as RuntimeSpec;
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-    throw new InvalidSpecError('a runtime spec must be an object with iommu, vfio and memory arrays');
+    throw new InvalidSpecError(
+      'a runtime spec must be an object with iommu, vfio and memory arrays',
+    );
   }
   for (const k of Object.keys(input)) {
     if (!['iommu', 'vfio', 'memory'].includes(k)) {
-      throw new InvalidSpecError(`unknown key '${k}' in a runtime spec (known: iommu, vfio, memory)`, k);
+      throw new InvalidSpecError(
+        `unknown key '${k}' in a runtime spec (known: iommu, vfio, memory)`,
+        k,
+      );
     }
   }
   const spec: RuntimeSpec = {
@@ -227,13 +280,17 @@ export function normalizeRuntimeSpec(
   };
   checkTogether(spec, style);
   // Frozen, so a spec checked once stays as checked when it is passed again.
-  for (const list of [spec.iommu, spec.vfio, spec.memory]) { list.forEach((x) => Object.freeze(x)); Object.freeze(list); }
+  for (const list of [spec.iommu, spec.vfio, spec.memory]) {
+    list.forEach((x) => Object.freeze(x));
+    Object.freeze(list);
+  }
   normalized.add(Object.freeze(spec));
   return spec;
 }
 
 function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
-  const opt = style.option, key = style.key;
+  const opt = style.option,
+    key = style.key;
   const ids = new Set<string>();
   spec.iommu.forEach((c, i) => {
     if (ids.has(c.id)) {
@@ -241,17 +298,26 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
     }
     ids.add(c.id);
   });
-  const ports = new Set<string>(), bdfs = new Set<string>();
-  const fds = new Set<number>(spec.iommu.flatMap((c) => (c.iommufdFd !== undefined ? [c.iommufdFd] : [])));
+  const ports = new Set<string>(),
+    bdfs = new Set<string>();
+  const fds = new Set<number>(
+    spec.iommu.flatMap((c) => (c.iommufdFd !== undefined ? [c.iommufdFd] : [])),
+  );
   spec.vfio.forEach((v, i) => {
     const at = `vfio[${i}]`;
     if (ports.has(v.port)) {
-      throw new InvalidSpecError(`${opt('vfio')} port=${v.port} is used by two devices`, `${at}.port`);
+      throw new InvalidSpecError(
+        `${opt('vfio')} port=${v.port} is used by two devices`,
+        `${at}.port`,
+      );
     }
     ports.add(v.port);
     if (v.bdf) {
       if (bdfs.has(v.bdf)) {
-        throw new InvalidSpecError(`${opt('vfio')} ${key('bdf')}=${v.bdf} is assigned twice`, `${at}.bdf`);
+        throw new InvalidSpecError(
+          `${opt('vfio')} ${key('bdf')}=${v.bdf} is assigned twice`,
+          `${at}.bdf`,
+        );
       }
       bdfs.add(v.bdf);
     }
@@ -262,7 +328,10 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
         `${at}.iommu`,
       );
     }
-    for (const [k, fd] of [['fd', v.fd], ['groupFd', v.groupFd]] as const) {
+    for (const [k, fd] of [
+      ['fd', v.fd],
+      ['groupFd', v.groupFd],
+    ] as const) {
       if (fd === undefined) continue;
       if (fds.has(fd)) {
         throw new InvalidSpecError(
@@ -273,10 +342,12 @@ function checkTogether(spec: RuntimeSpec, style: SpecStyle): void {
       fds.add(fd);
     }
   });
-  const mem = spec.memory.map((m, i) => ({ ...m, i }))
+  const mem = spec.memory
+    .map((m, i) => ({ ...m, i }))
     .sort((a, b) => (a.gpa < b.gpa ? -1 : a.gpa > b.gpa ? 1 : 0));
   for (let i = 1; i < mem.length; i++) {
-    const prev = mem[i - 1]!, cur = mem[i]!;
+    const prev = mem[i - 1]!,
+      cur = mem[i]!;
     if (prev.gpa + prev.size > cur.gpa) {
       throw new InvalidSpecError(
         `${opt('memory')} gpa=0x${cur.gpa.toString(16)} overlaps the region at 0x${prev.gpa.toString(16)}`,

@@ -16,8 +16,13 @@ export class MsixTableEmulator {
   listener: MsixTableListener | undefined;
 
   /** Storage may be shared memory (a restarted worker keeps it); `restore` keeps its contents. */
-  constructor(readonly size: number, storage?: { table: Uint8Array; pba: Uint8Array }, restore = false) {
-    if (size < 1 || size > 2048) throw new RangeError(`MSI-X table size ${size} is outside 1..2048`);
+  constructor(
+    readonly size: number,
+    storage?: { table: Uint8Array; pba: Uint8Array },
+    restore = false,
+  ) {
+    if (size < 1 || size > 2048)
+      throw new RangeError(`MSI-X table size ${size} is outside 1..2048`);
     this.table = storage?.table ?? new Uint8Array(size * ENTRY);
     this.pba = storage?.pba ?? new Uint8Array(MsixTableEmulator.pbaBytes(size));
     this.#view = new DataView(this.table.buffer, this.table.byteOffset, this.table.byteLength);
@@ -25,19 +30,42 @@ export class MsixTableEmulator {
       this.table.fill(0);
       this.pba.fill(0);
       // Every vector starts masked (PCI spec: Mask Bit resets to 1).
-      for (let v = 0; v < size; v++) this.#view.setUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_VECTOR_CTRL, PCI.PCI_MSIX_ENTRY_CTRL_MASKBIT, true);
+      for (let v = 0; v < size; v++)
+        this.#view.setUint32(
+          v * ENTRY + PCI.PCI_MSIX_ENTRY_VECTOR_CTRL,
+          PCI.PCI_MSIX_ENTRY_CTRL_MASKBIT,
+          true,
+        );
     }
   }
 
-  static pbaBytes(size: number): number { return Math.ceil(size / 64) * 8; }
-  get tableBytes(): number { return this.size * ENTRY; }
+  static pbaBytes(size: number): number {
+    return Math.ceil(size / 64) * 8;
+  }
+  get tableBytes(): number {
+    return this.size * ENTRY;
+  }
 
-  addressLo(v: number): number { return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_LOWER_ADDR, true); }
-  addressHi(v: number): number { return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_UPPER_ADDR, true); }
-  data(v: number): number { return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_DATA, true); }
-  masked(v: number): boolean { return (this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_VECTOR_CTRL, true) & PCI.PCI_MSIX_ENTRY_CTRL_MASKBIT) !== 0; }
+  addressLo(v: number): number {
+    return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_LOWER_ADDR, true);
+  }
+  addressHi(v: number): number {
+    return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_UPPER_ADDR, true);
+  }
+  data(v: number): number {
+    return this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_DATA, true);
+  }
+  masked(v: number): boolean {
+    return (
+      (this.#view.getUint32(v * ENTRY + PCI.PCI_MSIX_ENTRY_VECTOR_CTRL, true) &
+        PCI.PCI_MSIX_ENTRY_CTRL_MASKBIT) !==
+      0
+    );
+  }
 
-  pending(v: number): boolean { return (this.pba[v >> 3]! & (1 << (v & 7))) !== 0; }
+  pending(v: number): boolean {
+    return (this.pba[v >> 3]! & (1 << (v & 7))) !== 0;
+  }
   setPending(v: number, on: boolean): void {
     if (on) this.pba[v >> 3]! |= 1 << (v & 7);
     else this.pba[v >> 3]! &= ~(1 << (v & 7));
@@ -45,7 +73,12 @@ export class MsixTableEmulator {
 
   /** Is [offset, offset+size) a valid access inside a region of `bytes`? */
   static fits(offset: number, size: number, bytes: number): boolean {
-    return (size === 1 || size === 2 || size === 4 || size === 8) && offset % size === 0 && offset >= 0 && offset + size <= bytes;
+    return (
+      (size === 1 || size === 2 || size === 4 || size === 8) &&
+      offset % size === 0 &&
+      offset >= 0 &&
+      offset + size <= bytes
+    );
   }
 
   // Byte copies, not subarray views: these run per guest access and must not allocate.
@@ -54,12 +87,15 @@ export class MsixTableEmulator {
   }
 
   writeTable(offset: number, src: Uint8Array, size: number): void {
-    const first = Math.floor(offset / ENTRY), last = Math.floor((offset + size - 1) / ENTRY);
+    const first = Math.floor(offset / ENTRY),
+      last = Math.floor((offset + size - 1) / ENTRY);
     for (let i = 0; i < size; i++) {
       const at = offset + i;
       // Only the Mask Bit of vector control is writable; the rest of that dword is reserved.
-      if (at % ENTRY >= PCI.PCI_MSIX_ENTRY_VECTOR_CTRL) { if (at % ENTRY === PCI.PCI_MSIX_ENTRY_VECTOR_CTRL) this.table[at] = (this.table[at]! & ~1) | (src[i]! & 1); }
-      else this.table[at] = src[i]!;
+      if (at % ENTRY >= PCI.PCI_MSIX_ENTRY_VECTOR_CTRL) {
+        if (at % ENTRY === PCI.PCI_MSIX_ENTRY_VECTOR_CTRL)
+          this.table[at] = (this.table[at]! & ~1) | (src[i]! & 1);
+      } else this.table[at] = src[i]!;
     }
     for (let v = first; v <= last; v++) this.listener?.vectorChanged(v);
   }

@@ -29,7 +29,12 @@ export function createDeviceMemory(): DeviceMemory {
   };
 }
 
-export interface RestoreViews { flags: Int32Array; config: Uint8Array; msixTable: (n: number) => Uint8Array; pba: (n: number) => Uint8Array }
+export interface RestoreViews {
+  flags: Int32Array;
+  config: Uint8Array;
+  msixTable: (n: number) => Uint8Array;
+  pba: (n: number) => Uint8Array;
+}
 
 export function restoreViews(state: SharedArrayBuffer): RestoreViews {
   const base = RESTORE.FLAGS_BYTES;

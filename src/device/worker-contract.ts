@@ -2,11 +2,11 @@
 // coordinator (src/coordinator/device-handle.ts): what the worker is started with and what the
 // coordinator may ask of it. Types only, no side effects: importing it starts nothing.
 import type { MessagePort } from 'node:worker_threads';
-import type { DeviceDescription } from './assigned-device.js';
 import type { IrqStatus } from '../irq/device-interrupts.js';
-import type { DeviceMemory } from './shared-state.js';
-import type { RingServeTuning } from '../ring/server.js';
 import type { StatKey } from '../metrics/schema.js';
+import type { RingServeTuning } from '../ring/server.js';
+import type { DeviceDescription } from './assigned-device.js';
+import type { DeviceMemory } from './shared-state.js';
 
 export interface DeviceWorkerData {
   name: string;

@@ -6,14 +6,14 @@
 import type { MessagePort } from 'node:worker_threads';
 import * as vfio from '../../native/vfio.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
+import { DeviceInterrupts, type InterruptOptions } from '../irq/device-interrupts.js';
 import type { RouterPort } from '../irq/gsi-router.js';
 import { IRQ, irqViews } from '../irq/irq-state.js';
 import { statsRecord } from '../metrics/read-counters.js';
 import { C_WORKER_STARTS } from '../metrics/schema.js';
 import { STATUS } from '../ring/protocol.js';
-import { RingServer, type Handler } from '../ring/server.js';
+import { type Handler, RingServer } from '../ring/server.js';
 import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
-import { DeviceInterrupts, type InterruptOptions } from '../irq/device-interrupts.js';
 import type { ConfigHooks } from './config-space.js';
 import { RESTORE, restoreViews } from './shared-state.js';
 import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';
@@ -33,14 +33,22 @@ export interface WorkerDeps {
 }
 
 const vfioDeps: WorkerDeps = {
-  open: (data, hooks) => new AssignedDevice({ fd: data.fd, path: data.path }, data.name, data.memory, hooks),
+  open: (data, hooks) =>
+    new AssignedDevice({ fd: data.fd, path: data.path }, data.name, data.memory, hooks),
   reset: (data) => vfio.deviceReset({ fd: data.fd, path: data.path }),
 };
 
 /** A running worker body: its control API (also exposed on the port) and its ring server. */
-export interface DeviceWorker { api: DeviceControl; server: RingServer }
+export interface DeviceWorker {
+  api: DeviceControl;
+  server: RingServer;
+}
 
-export function startDeviceWorker(data: DeviceWorkerData, port: MessagePort, deps: WorkerDeps = vfioDeps): DeviceWorker {
+export function startDeviceWorker(
+  data: DeviceWorkerData,
+  port: MessagePort,
+  deps: WorkerDeps = vfioDeps,
+): DeviceWorker {
   installErrorTransfer();
   const stats = new Float64Array(data.memory.stats);
   stats[C_WORKER_STARTS]!++;
@@ -54,16 +62,24 @@ export function startDeviceWorker(data: DeviceWorkerData, port: MessagePort, dep
     if (d instanceof AssignedDevice) irq.attach(d, d.restored);
     return d;
   };
-  try { device = open(); } catch (e) { setupError = e; }
+  try {
+    device = open();
+  } catch (e) {
+    setupError = e;
+  }
 
   // While serving, the worker turns its event loop when the coordinator or the GSI router posts
   // to it (they bump the ring's attention word) and while the irq poller has handed it firings
   // its interrupt loop has not taken yet (WORKER_SEQ ahead of WORKER_SEEN).
-  const server = new RingServer(data.ring, (req) => (device ? device.handle(req) : STATUS.NOT_READY), {
-    ...data.serve,
-    watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ, IRQ.WORKER_SEEN]],
-    counters: stats,
-  });
+  const server = new RingServer(
+    data.ring,
+    (req) => (device ? device.handle(req) : STATUS.NOT_READY),
+    {
+      ...data.serve,
+      watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ, IRQ.WORKER_SEEN]],
+      counters: stats,
+    },
+  );
   server.start();
 
   const need = (): WorkerDevice => {
@@ -74,7 +90,10 @@ export function startDeviceWorker(data: DeviceWorkerData, port: MessagePort, dep
   const api: DeviceControl = {
     ready: () => need().describe(),
     describe: () => need().describe(),
-    stats: () => { need(); return { ...statsRecord(data.memory.stats), served: server.served }; },
+    stats: () => {
+      need();
+      return { ...statsRecord(data.memory.stats), served: server.served };
+    },
     reset: async () => {
       need();
       await irq.quiesce();

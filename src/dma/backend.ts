@@ -3,10 +3,10 @@
 // description of the memory a mapping points at. Nothing above this file needs to know which
 // backend is in use.
 import type { Target } from '../../native/libc.js';
-import type { MemfdRegion } from '../memory/memfd-region.js';
-import { type IovaRange, hex } from './iova-ranges.js';
-import type { MapRunner } from './map-offload.js';
 import { withHint } from '../errors.js';
+import type { MemfdRegion } from '../memory/memfd-region.js';
+import { hex, type IovaRange } from './iova-ranges.js';
+import type { MapRunner } from './map-offload.js';
 
 /**
  * The memory behind a mapping. A memfd source is mapped by file and offset where the backend
@@ -18,13 +18,18 @@ export type GuestMemorySource =
   | { readonly kind: 'hva'; readonly hva: bigint };
 
 export function memfdSource(fd: Target, offset: bigint, hva: bigint): GuestMemorySource {
-  if (offset < 0n) throw new RangeError(`memfd source ${fd.path}: offset must not be negative, got ${offset}`);
-  if (hva <= 0n) throw new RangeError(`memfd source ${fd.path}: a host virtual address is required (the legacy container maps by address), got ${hex(hva)}`);
+  if (offset < 0n)
+    throw new RangeError(`memfd source ${fd.path}: offset must not be negative, got ${offset}`);
+  if (hva <= 0n)
+    throw new RangeError(
+      `memfd source ${fd.path}: a host virtual address is required (the legacy container maps by address), got ${hex(hva)}`,
+    );
   return { kind: 'memfd', fd, offset, hva };
 }
 
 export function hvaSource(hva: bigint): GuestMemorySource {
-  if (hva <= 0n) throw new RangeError(`host-address source: address must be positive, got ${hex(hva)}`);
+  if (hva <= 0n)
+    throw new RangeError(`host-address source: address must be positive, got ${hex(hva)}`);
   return { kind: 'hva', hva };
 }
 
@@ -34,15 +39,23 @@ export const memfdRegionSource = (region: MemfdRegion, offset = 0n): GuestMemory
 
 /** The same memory, `delta` bytes further on: the source of a piece of a split region. */
 export function advanceSource(mem: GuestMemorySource, delta: bigint): GuestMemorySource {
-  return mem.kind === 'memfd' ? { ...mem, offset: mem.offset + delta, hva: mem.hva + delta } : { kind: 'hva', hva: mem.hva + delta };
+  return mem.kind === 'memfd'
+    ? { ...mem, offset: mem.offset + delta, hva: mem.hva + delta }
+    : { kind: 'hva', hva: mem.hva + delta };
 }
 
 export function describeSource(mem: GuestMemorySource): string {
-  return mem.kind === 'memfd' ? `${mem.fd.path}+${hex(mem.offset)}` : `host address ${hex(mem.hva)}`;
+  return mem.kind === 'memfd'
+    ? `${mem.fd.path}+${hex(mem.offset)}`
+    : `host address ${hex(mem.hva)}`;
 }
 
 /** One successful map call: unmapping exactly this span undoes it. */
-export interface DmaMapping { readonly iova: bigint; readonly length: bigint; readonly memory: GuestMemorySource }
+export interface DmaMapping {
+  readonly iova: bigint;
+  readonly length: bigint;
+  readonly memory: GuestMemorySource;
+}
 
 /**
  * What a backend tells its listeners (the guest-memory table) after its device set changed:
@@ -79,7 +92,13 @@ export interface DmaBackend {
   /** Map `length` bytes of `mem` at exactly `iova`. Fails (EEXIST) if any of it is mapped already. */
   mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void;
   /** mapFixed with the kernel call made by `run` (a pool thread), so a long pin does not block this thread. */
-  mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void>;
+  mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void>;
   /**
    * Map `length` bytes of `mem` at an IOVA the backend chooses (lowest free, never 0); returns
    * it. That IOVA may be one guest RAM registered later needs (IOVA == GPA): register guest RAM
@@ -108,21 +127,33 @@ export class BackendListeners {
 
   add(listener: BackendListener): () => void {
     this.#listeners.add(listener);
-    return () => { this.#listeners.delete(listener); };
+    return () => {
+      this.#listeners.delete(listener);
+    };
   }
 
   emit(event: BackendEvent, backend: DmaBackend): void {
     let first: unknown;
     let failed = false;
     for (const l of [...this.#listeners]) {
-      try { l(event, backend); } catch (e) { if (!failed) { first = e; failed = true; } }
+      try {
+        l(event, backend);
+      } catch (e) {
+        if (!failed) {
+          first = e;
+          failed = true;
+        }
+      }
     }
     if (failed) throw first;
   }
 
   /** The backend's device set changed (and it still has devices): tell listeners its ranges now. */
   emitRanges(backend: DmaBackend): void {
-    this.emit({ kind: 'ranges', ranges: backend.allowedRanges(), alignment: backend.iovaAlignment() }, backend);
+    this.emit(
+      { kind: 'ranges', ranges: backend.allowedRanges(), alignment: backend.iovaAlignment() },
+      backend,
+    );
   }
 
   /**
@@ -134,7 +165,11 @@ export class BackendListeners {
     try {
       this.emitRanges(backend);
     } catch (e) {
-      try { undo(); } catch { /* the listener's error is the one to report */ }
+      try {
+        undo();
+      } catch {
+        /* the listener's error is the one to report */
+      }
       throw withHint(e, `${device} was detached from ${backend} again`);
     }
   }

@@ -6,21 +6,48 @@
 // up again. Type1 cannot choose an IOVA itself: mapAnywhere picks the lowest free one here.
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
+import { ConflictError, withHint } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { iommuGroupOf } from '../platform/pci-sysfs.js';
 import { openContainer, openGroup } from '../vfio/open.js';
-import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { explainAttachConflict, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
-import { ConflictError, withHint } from '../errors.js';
-import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, findFreeIova, formatRanges, formatSize, formatSpan, hex, spanInRanges } from './iova-ranges.js';
-import { MappingLog } from './mapping-log.js';
+import {
+  type AttachedDevice,
+  type BackendListener,
+  BackendListeners,
+  type DmaBackend,
+  type DmaMapping,
+  type GuestMemorySource,
+} from './backend.js';
+import {
+  explainAttachConflict,
+  explainBisect,
+  explainMapFailure,
+  explainUnsafeInterrupts,
+} from './diagnose.js';
+import {
+  checkSpan,
+  findFreeIova,
+  formatRanges,
+  formatSize,
+  formatSpan,
+  hex,
+  type IovaRange,
+  PAGE_SIZE,
+  spanInRanges,
+  U64_MAX,
+} from './iova-ranges.js';
 import type { MapRunner } from './map-offload.js';
+import { MappingLog } from './mapping-log.js';
 
 const V = vfio.VFIO_C;
 /** The largest alignment mapAnywhere asks for, as the kernel's own allocator: a 2 MiB huge page. */
 const MAX_AUTO_ALIGNMENT = 2n << 20n;
 
-interface GroupState { readonly group: OwnedFd; readonly groupId: number; readonly devices: Map<string, OwnedFd> }
+interface GroupState {
+  readonly group: OwnedFd;
+  readonly groupId: number;
+  readonly devices: Map<string, OwnedFd>;
+}
 
 export interface ContainerDevice extends AttachedDevice {
   readonly groupId: number;
@@ -28,15 +55,26 @@ export interface ContainerDevice extends AttachedDevice {
 }
 
 const lowestBit = (n: bigint): bigint => n & -n;
-const pow2Ceil = (n: bigint): bigint => { let p = 1n; while (p < n) p <<= 1n; return p; };
+const pow2Ceil = (n: bigint): bigint => {
+  let p = 1n;
+  while (p < n) p <<= 1n;
+  return p;
+};
 
 /** Take over a VFIO group fd passed in; its group id comes from the fd itself (no sysfs). */
 function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number } {
-  const group = OwnedFd.inherited(fd, `${bdf}: group fd`, '/dev/vfio/<group>', /^\/dev\/vfio\/\d+$/);
+  const group = OwnedFd.inherited(
+    fd,
+    `${bdf}: group fd`,
+    '/dev/vfio/<group>',
+    /^\/dev\/vfio\/\d+$/,
+  );
   const m = /^\/dev\/vfio\/(\d+) /.exec(group.path)!;
   if (!(vfio.groupGetStatus(group) & V.VFIO_GROUP_FLAGS_VIABLE)) {
     group.close();
-    throw new Error(`IOMMU group ${m[1]} (fd ${fd}) is not viable: bind every device of the group to vfio-pci`);
+    throw new Error(
+      `IOMMU group ${m[1]} (fd ${fd}) is not viable: bind every device of the group to vfio-pci`,
+    );
   }
   return { group, groupId: Number(m[1]) };
 }
@@ -51,41 +89,79 @@ export class ContainerBackend implements DmaBackend {
   readonly #log = new MappingLog();
   readonly #listeners = new BackendListeners();
 
-  private constructor(readonly name: string, container: OwnedFd) { this.#container = container; }
+  private constructor(
+    readonly name: string,
+    container: OwnedFd,
+  ) {
+    this.#container = container;
+  }
 
   /** Open /dev/vfio/vfio and check it speaks the VFIO API and offers Type1v2. */
   static open(name = 'vfio-container'): ContainerBackend {
     const container = openContainer();
     try {
       const version = vfio.getApiVersion(container);
-      if (version !== V.VFIO_API_VERSION) throw new Error(`${container.path} speaks VFIO API ${version}, this runtime speaks ${V.VFIO_API_VERSION}`);
+      if (version !== V.VFIO_API_VERSION)
+        throw new Error(
+          `${container.path} speaks VFIO API ${version}, this runtime speaks ${V.VFIO_API_VERSION}`,
+        );
       if (vfio.checkExtension(container, V.VFIO_TYPE1v2_IOMMU) !== 1) {
-        throw new Error(`${container.path} does not offer the VFIO Type1v2 IOMMU: the kernel lacks CONFIG_VFIO_IOMMU_TYPE1, or the IOMMU is off (intel_iommu=on / amd_iommu=on); use iommufd instead (--iommu)`);
+        throw new Error(
+          `${container.path} does not offer the VFIO Type1v2 IOMMU: the kernel lacks CONFIG_VFIO_IOMMU_TYPE1, or the IOMMU is off (intel_iommu=on / amd_iommu=on); use iommufd instead (--iommu)`,
+        );
       }
-    } catch (e) { container.close(); throw e; }
+    } catch (e) {
+      container.close();
+      throw e;
+    }
     return new ContainerBackend(name, container);
   }
 
-  get container(): OwnedFd { return this.#container; }
-  get active(): boolean { return this.#iommuSet; }
-  get groupIds(): number[] { return [...this.#groups.keys()]; }
-  toString(): string { return `VFIO container '${this.name}'`; }
+  get container(): OwnedFd {
+    return this.#container;
+  }
+  get active(): boolean {
+    return this.#iommuSet;
+  }
+  get groupIds(): number[] {
+    return [...this.#groups.keys()];
+  }
+  toString(): string {
+    return `VFIO container '${this.name}'`;
+  }
 
-  allowedRanges(): readonly IovaRange[] { return this.#ranges; }
-  iovaAlignment(): bigint { return this.#alignment; }
-  mappings(): readonly DmaMapping[] { return this.#log.all(); }
-  subscribe(listener: BackendListener): () => void { return this.#listeners.add(listener); }
+  allowedRanges(): readonly IovaRange[] {
+    return this.#ranges;
+  }
+  iovaAlignment(): bigint {
+    return this.#alignment;
+  }
+  mappings(): readonly DmaMapping[] {
+    return this.#log.all();
+  }
+  subscribe(listener: BackendListener): () => void {
+    return this.#listeners.add(listener);
+  }
 
   #refreshRanges(): void {
-    if (!this.#iommuSet) { this.#ranges = []; this.#alignment = PAGE_SIZE; return; }
+    if (!this.#iommuSet) {
+      this.#ranges = [];
+      this.#alignment = PAGE_SIZE;
+      return;
+    }
     const info = vfio.iommuGetInfo(this.#container);
     // Kernels before 5.4 have no IOVA-range capability: then only MAP_DMA itself can say no.
-    this.#ranges = info.iovaRanges.length ? info.iovaRanges.map((r) => ({ start: r.start, last: r.end })) : [{ start: 0n, last: U64_MAX }];
+    this.#ranges = info.iovaRanges.length
+      ? info.iovaRanges.map((r) => ({ start: r.start, last: r.end }))
+      : [{ start: 0n, last: U64_MAX }];
     this.#alignment = info.iovaPgsizes ? lowestBit(info.iovaPgsizes) : PAGE_SIZE;
   }
 
   #requireIommu(what: string): void {
-    if (!this.#iommuSet) throw new Error(`cannot ${what} on ${this}: no group is attached yet (Type1 sets up the IOMMU with the first group); attach a device first`);
+    if (!this.#iommuSet)
+      throw new Error(
+        `cannot ${what} on ${this}: no group is attached yet (Type1 sets up the IOMMU with the first group); attach a device first`,
+      );
   }
 
   mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
@@ -100,19 +176,50 @@ export class ContainerBackend implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
+  async mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
     const span = { iova, length };
     checkSpan(`map on ${this}`, span);
     this.#requireIommu(`map ${formatSpan(span)}`);
-    const r = await run({ op: 'VFIO_IOMMU_MAP_DMA', fd: this.#container.fd, path: this.#container.path, va: mem.hva, length, iova }, signal);
-    if (!r.ok) throw this.#explainMap(r.errno ? new SysError('VFIO_IOMMU_MAP_DMA', this.#container.path, r.errno) : new Error(r.message), span, length);
+    const r = await run(
+      {
+        op: 'VFIO_IOMMU_MAP_DMA',
+        fd: this.#container.fd,
+        path: this.#container.path,
+        va: mem.hva,
+        length,
+        iova,
+      },
+      signal,
+    );
+    if (!r.ok)
+      throw this.#explainMap(
+        r.errno
+          ? new SysError('VFIO_IOMMU_MAP_DMA', this.#container.path, r.errno)
+          : new Error(r.message),
+        span,
+        length,
+      );
     this.#log.add({ iova, length, memory: mem });
   }
 
   #explainMap(e: unknown, span: { iova: bigint; length: bigint }, length: bigint): unknown {
     const err = explainMapFailure(e, 'container', length);
-    if (err === e && e instanceof SysError && e.code === 'EINVAL' && !spanInRanges(span, this.#ranges)) {
-      return withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
+    if (
+      err === e &&
+      e instanceof SysError &&
+      e.code === 'EINVAL' &&
+      !spanInRanges(span, this.#ranges)
+    ) {
+      return withHint(
+        e,
+        `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`,
+      );
     }
     return err;
   }
@@ -127,7 +234,10 @@ export class ContainerBackend implements DmaBackend {
     if (alignment > MAX_AUTO_ALIGNMENT) alignment = MAX_AUTO_ALIGNMENT;
     if (alignment < this.#alignment) alignment = this.#alignment;
     const iova = findFreeIova(this.#ranges, this.#log.spans(), length, alignment);
-    if (iova === undefined) throw new Error(`no free IOVA space for ${formatSize(length)} (aligned to ${hex(alignment)}) in ${this}: allowed ${formatRanges(this.#ranges)}, ${this.#log.size} mapping(s) in use`);
+    if (iova === undefined)
+      throw new Error(
+        `no free IOVA space for ${formatSize(length)} (aligned to ${hex(alignment)}) in ${this}: allowed ${formatRanges(this.#ranges)}, ${this.#log.size} mapping(s) in use`,
+      );
     this.mapFixed(iova, length, mem);
     return iova;
   }
@@ -140,7 +250,9 @@ export class ContainerBackend implements DmaBackend {
     try {
       bytes = vfio.unmapDma(this.#container, iova, length);
     } catch (e) {
-      throw e instanceof SysError && e.code === 'EINVAL' ? explainBisect(e, span, this.#log.bisected(span)) : e;
+      throw e instanceof SysError && e.code === 'EINVAL'
+        ? explainBisect(e, span, this.#log.bisected(span))
+        : e;
     }
     this.#log.removeWithin(span);
     return bytes;
@@ -152,7 +264,9 @@ export class ContainerBackend implements DmaBackend {
     try {
       bytes = vfio.unmapDma(this.#container, 0n, 0n, V.VFIO_DMA_UNMAP_FLAG_ALL);
     } catch (e) {
-      throw e instanceof SysError && e.code === 'EINVAL' ? withHint(e, 'the kernel lacks VFIO_UNMAP_ALL (Linux 5.12 and later have it)') : e;
+      throw e instanceof SysError && e.code === 'EINVAL'
+        ? withHint(e, 'the kernel lacks VFIO_UNMAP_ALL (Linux 5.12 and later have it)')
+        : e;
     }
     this.#log.clear();
     return bytes;
@@ -168,7 +282,10 @@ export class ContainerBackend implements DmaBackend {
     const pre = opts.groupFd !== undefined ? adoptGroup(bdf, opts.groupFd) : undefined;
     const groupId = pre?.groupId ?? iommuGroupOf(bdf);
     const known = groupId === undefined ? undefined : this.#groups.get(groupId);
-    if (known?.devices.has(bdf)) { pre?.group.close(); throw new ConflictError(`${bdf} is already attached to ${this}`, 'device', bdf); }
+    if (known?.devices.has(bdf)) {
+      pre?.group.close();
+      throw new ConflictError(`${bdf} is already attached to ${this}`, 'device', bdf);
+    }
     if (known && pre) pre.group.close(); // the group is open already; the passed fd is not needed
     let state = known;
     if (!state) {
@@ -177,11 +294,20 @@ export class ContainerBackend implements DmaBackend {
         vfio.groupSetContainer(group, this.#container.fd);
       } catch (e) {
         group.close();
-        throw explainUnsafeInterrupts(explainAttachConflict(e, bdf, this.#log.all(), String(this)), 'container');
+        throw explainUnsafeInterrupts(
+          explainAttachConflict(e, bdf, this.#log.all(), String(this)),
+          'container',
+        );
       }
       if (!this.#iommuSet) {
-        try { vfio.setIommu(this.#container, V.VFIO_TYPE1v2_IOMMU); } catch (e) {
-          try { vfio.groupUnsetContainer(group); } finally { group.close(); }
+        try {
+          vfio.setIommu(this.#container, V.VFIO_TYPE1v2_IOMMU);
+        } catch (e) {
+          try {
+            vfio.groupUnsetContainer(group);
+          } finally {
+            group.close();
+          }
           throw explainUnsafeInterrupts(e, 'container');
         }
         this.#iommuSet = true;
@@ -200,8 +326,18 @@ export class ContainerBackend implements DmaBackend {
     this.#refreshRanges();
     const invalid = this.#log.outside(this.#ranges);
     this.#listeners.emitDeviceJoined(this, bdf, () => this.detachDevice(bdf));
-    const detach = (): void => { if (this.#groupOf(bdf)) this.detachDevice(bdf); };
-    return { bdf, device, backend: this, invalid, groupId: state.groupId, ranges: this.#ranges, detach };
+    const detach = (): void => {
+      if (this.#groupOf(bdf)) this.detachDevice(bdf);
+    };
+    return {
+      bdf,
+      device,
+      backend: this,
+      invalid,
+      groupId: state.groupId,
+      ranges: this.#ranges,
+      detach,
+    };
   }
 
   /**
@@ -234,7 +370,10 @@ export class ContainerBackend implements DmaBackend {
       vfio.groupUnsetContainer(state.group);
     } catch (e) {
       throw e instanceof SysError && e.code === 'EBUSY'
-        ? withHint(e, `a device fd of IOMMU group ${state.groupId} is still open (a copy sent to a worker?): close every copy first`)
+        ? withHint(
+            e,
+            `a device fd of IOMMU group ${state.groupId} is still open (a copy sent to a worker?): close every copy first`,
+          )
         : e;
     }
     state.group.close();
@@ -243,7 +382,10 @@ export class ContainerBackend implements DmaBackend {
 
   /** Close the container; every device must have been detached. */
   close(): void {
-    if (this.#groups.size) throw new Error(`${this} still has IOMMU group(s) ${this.groupIds.join(', ')} attached: detach their devices before closing it`);
+    if (this.#groups.size)
+      throw new Error(
+        `${this} still has IOMMU group(s) ${this.groupIds.join(', ')} attached: detach their devices before closing it`,
+      );
     this.#container.close();
   }
 }

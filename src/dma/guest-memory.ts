@@ -5,13 +5,32 @@
 // later, or one whose first device just attached, gets every region mapped; when a backend's
 // ranges change the table re-checks its mappings. isMapped()/translate() answer "is this DMA
 // address inside a registered mapping" before anything trusts an address a device was given.
-import type { MapRunner } from './map-offload.js';
-import { type BackendEvent, type DmaBackend, type GuestMemorySource, advanceSource } from './backend.js';
+
 import { ConflictError, InvalidSpecError, NotFoundError, withHint } from '../errors.js';
 import {
-  type IovaRange, type IovaSpan, IovaHoleError, PAGE_SIZE, alignRanges, checkSpan, formatSize, formatSpan, hex,
-  isAligned, spanEnd, spanInRanges, spansOverlap, splitGuestRange, subtractSpans,
+  advanceSource,
+  type BackendEvent,
+  type DmaBackend,
+  type GuestMemorySource,
+} from './backend.js';
+import {
+  alignRanges,
+  checkSpan,
+  formatSize,
+  formatSpan,
+  hex,
+  IovaHoleError,
+  type IovaRange,
+  type IovaSpan,
+  isAligned,
+  PAGE_SIZE,
+  spanEnd,
+  spanInRanges,
+  spansOverlap,
+  splitGuestRange,
+  subtractSpans,
 } from './iova-ranges.js';
+import type { MapRunner } from './map-offload.js';
 
 export interface GuestRegionSpec {
   /** For messages; defaults to ram@<gpa>. */
@@ -31,7 +50,9 @@ export interface GuestRegion extends IovaSpan {
 }
 
 /** One map call the table made: a piece of a region, at IOVA == GPA. */
-export interface TableMapping extends IovaSpan { readonly region: GuestRegion }
+export interface TableMapping extends IovaSpan {
+  readonly region: GuestRegion;
+}
 
 /** What a re-check of one backend found and did. */
 export interface RecheckReport {
@@ -60,17 +81,26 @@ export interface Translation {
   readonly remaining: bigint;
 }
 
-interface BackendState { mappings: TableMapping[]; unsubscribe: () => void }
+interface BackendState {
+  mappings: TableMapping[];
+  unsubscribe: () => void;
+}
 
-const byIova = (a: IovaSpan, b: IovaSpan): number => (a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0);
+const byIova = (a: IovaSpan, b: IovaSpan): number =>
+  a.iova < b.iova ? -1 : a.iova > b.iova ? 1 : 0;
 const describe = (b: DmaBackend): string => `${b.kind} '${b.name}'`;
 
 /** Index of the last span starting at or before `iova` in a sorted, non-overlapping list; -1 if none. */
 function lastAtOrBefore(sorted: readonly IovaSpan[], iova: bigint): number {
-  let lo = 0, hi = sorted.length - 1, found = -1;
+  let lo = 0,
+    hi = sorted.length - 1,
+    found = -1;
   while (lo <= hi) {
     const mid = (lo + hi) >> 1;
-    if (sorted[mid]!.iova <= iova) { found = mid; lo = mid + 1; } else hi = mid - 1;
+    if (sorted[mid]!.iova <= iova) {
+      found = mid;
+      lo = mid + 1;
+    } else hi = mid - 1;
   }
   return found;
 }
@@ -97,11 +127,17 @@ export class GuestMemory {
 
   constructor(private readonly options: GuestMemoryOptions = {}) {}
 
-  regions(): readonly GuestRegion[] { return this.#regions; }
-  backends(): DmaBackend[] { return [...this.#backends.keys()]; }
+  regions(): readonly GuestRegion[] {
+    return this.#regions;
+  }
+  backends(): DmaBackend[] {
+    return [...this.#backends.keys()];
+  }
 
   /** Every map call the table made into `backend`, by IOVA. */
-  mappingsOf(backend: DmaBackend): readonly TableMapping[] { return this.#state(backend).mappings; }
+  mappingsOf(backend: DmaBackend): readonly TableMapping[] {
+    return this.#state(backend).mappings;
+  }
 
   /** The parts of registered guest RAM that are not mapped in `backend` (its holes, or all of it while it is inactive). */
   unmappedIn(backend: DmaBackend): IovaSpan[] {
@@ -110,7 +146,10 @@ export class GuestMemory {
 
   #state(backend: DmaBackend): BackendState {
     const st = this.#backends.get(backend);
-    if (!st) throw new Error(`${describe(backend)} is not a backend of this guest-memory table: addBackend() it first`);
+    if (!st)
+      throw new Error(
+        `${describe(backend)} is not a backend of this guest-memory table: addBackend() it first`,
+      );
     return st;
   }
 
@@ -122,7 +161,16 @@ export class GuestMemory {
     const done: [DmaBackend, TableMapping[]][] = [];
     try {
       for (const [b, st] of this.#backends) {
-        if (b.active) done.push([b, this.#mapPieces(b, st, region, splitGuestRange(region, b.allowedRanges(), this.#splitOptions(b)).pieces)]);
+        if (b.active)
+          done.push([
+            b,
+            this.#mapPieces(
+              b,
+              st,
+              region,
+              splitGuestRange(region, b.allowedRanges(), this.#splitOptions(b)).pieces,
+            ),
+          ]);
       }
     } catch (e) {
       for (const [b, made] of done) this.#undo(b, made);
@@ -138,10 +186,18 @@ export class GuestMemory {
    * registered with what is still mapped (its memory must stay allocated), and the error says so.
    */
   removeRegion(which: GuestRegion | bigint): Map<DmaBackend, bigint> {
-    const region = typeof which === 'bigint' ? this.#regions.find((r) => r.gpa === which) : this.#regions.find((r) => r.id === which.id);
+    const region =
+      typeof which === 'bigint'
+        ? this.#regions.find((r) => r.gpa === which)
+        : this.#regions.find((r) => r.id === which.id);
     if (!region) {
-      const what = typeof which === 'bigint' ? `starts at GPA ${hex(which)}` : `'${which.name}' is registered`;
-      throw new NotFoundError(`no guest region ${what}`, 'region', typeof which === 'bigint' ? hex(which) : which.name);
+      const what =
+        typeof which === 'bigint' ? `starts at GPA ${hex(which)}` : `'${which.name}' is registered`;
+      throw new NotFoundError(
+        `no guest region ${what}`,
+        'region',
+        typeof which === 'bigint' ? hex(which) : which.name,
+      );
     }
     const unmapped = new Map<DmaBackend, bigint>();
     let firstError: unknown;
@@ -159,7 +215,11 @@ export class GuestMemory {
       }
       unmapped.set(b, bytes);
     }
-    if (failed.length) throw withHint(firstError, `guest region '${region.name}' stays registered: ${failed.join(', ')} could not be unmapped`);
+    if (failed.length)
+      throw withHint(
+        firstError,
+        `guest region '${region.name}' stays registered: ${failed.join(', ')} could not be unmapped`,
+      );
     this.#regions = this.#regions.filter((r) => r !== region);
     return unmapped;
   }
@@ -168,11 +228,18 @@ export class GuestMemory {
 
   /** Add a backend; if it is active, map every registered region into it now (all or nothing). */
   addBackend(backend: DmaBackend): void {
-    if (this.#backends.has(backend)) throw new Error(`${describe(backend)} is already a backend of this guest-memory table`);
+    if (this.#backends.has(backend))
+      throw new Error(`${describe(backend)} is already a backend of this guest-memory table`);
     const st: BackendState = { mappings: [], unsubscribe: () => {} };
     if (backend.active) {
       try {
-        for (const r of this.#regions) this.#mapPieces(backend, st, r, splitGuestRange(r, backend.allowedRanges(), this.#splitOptions(backend)).pieces);
+        for (const r of this.#regions)
+          this.#mapPieces(
+            backend,
+            st,
+            r,
+            splitGuestRange(r, backend.allowedRanges(), this.#splitOptions(backend)).pieces,
+          );
       } catch (e) {
         this.#undo(backend, st.mappings);
         throw e;
@@ -187,9 +254,18 @@ export class GuestMemory {
     const st = this.#state(backend);
     let firstError: unknown;
     for (const m of [...st.mappings]) {
-      try { backend.unmap(m.iova, m.length); st.mappings = st.mappings.filter((x) => x !== m); } catch (e) { firstError ??= e; }
+      try {
+        backend.unmap(m.iova, m.length);
+        st.mappings = st.mappings.filter((x) => x !== m);
+      } catch (e) {
+        firstError ??= e;
+      }
     }
-    if (firstError !== undefined) throw withHint(firstError, `${describe(backend)} stays in the table: ${st.mappings.length} mapping(s) could not be unmapped`);
+    if (firstError !== undefined)
+      throw withHint(
+        firstError,
+        `${describe(backend)} stays in the table: ${st.mappings.length} mapping(s) could not be unmapped`,
+      );
     st.unsubscribe();
     this.#backends.delete(backend);
   }
@@ -205,7 +281,8 @@ export class GuestMemory {
     if (event.kind === 'emptied') {
       const dropped = st.mappings;
       st.mappings = [];
-      if (dropped.length) this.options.onRecheck?.({ backend, ranges: [], invalidated: [], added: [], dropped });
+      if (dropped.length)
+        this.options.onRecheck?.({ backend, ranges: [], invalidated: [], added: [], dropped });
       return;
     }
     this.recheck(backend);
@@ -228,18 +305,28 @@ export class GuestMemory {
     for (const m of invalidated) {
       // Kernels refuse an attach that would strand a mapping, so this is defence: a mapping
       // that will not unmap stays recorded, because the kernel still has it.
-      try { backend.unmap(m.iova, m.length); st.mappings = st.mappings.filter((x) => x !== m); } catch { /* reported in invalidated */ }
+      try {
+        backend.unmap(m.iova, m.length);
+        st.mappings = st.mappings.filter((x) => x !== m);
+      } catch {
+        /* reported in invalidated */
+      }
     }
     const added: TableMapping[] = [];
     try {
       for (const r of this.#regions) {
         const { pieces } = splitGuestRange(r, ranges, opts);
-        const missing = subtractSpans(pieces, st.mappings.filter((m) => m.region === r));
+        const missing = subtractSpans(
+          pieces,
+          st.mappings.filter((m) => m.region === r),
+        );
         added.push(...this.#mapPieces(backend, st, r, missing));
       }
     } catch (e) {
       this.#undo(backend, added);
-      throw e instanceof IovaHoleError ? e : withHint(e, `re-checking guest memory in ${describe(backend)}`);
+      throw e instanceof IovaHoleError
+        ? e
+        : withHint(e, `re-checking guest memory in ${describe(backend)}`);
     }
     const report = { ...empty, invalidated, added };
     if (invalidated.length || added.length) this.options.onRecheck?.(report);
@@ -252,9 +339,20 @@ export class GuestMemory {
    * uncancellable: `signal` stops it between chunks (the chunk in flight finishes in the
    * kernel) and everything mapped so far is unmapped. `onProgress` hears bytes done of total.
    */
-  async addRegionAsync(spec: GuestRegionSpec, o: { run: MapRunner; signal?: AbortSignal; chunkBytes?: bigint; onProgress?: (done: bigint, total: bigint) => void }): Promise<GuestRegion> {
+  async addRegionAsync(
+    spec: GuestRegionSpec,
+    o: {
+      run: MapRunner;
+      signal?: AbortSignal;
+      chunkBytes?: bigint;
+      onProgress?: (done: bigint, total: bigint) => void;
+    },
+  ): Promise<GuestRegion> {
     const chunk = o.chunkBytes ?? 256n << 20n;
-    if (chunk <= 0n || chunk % PAGE_SIZE !== 0n) throw new RangeError(`addRegionAsync: chunkBytes must be a positive multiple of ${PAGE_SIZE}`);
+    if (chunk <= 0n || chunk % PAGE_SIZE !== 0n)
+      throw new RangeError(
+        `addRegionAsync: chunkBytes must be a positive multiple of ${PAGE_SIZE}`,
+      );
     // Validate and place the region exactly as addRegion does, mapping nothing yet.
     const region = this.#planRegion(spec);
     const plan: [DmaBackend, BackendState, IovaSpan[]][] = [];
@@ -262,7 +360,8 @@ export class GuestMemory {
       if (!b.active) continue;
       const pieces: IovaSpan[] = [];
       for (const p of splitGuestRange(region, b.allowedRanges(), this.#splitOptions(b)).pieces) {
-        for (let at = p.iova; at < spanEnd(p); at += chunk) pieces.push({ iova: at, length: spanEnd(p) - at < chunk ? spanEnd(p) - at : chunk });
+        for (let at = p.iova; at < spanEnd(p); at += chunk)
+          pieces.push({ iova: at, length: spanEnd(p) - at < chunk ? spanEnd(p) - at : chunk });
       }
       plan.push([b, st, pieces]);
     }
@@ -274,11 +373,23 @@ export class GuestMemory {
         const mine: TableMapping[] = [];
         made.push([b, st, mine]);
         for (const p of pieces) {
-          if (o.signal?.aborted) throw o.signal.reason ?? new Error(`mapping guest region '${region.name}' was cancelled`);
+          if (o.signal?.aborted)
+            throw (
+              o.signal.reason ?? new Error(`mapping guest region '${region.name}' was cancelled`)
+            );
           try {
-            await b.mapFixedOffloaded(p.iova, p.length, advanceSource(region.memory, p.iova - region.gpa), o.run, o.signal);
+            await b.mapFixedOffloaded(
+              p.iova,
+              p.length,
+              advanceSource(region.memory, p.iova - region.gpa),
+              o.run,
+              o.signal,
+            );
           } catch (e) {
-            throw withHint(e, `mapping ${formatSpan(p)} of guest region '${region.name}' into ${describe(b)}`);
+            throw withHint(
+              e,
+              `mapping ${formatSpan(p)} of guest region '${region.name}' into ${describe(b)}`,
+            );
           }
           const m: TableMapping = { iova: p.iova, length: p.length, region };
           mine.push(m);
@@ -293,7 +404,9 @@ export class GuestMemory {
     }
     if (this.#regions.some((r) => spansOverlap(r, region))) {
       for (const [b, st, mine] of made) this.#undo(b, mine, st);
-      throw new RangeError(`guest region '${region.name}' ${formatSpan(region)} was overlapped by a region added while it was being mapped`);
+      throw new RangeError(
+        `guest region '${region.name}' ${formatSpan(region)} was overlapped by a region added while it was being mapped`,
+      );
     }
     this.#regions = [...this.#regions, region].sort(byIova) as GuestRegion[];
     return region;
@@ -304,17 +417,36 @@ export class GuestMemory {
     const name = spec.name ?? `ram@${hex(spec.gpa)}`;
     checkSpan(`guest region '${name}'`, span);
     if (!isAligned(spec.gpa, PAGE_SIZE) || !isAligned(spec.size, PAGE_SIZE)) {
-      throw new InvalidSpecError(`guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`);
+      throw new InvalidSpecError(
+        `guest region '${name}' ${formatSpan(span)}: GPA and size must be multiples of the ${formatSize(PAGE_SIZE)} page size`,
+      );
     }
     const mem = spec.memory;
-    if (!isAligned(mem.hva, PAGE_SIZE) || (mem.kind === 'memfd' && !isAligned(mem.offset, PAGE_SIZE))) {
-      throw new InvalidSpecError(`guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`);
+    if (
+      !isAligned(mem.hva, PAGE_SIZE) ||
+      (mem.kind === 'memfd' && !isAligned(mem.offset, PAGE_SIZE))
+    ) {
+      throw new InvalidSpecError(
+        `guest region '${name}': its memory must start on a page boundary (host address ${hex(mem.hva)}${mem.kind === 'memfd' ? `, memfd offset ${hex(mem.offset)}` : ''})`,
+      );
     }
     const clash = this.#regions.find((r) => spansOverlap(r, span));
     if (clash) {
-      throw new ConflictError(`guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`, 'region', clash.name);
+      throw new ConflictError(
+        `guest region '${name}' ${formatSpan(span)} overlaps region '${clash.name}' ${formatSpan(clash)}`,
+        'region',
+        clash.name,
+      );
     }
-    const region: GuestRegion = { id: this.#nextId++, name, gpa: spec.gpa, size: spec.size, iova: spec.gpa, length: spec.size, memory: mem };
+    const region: GuestRegion = {
+      id: this.#nextId++,
+      name,
+      gpa: spec.gpa,
+      size: spec.size,
+      iova: spec.gpa,
+      length: spec.size,
+      memory: mem,
+    };
     return region;
   }
 
@@ -324,14 +456,22 @@ export class GuestMemory {
   }
 
   /** Map pieces of a region (IOVA == GPA), one call each, recording them; on failure undo this call's maps. */
-  #mapPieces(b: DmaBackend, st: BackendState, region: GuestRegion, pieces: readonly IovaSpan[]): TableMapping[] {
+  #mapPieces(
+    b: DmaBackend,
+    st: BackendState,
+    region: GuestRegion,
+    pieces: readonly IovaSpan[],
+  ): TableMapping[] {
     const made: TableMapping[] = [];
     for (const p of pieces) {
       try {
         b.mapFixed(p.iova, p.length, advanceSource(region.memory, p.iova - region.gpa));
       } catch (e) {
         this.#undo(b, made, st);
-        throw withHint(e, `mapping ${formatSpan(p)} of guest region '${region.name}' into ${describe(b)}`);
+        throw withHint(
+          e,
+          `mapping ${formatSpan(p)} of guest region '${region.name}' into ${describe(b)}`,
+        );
       }
       const m: TableMapping = { iova: p.iova, length: p.length, region };
       made.push(m);
@@ -343,7 +483,11 @@ export class GuestMemory {
   /** Best-effort unmap of mappings this table just made (rolling back a failed operation). */
   #undo(b: DmaBackend, made: readonly TableMapping[], st = this.#backends.get(b)): void {
     for (const m of made) {
-      try { b.unmap(m.iova, m.length); } catch { /* the original error is the one to report */ }
+      try {
+        b.unmap(m.iova, m.length);
+      } catch {
+        /* the original error is the one to report */
+      }
       if (st) st.mappings = st.mappings.filter((x) => x !== m);
     }
   }
@@ -358,7 +502,8 @@ export class GuestMemory {
     checkSpan('isMapped', { iova, length });
     if (backend) return coveredBySorted(this.#state(backend).mappings, iova, length);
     if (!coveredBySorted(this.#regions, iova, length)) return false;
-    for (const [b, st] of this.#backends) if (b.active && !coveredBySorted(st.mappings, iova, length)) return false;
+    for (const [b, st] of this.#backends)
+      if (b.active && !coveredBySorted(st.mappings, iova, length)) return false;
     return true;
   }
 

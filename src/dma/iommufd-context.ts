@@ -9,17 +9,41 @@ import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import type { Target } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
+import { ConflictError, NotFoundError, withHint } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { DEV_IOMMU, openCdev, openIommufd } from '../vfio/open.js';
-import { type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource } from './backend.js';
-import { bdfOfCdev, explainAttachConflict, explainBindFailure, explainBisect, explainMapFailure, explainUnsafeInterrupts } from './diagnose.js';
-import { ConflictError, NotFoundError, withHint } from '../errors.js';
-import { type IovaRange, PAGE_SIZE, U64_MAX, checkSpan, formatRanges, formatSpan, spanInRanges } from './iova-ranges.js';
-import { MappingLog } from './mapping-log.js';
+import {
+  type AttachedDevice,
+  type BackendListener,
+  BackendListeners,
+  type DmaBackend,
+  type DmaMapping,
+  type GuestMemorySource,
+} from './backend.js';
+import {
+  bdfOfCdev,
+  explainAttachConflict,
+  explainBindFailure,
+  explainBisect,
+  explainMapFailure,
+  explainUnsafeInterrupts,
+} from './diagnose.js';
+import {
+  checkSpan,
+  formatRanges,
+  formatSpan,
+  type IovaRange,
+  PAGE_SIZE,
+  spanInRanges,
+  U64_MAX,
+} from './iova-ranges.js';
 import type { MapRunner } from './map-offload.js';
+import { MappingLog } from './mapping-log.js';
 
 /** Where the context's iommufd comes from: a path (default /dev/iommu) or an fd a privileged helper passed in. */
-export type IommufdSource = { readonly path?: string; readonly fd?: undefined } | { readonly fd: number; readonly path?: undefined };
+export type IommufdSource =
+  | { readonly path?: string; readonly fd?: undefined }
+  | { readonly fd: number; readonly path?: undefined };
 
 export interface IommufdDevice extends AttachedDevice {
   /** The id iommufd gave the bound device. */
@@ -40,7 +64,11 @@ export interface IommufdAttachment {
 }
 
 /** What the device is attached to now: the IOAS (or a HWPT a vIOMMU chose), or nothing (DMA blocked). */
-interface Attached { readonly device: Target; readonly devId: number; ptId: number | undefined }
+interface Attached {
+  readonly device: Target;
+  readonly devId: number;
+  ptId: number | undefined;
+}
 
 /**
  * Something built on this context's devices and IOAS (a vIOMMU with its HWPTs and vDevices) that
@@ -76,7 +104,11 @@ export class IommufdContext implements DmaBackend {
   readonly #listeners = new BackendListeners();
   readonly #dependents = new Set<ContextDependent>();
 
-  private constructor(readonly name: string, fd: OwnedFd, ioas: number) {
+  private constructor(
+    readonly name: string,
+    fd: OwnedFd,
+    ioas: number,
+  ) {
     this.#fd = fd;
     this.#ioas = ioas;
     this.#refreshRanges();
@@ -87,47 +119,81 @@ export class IommufdContext implements DmaBackend {
    * context owns it from then on and closes it in close()). Allocates the IOAS at once.
    */
   static open(name: string, source: IommufdSource = {}): IommufdContext {
-    if (typeof name !== 'string' || name.trim() === '') throw new TypeError('an iommufd context needs a name (the id= of --iommu)');
-    const fd = source.fd !== undefined ? OwnedFd.inherited(source.fd, 'iommufd fd', DEV_IOMMU) : openIommufd(source.path ?? DEV_IOMMU);
+    if (typeof name !== 'string' || name.trim() === '')
+      throw new TypeError('an iommufd context needs a name (the id= of --iommu)');
+    const fd =
+      source.fd !== undefined
+        ? OwnedFd.inherited(source.fd, 'iommufd fd', DEV_IOMMU)
+        : openIommufd(source.path ?? DEV_IOMMU);
     try {
       return new IommufdContext(name, fd, iommufd.ioasAlloc(fd));
     } catch (e) {
       fd.close();
-      if (e instanceof SysError && e.code === 'ENOTTY') throw withHint(e, `${fd.path} is not an iommufd: pass an fd opened on ${DEV_IOMMU}`);
+      if (e instanceof SysError && e.code === 'ENOTTY')
+        throw withHint(e, `${fd.path} is not an iommufd: pass an fd opened on ${DEV_IOMMU}`);
       throw e;
     }
   }
 
   /** The iommufd itself (for VFIO_DEVICE_BIND_IOMMUFD by code that attaches on its own). */
-  get iommufd(): Target { return this.#fd; }
+  get iommufd(): Target {
+    return this.#fd;
+  }
   /** The shared IOAS; undefined between the last device leaving and the next attach or map. */
-  get ioasId(): number | undefined { return this.#ioas; }
-  get deviceCount(): number { return this.#devices.size; }
-  get active(): boolean { return this.#devices.size > 0; }
-  toString(): string { return `iommufd context '${this.name}'`; }
+  get ioasId(): number | undefined {
+    return this.#ioas;
+  }
+  get deviceCount(): number {
+    return this.#devices.size;
+  }
+  get active(): boolean {
+    return this.#devices.size > 0;
+  }
+  toString(): string {
+    return `iommufd context '${this.name}'`;
+  }
 
-  allowedRanges(): readonly IovaRange[] { return this.#ranges; }
+  allowedRanges(): readonly IovaRange[] {
+    return this.#ranges;
+  }
   /** The kernel reports alignment 1 before any device is attached; a page is the least anything maps. */
-  iovaAlignment(): bigint { return this.#alignment > PAGE_SIZE ? this.#alignment : PAGE_SIZE; }
-  mappings(): readonly DmaMapping[] { return this.#log.all(); }
-  subscribe(listener: BackendListener): () => void { return this.#listeners.add(listener); }
+  iovaAlignment(): bigint {
+    return this.#alignment > PAGE_SIZE ? this.#alignment : PAGE_SIZE;
+  }
+  mappings(): readonly DmaMapping[] {
+    return this.#log.all();
+  }
+  subscribe(listener: BackendListener): () => void {
+    return this.#listeners.add(listener);
+  }
 
   /** Register an object built on this context; it is told before a device leaves and closed before the IOAS goes. */
   track(dependent: ContextDependent): () => void {
     this.#dependents.add(dependent);
-    return () => { this.#dependents.delete(dependent); };
+    return () => {
+      this.#dependents.delete(dependent);
+    };
   }
 
   /** The devId of an attached VFIO device, and the handle nested translation uses to move it between page tables. */
   nestable(device: Target): NestableDevice {
     const a = this.#devices.get(device.fd);
-    if (!a || a.device !== device) throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
+    if (!a || a.device !== device)
+      throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
     return {
       devId: a.devId,
       label: device.path,
-      attach: (ptId) => { vfio.deviceAttachIommufdPt(device, ptId); a.ptId = ptId; },
-      home: () => { a.ptId = vfio.deviceAttachIommufdPt(device, this.#ensureIoas()); },
-      block: () => { if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device); a.ptId = undefined; },
+      attach: (ptId) => {
+        vfio.deviceAttachIommufdPt(device, ptId);
+        a.ptId = ptId;
+      },
+      home: () => {
+        a.ptId = vfio.deviceAttachIommufdPt(device, this.#ensureIoas());
+      },
+      block: () => {
+        if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device);
+        a.ptId = undefined;
+      },
     };
   }
 
@@ -140,16 +206,33 @@ export class IommufdContext implements DmaBackend {
   }
 
   #refreshRanges(): void {
-    if (this.#ioas === undefined) { this.#ranges = []; this.#alignment = PAGE_SIZE; return; }
+    if (this.#ioas === undefined) {
+      this.#ranges = [];
+      this.#alignment = PAGE_SIZE;
+      return;
+    }
     const { ranges, alignment } = iommufd.ioasIovaRanges(this.#fd, this.#ioas);
     this.#ranges = ranges;
     this.#alignment = alignment;
   }
 
-  #explainMap(e: unknown, span: { iova: bigint; length: bigint } | undefined, length: bigint): unknown {
+  #explainMap(
+    e: unknown,
+    span: { iova: bigint; length: bigint } | undefined,
+    length: bigint,
+  ): unknown {
     const err = explainMapFailure(e, 'iommufd', length);
-    if (err === e && span && e instanceof SysError && e.code !== 'EEXIST' && !spanInRanges(span, this.#ranges)) {
-      return withHint(e, `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`);
+    if (
+      err === e &&
+      span &&
+      e instanceof SysError &&
+      e.code !== 'EEXIST' &&
+      !spanInRanges(span, this.#ranges)
+    ) {
+      return withHint(
+        e,
+        `IOVA ${formatSpan(span)} is not inside the ranges ${this} allows (${formatRanges(this.#ranges)})`,
+      );
     }
     return err;
   }
@@ -171,12 +254,34 @@ export class IommufdContext implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async mapFixedOffloaded(iova: bigint, length: bigint, mem: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
+  async mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
     checkSpan(`map on ${this}`, { iova, length });
     const ioas = this.#ensureIoas();
     const base = { fd: this.#fd.fd, path: this.#fd.path, ioas, length, iova };
-    const r = await run(mem.kind === 'memfd' ? { op: 'IOMMU_IOAS_MAP_FILE', ...base, memfd: mem.fd.fd, offset: mem.offset } : { op: 'IOMMU_IOAS_MAP', ...base, va: mem.hva }, signal);
-    if (!r.ok) throw this.#explainMap(r.errno ? new SysError(mem.kind === 'memfd' ? 'IOMMU_IOAS_MAP_FILE' : 'IOMMU_IOAS_MAP', this.#fd.path, r.errno) : new Error(r.message), { iova, length }, length);
+    const r = await run(
+      mem.kind === 'memfd'
+        ? { op: 'IOMMU_IOAS_MAP_FILE', ...base, memfd: mem.fd.fd, offset: mem.offset }
+        : { op: 'IOMMU_IOAS_MAP', ...base, va: mem.hva },
+      signal,
+    );
+    if (!r.ok)
+      throw this.#explainMap(
+        r.errno
+          ? new SysError(
+              mem.kind === 'memfd' ? 'IOMMU_IOAS_MAP_FILE' : 'IOMMU_IOAS_MAP',
+              this.#fd.path,
+              r.errno,
+            )
+          : new Error(r.message),
+        { iova, length },
+        length,
+      );
     this.#log.add({ iova, length, memory: mem });
   }
 
@@ -220,7 +325,12 @@ export class IommufdContext implements DmaBackend {
    * the attach. A cdev fd binds once: after a failed attach or a detach, close it and reopen.
    */
   attachDevice(device: Target): IommufdAttachment {
-    if (this.#devices.has(device.fd)) throw new ConflictError(`${device.path} is already attached to ${this}`, 'device', device.path);
+    if (this.#devices.has(device.fd))
+      throw new ConflictError(
+        `${device.path} is already attached to ${this}`,
+        'device',
+        device.path,
+      );
     const ioasId = this.#ensureIoas();
     let devId: number;
     try {
@@ -232,7 +342,10 @@ export class IommufdContext implements DmaBackend {
     try {
       ptId = vfio.deviceAttachIommufdPt(device, ioasId);
     } catch (e) {
-      throw explainUnsafeInterrupts(explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this)), 'iommufd');
+      throw explainUnsafeInterrupts(
+        explainAttachConflict(e, bdfOfCdev(device.path), this.#log.all(), String(this)),
+        'iommufd',
+      );
     }
     this.#devices.set(device.fd, { device, devId, ptId });
     this.#refreshRanges();
@@ -244,10 +357,17 @@ export class IommufdContext implements DmaBackend {
   /** Detach a device; when it was the last one, destroy the IOAS (and with it every mapping). */
   detachDevice(device: Target): void {
     const a = this.#devices.get(device.fd);
-    if (!a) throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
+    if (!a)
+      throw new NotFoundError(`${device.path} is not attached to ${this}`, 'device', device.path);
     // A vDevice that cannot be torn down must not keep the device attached: detach anyway, then report it.
     let released: unknown;
-    for (const d of this.#dependents) { try { d.releaseDevice(a.devId); } catch (e) { released ??= e; } }
+    for (const d of this.#dependents) {
+      try {
+        d.releaseDevice(a.devId);
+      } catch (e) {
+        released ??= e;
+      }
+    }
     if (a.ptId !== undefined) vfio.deviceDetachIommufdPt(device);
     this.#devices.delete(device.fd);
     const emptied = this.#devices.size === 0;
@@ -265,23 +385,51 @@ export class IommufdContext implements DmaBackend {
   attachPciDevice(bdf: string): IommufdDevice {
     const cdev = openCdev(bdf);
     let a: IommufdAttachment;
-    try { a = this.attachDevice(cdev); } catch (e) { cdev.close(); throw e; }
+    try {
+      a = this.attachDevice(cdev);
+    } catch (e) {
+      cdev.close();
+      throw e;
+    }
     return {
-      bdf, device: cdev, backend: this, invalid: a.invalid, devId: a.devId, ioasId: a.ioasId, ptId: a.ptId,
-      detach: () => { try { if (!cdev.closed) this.detachDevice(cdev); } finally { cdev.close(); } },
+      bdf,
+      device: cdev,
+      backend: this,
+      invalid: a.invalid,
+      devId: a.devId,
+      ioasId: a.ioasId,
+      ptId: a.ptId,
+      detach: () => {
+        try {
+          if (!cdev.closed) this.detachDevice(cdev);
+        } finally {
+          cdev.close();
+        }
+      },
     };
   }
 
   #closeDependents(): void {
     const errors: unknown[] = [];
-    for (const d of [...this.#dependents].reverse()) { try { d.close(); } catch (e) { errors.push(e); } }
+    for (const d of [...this.#dependents].reverse()) {
+      try {
+        d.close();
+      } catch (e) {
+        errors.push(e);
+      }
+    }
     this.#dependents.clear();
     if (errors.length) throw errors[0];
   }
 
   /** Destroy the IOAS and close the iommufd; every device must have been detached. */
   close(): void {
-    if (this.#devices.size) throw new ConflictError(`${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`, 'context', this.name);
+    if (this.#devices.size)
+      throw new ConflictError(
+        `${this} still has ${this.#devices.size} device(s) attached: detach them before closing it`,
+        'context',
+        this.name,
+      );
     this.#closeDependents();
     if (this.#ioas !== undefined && !this.#fd.closed) iommufd.destroy(this.#fd, this.#ioas);
     this.#ioas = undefined;

@@ -2,7 +2,13 @@
 // answers "what would this unmap remove", "which mapping would it cut in two" (both kernels
 // refuse that), "which mappings lie outside new allowed ranges", and where free IOVA space is.
 import type { DmaMapping } from './backend.js';
-import { type IovaRange, type IovaSpan, spanEnd, spanInRanges, spansOverlap } from './iova-ranges.js';
+import {
+  type IovaRange,
+  type IovaSpan,
+  spanEnd,
+  spanInRanges,
+  spansOverlap,
+} from './iova-ranges.js';
 
 export class MappingLog {
   #items: DmaMapping[] = [];
@@ -12,9 +18,13 @@ export class MappingLog {
     this.#items.splice(i < 0 ? this.#items.length : i, 0, m);
   }
 
-  all(): readonly DmaMapping[] { return this.#items; }
+  all(): readonly DmaMapping[] {
+    return this.#items;
+  }
 
-  get size(): number { return this.#items.length; }
+  get size(): number {
+    return this.#items.length;
+  }
 
   /** The mappings entirely inside `span`: what unmapping it removes. */
   within(span: IovaSpan): DmaMapping[] {
@@ -23,7 +33,9 @@ export class MappingLog {
 
   /** The mappings `span` overlaps without containing: an unmap of it would cut them in two. */
   bisected(span: IovaSpan): DmaMapping[] {
-    return this.#items.filter((m) => spansOverlap(m, span) && !(m.iova >= span.iova && spanEnd(m) <= spanEnd(span)));
+    return this.#items.filter(
+      (m) => spansOverlap(m, span) && !(m.iova >= span.iova && spanEnd(m) <= spanEnd(span)),
+    );
   }
 
   overlapping(span: IovaSpan): DmaMapping[] {
@@ -48,5 +60,7 @@ export class MappingLog {
     return this.#items.filter((m) => !spanInRanges(m, ranges));
   }
 
-  spans(): IovaSpan[] { return this.#items.map((m) => ({ iova: m.iova, length: m.length })); }
+  spans(): IovaSpan[] {
+    return this.#items.map((m) => ({ iova: m.iova, length: m.length }));
+  }
 }

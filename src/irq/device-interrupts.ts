@@ -8,11 +8,25 @@ import { PCI } from '../../native/pci-regs.js';
 import * as vfio from '../../native/vfio.js';
 import { signalEventfd } from './eventfd.js';
 import type { MsiMessage } from './gsi-router.js';
-import type { InterruptConfigHooks, InterruptConfigView, MsixTableListener, MsixTableView } from './guest-views.js';
+import type {
+  InterruptConfigHooks,
+  InterruptConfigView,
+  MsixTableListener,
+  MsixTableView,
+} from './guest-views.js';
 import { Intx } from './intx.js';
-import { IRQ, MODE, SRC, irqViews, sourceOf, takeBits, type IrqKind, type IrqViews } from './irq-state.js';
+import {
+  IRQ,
+  type IrqKind,
+  type IrqViews,
+  irqViews,
+  MODE,
+  SRC,
+  sourceOf,
+  takeBits,
+} from './irq-state.js';
 import { MsiVectors, MsixVectors } from './sources.js';
-import { VectorSet, type IrqContext, type RouteClient } from './vector-set.js';
+import { type IrqContext, type RouteClient, VectorSet } from './vector-set.js';
 import { VfioIrqs } from './vfio-irqs.js';
 
 const V = vfio.VFIO_C;
@@ -38,13 +52,16 @@ export interface InterruptTarget {
 }
 
 export interface VectorStatus {
-  kind: IrqKind; vector: number;
+  kind: IrqKind;
+  vector: number;
   /** Which eventfd VFIO signals: the poller's, KVM's irqfd, or none (not in use). */
   trigger: 'none' | 'user' | 'kvm';
   direct: boolean;
   gsi: number;
   route: MsiMessage | null;
-  fired: number; delivered: number; pended: number;
+  fired: number;
+  delivered: number;
+  pended: number;
 }
 
 export interface IrqStatus {
@@ -70,7 +87,10 @@ export class DeviceInterrupts implements MsixTableListener {
   #running = false;
   #loop: Promise<void> | undefined;
 
-  constructor(irq: SharedArrayBuffer, readonly opts: InterruptOptions = {}) {
+  constructor(
+    irq: SharedArrayBuffer,
+    readonly opts: InterruptOptions = {},
+  ) {
     this.views = irqViews(irq);
     const vm = opts.vm;
     this.#ctx = {
@@ -86,11 +106,19 @@ export class DeviceInterrupts implements MsixTableListener {
         if (this.errors.length < MAX_ERRORS) this.errors.push(m);
       },
     };
-    if (opts.route && vm) this.#ctx.kvm = { route: opts.route, signalMsi: (m) => { kvm.signalMsi(vm, { address_lo: m.lo, address_hi: m.hi, data: m.data }); } };
+    if (opts.route && vm)
+      this.#ctx.kvm = {
+        route: opts.route,
+        signalMsi: (m) => {
+          kvm.signalMsi(vm, { address_lo: m.lo, address_hi: m.hi, data: m.data });
+        },
+      };
     this.hooks = { msixControl: () => this.#reconcile(), msiChanged: () => this.#reconcile() };
   }
 
-  get mode(): number { return Atomics.load(this.views.hdr, IRQ.MODE); }
+  get mode(): number {
+    return Atomics.load(this.views.hdr, IRQ.MODE);
+  }
 
   /** Bind to a (new or restored) device. `restored`: a restarted worker resumes the shared state. */
   attach(d: InterruptTarget, restored: boolean): void {
@@ -98,11 +126,23 @@ export class DeviceInterrupts implements MsixTableListener {
     this.#ctx.backend = this.#vfio;
     this.#config = d.config;
     const count = (i: number): number => this.#vfio!.count(i);
-    this.#msix = d.msix && count(V.VFIO_PCI_MSIX_IRQ_INDEX) > 0 ? new VectorSet(new MsixVectors(d.msix, d.config, count(V.VFIO_PCI_MSIX_IRQ_INDEX)), this.#ctx) : undefined;
+    this.#msix =
+      d.msix && count(V.VFIO_PCI_MSIX_IRQ_INDEX) > 0
+        ? new VectorSet(
+            new MsixVectors(d.msix, d.config, count(V.VFIO_PCI_MSIX_IRQ_INDEX)),
+            this.#ctx,
+          )
+        : undefined;
     if (d.msix) d.msix.listener = this;
-    this.#msi = d.config.msi && count(V.VFIO_PCI_MSI_IRQ_INDEX) > 0 ? new VectorSet(new MsiVectors(d.config, count(V.VFIO_PCI_MSI_IRQ_INDEX)), this.#ctx) : undefined;
+    this.#msi =
+      d.config.msi && count(V.VFIO_PCI_MSI_IRQ_INDEX) > 0
+        ? new VectorSet(new MsiVectors(d.config, count(V.VFIO_PCI_MSI_IRQ_INDEX)), this.#ctx)
+        : undefined;
     const pin = d.config.io.read(PCI.PCI_INTERRUPT_PIN, 1);
-    this.#intx = this.opts.intx !== false && pin !== 0 && count(V.VFIO_PCI_INTX_IRQ_INDEX) > 0 ? new Intx(this.#ctx, this.#vfio, this.opts.intxGsi) : undefined;
+    this.#intx =
+      this.opts.intx !== false && pin !== 0 && count(V.VFIO_PCI_INTX_IRQ_INDEX) > 0
+        ? new Intx(this.#ctx, this.#vfio, this.opts.intxGsi)
+        : undefined;
     if (restored) {
       const m = this.mode;
       if (m === MODE.MSIX) this.#msix?.resume();
@@ -127,13 +167,23 @@ export class DeviceInterrupts implements MsixTableListener {
   #reconcile(): void {
     const c = this.#config;
     if (!c) return;
-    const want = this.#msix && c.msixEnabled ? MODE.MSIX : this.#msi?.src.enabled() ? MODE.MSI : this.#intx ? MODE.INTX : MODE.NONE;
+    const want =
+      this.#msix && c.msixEnabled
+        ? MODE.MSIX
+        : this.#msi?.src.enabled()
+          ? MODE.MSI
+          : this.#intx
+            ? MODE.INTX
+            : MODE.NONE;
     const cur = this.mode;
     if (want === cur) {
       if (want === MODE.MSIX) this.#msix!.syncAll();
       else if (want === MODE.MSI) {
         const msi = this.#msi!;
-        if (msi.vfioCount !== Math.max(msi.src.active(), 1)) { msi.disable(); msi.enable(); } else msi.syncAll();
+        if (msi.vfioCount !== Math.max(msi.src.active(), 1)) {
+          msi.disable();
+          msi.enable();
+        } else msi.syncAll();
       }
       return;
     }
@@ -197,7 +247,8 @@ export class DeviceInterrupts implements MsixTableListener {
   }
 
   status(): IrqStatus {
-    const v = this.views, hdr = v.hdr;
+    const v = this.views,
+      hdr = v.hdr;
     const vectors: VectorStatus[] = [];
     for (let s = 0; s < SRC.COUNT; s++) {
       if (v.USER_FD[s]! < 0 && v.KVM_FD[s]! < 0) continue;
@@ -207,14 +258,22 @@ export class DeviceInterrupts implements MsixTableListener {
         trigger: t < 0 ? 'none' : t === v.KVM_FD[s] ? 'kvm' : 'user',
         direct: Atomics.load(v.DIRECT, s) === 1,
         gsi: v.GSI[s]!,
-        route: Atomics.load(v.ROUTED, s) === 1 ? { lo: v.R_LO[s]! >>> 0, hi: v.R_HI[s]! >>> 0, data: v.R_DATA[s]! >>> 0 } : null,
-        fired: Atomics.load(v.FIRED, s) >>> 0, delivered: Atomics.load(v.DELIVERED, s) >>> 0, pended: Atomics.load(v.PENDED, s) >>> 0,
+        route:
+          Atomics.load(v.ROUTED, s) === 1
+            ? { lo: v.R_LO[s]! >>> 0, hi: v.R_HI[s]! >>> 0, data: v.R_DATA[s]! >>> 0 }
+            : null,
+        fired: Atomics.load(v.FIRED, s) >>> 0,
+        delivered: Atomics.load(v.DELIVERED, s) >>> 0,
+        pended: Atomics.load(v.PENDED, s) >>> 0,
       });
     }
     return {
       mode: MODE_NAMES[this.mode] ?? 'none',
       kvm: !!this.#ctx.kvm,
-      vfioVectors: { msix: Atomics.load(hdr, IRQ.MSIX_COUNT), msi: Atomics.load(hdr, IRQ.MSI_COUNT) },
+      vfioVectors: {
+        msix: Atomics.load(hdr, IRQ.MSIX_COUNT),
+        msi: Atomics.load(hdr, IRQ.MSI_COUNT),
+      },
       msixResizable: this.#vfio?.canResize(V.VFIO_PCI_MSIX_IRQ_INDEX) ?? false,
       routeUpdates: Atomics.load(hdr, IRQ.ROUTE_UPDATES),
       vectors,

@@ -1,6 +1,7 @@
 // eventfd helpers: create, signal, drain, and wait for readability.
-import { C, check, errno, pollfd, raw } from '../../native/libc.js';
+
 import { errnoNumber } from '../../native/errno.js';
+import { C, check, errno, pollfd, raw } from '../../native/libc.js';
 import { OwnedFd } from '../fd.js';
 
 const EAGAIN = errnoNumber('EAGAIN');
@@ -29,7 +30,10 @@ export function drainEventfd(fd: number): bigint {
 /** Wait up to timeoutMs for any fd to become readable; returns the indexes that are. */
 export function pollReadable(fds: readonly number[], timeoutMs: number): number[] {
   const buf = Buffer.alloc(fds.length * pollfd.size);
-  fds.forEach((fd, i) => { buf.writeInt32LE(fd, i * pollfd.size); buf.writeInt16LE(C.POLLIN, i * pollfd.size + 4); });
+  fds.forEach((fd, i) => {
+    buf.writeInt32LE(fd, i * pollfd.size);
+    buf.writeInt16LE(C.POLLIN, i * pollfd.size + 4);
+  });
   const n = check(raw.poll(buf, fds.length, timeoutMs), 'poll', `${fds.length} eventfds`);
   if (n === 0) return [];
   return fds.map((_, i) => i).filter((i) => buf.readInt16LE(i * pollfd.size + 6) & C.POLLIN);

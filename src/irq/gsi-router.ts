@@ -12,7 +12,11 @@ import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-
 const K = kvm.KVM_C;
 type Entry = Init<kvm.RoutingEntry>;
 
-export interface MsiMessage { lo: number; hi: number; data: number }
+export interface MsiMessage {
+  lo: number;
+  hi: number;
+  data: number;
+}
 
 /**
  * One change for one of an owner's sources (`key`). `msi`: the source's MSI route (a GSI is
@@ -24,7 +28,10 @@ export type RouteChange =
   | { key: number; fd: number; msi: MsiMessage | null }
   | { key: number; fd: number; gsi: number; resampleFd: number; on: boolean };
 
-export interface RouteResult { key: number; gsi: number }
+export interface RouteResult {
+  key: number;
+  gsi: number;
+}
 
 /** The KVM calls the router makes (real ones by default; tests pass fakes). */
 export interface KvmRoutingOps {
@@ -42,24 +49,44 @@ export interface GsiRouterOptions {
   ops?: KvmRoutingOps;
 }
 
-interface Route { gsi: number; fd: number; msi: MsiMessage | null; bound: boolean; intx?: { resampleFd: number } }
+interface Route {
+  gsi: number;
+  fd: number;
+  msi: MsiMessage | null;
+  bound: boolean;
+  intx?: { resampleFd: number };
+}
 
-interface Pending { owner: string; changes: RouteChange[]; resolve: (r: RouteResult[]) => void; reject: (e: unknown) => void }
+interface Pending {
+  owner: string;
+  changes: RouteChange[];
+  resolve: (r: RouteResult[]) => void;
+  reject: (e: unknown) => void;
+}
 
 /** What a device worker may call (over the port from connect()). */
-export interface RouterPort { update(changes: RouteChange[]): Promise<RouteResult[]> }
+export interface RouterPort {
+  update(changes: RouteChange[]): Promise<RouteResult[]>;
+}
 
 export function x86DefaultRoutes(): Entry[] {
   const out: Entry[] = [];
-  const chip = (gsi: number, irqchip: number, pin: number): Entry => ({ gsi, type: K.KVM_IRQ_ROUTING_IRQCHIP, u: { irqchip: { irqchip, pin } } });
+  const chip = (gsi: number, irqchip: number, pin: number): Entry => ({
+    gsi,
+    type: K.KVM_IRQ_ROUTING_IRQCHIP,
+    u: { irqchip: { irqchip, pin } },
+  });
   for (let irq = 0; irq < 24; irq++) {
     out.push(chip(irq, K.KVM_IRQCHIP_IOAPIC, irq));
-    if (irq < 16) out.push(chip(irq, irq < 8 ? K.KVM_IRQCHIP_PIC_MASTER : K.KVM_IRQCHIP_PIC_SLAVE, irq % 8));
+    if (irq < 16)
+      out.push(chip(irq, irq < 8 ? K.KVM_IRQCHIP_PIC_MASTER : K.KVM_IRQCHIP_PIC_SLAVE, irq % 8));
   }
   return out;
 }
 
-export class GsiRouterError extends Error { override readonly name = 'GsiRouterError'; }
+export class GsiRouterError extends Error {
+  override readonly name = 'GsiRouterError';
+}
 
 export class GsiRouter {
   readonly #ops: KvmRoutingOps;
@@ -75,12 +102,21 @@ export class GsiRouter {
   commits = 0;
   failedCommits = 0;
 
-  constructor(readonly vm: Target, opts: GsiRouterOptions = {}) {
-    this.#ops = opts.ops ?? { setGsiRouting: (e) => kvm.setGsiRouting(vm, e), irqfd: (a) => kvm.irqfd(vm, a) };
+  constructor(
+    readonly vm: Target,
+    opts: GsiRouterOptions = {},
+  ) {
+    this.#ops = opts.ops ?? {
+      setGsiRouting: (e) => kvm.setGsiRouting(vm, e),
+      irqfd: (a) => kvm.irqfd(vm, a),
+    };
     this.#base = opts.base ?? x86DefaultRoutes();
     this.#first = opts.firstGsi ?? 24;
     this.#max = opts.maxGsi ?? (opts.ops ? 4096 : kvm.checkExtension(vm, K.KVM_CAP_IRQ_ROUTING));
-    if (this.#max <= this.#first) throw new GsiRouterError(`${vm.path}: KVM allows ${this.#max} GSIs, none left after the first ${this.#first}`);
+    if (this.#max <= this.#first)
+      throw new GsiRouterError(
+        `${vm.path}: KVM allows ${this.#max} GSIs, none left after the first ${this.#first}`,
+      );
     this.#committed = [...this.#base];
   }
 
@@ -88,17 +124,23 @@ export class GsiRouter {
   update(owner: string, changes: readonly RouteChange[]): Promise<RouteResult[]> {
     return new Promise((resolve, reject) => {
       this.#queue.push({ owner, changes: [...changes], resolve, reject });
-      if (!this.#scheduled) { this.#scheduled = true; setImmediate(() => this.#commit()); }
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#commit());
+      }
     });
   }
 
   /** The table KVM last accepted. */
-  table(): Entry[] { return this.#committed.map((e) => structuredClone(e)); }
+  table(): Entry[] {
+    return this.#committed.map((e) => structuredClone(e));
+  }
 
   /** An owner's routes as KVM has them (key → GSI and MSI message, or null when removed). */
   routesOf(owner: string): Map<number, { gsi: number; msi: MsiMessage | null; intx: boolean }> {
     const out = new Map<number, { gsi: number; msi: MsiMessage | null; intx: boolean }>();
-    for (const [k, r] of this.#owners.get(owner) ?? []) out.set(k, { gsi: r.gsi, msi: r.msi && { ...r.msi }, intx: !!r.intx });
+    for (const [k, r] of this.#owners.get(owner) ?? [])
+      out.set(k, { gsi: r.gsi, msi: r.msi && { ...r.msi }, intx: !!r.intx });
     return out;
   }
 
@@ -113,7 +155,10 @@ export class GsiRouter {
     }
     await new Promise<void>((resolve, reject) => {
       this.#queue.push({ owner, changes: [], resolve: () => resolve(), reject });
-      if (!this.#scheduled) { this.#scheduled = true; setImmediate(() => this.#commit()); }
+      if (!this.#scheduled) {
+        this.#scheduled = true;
+        setImmediate(() => this.#commit());
+      }
     });
   }
 
@@ -131,12 +176,22 @@ export class GsiRouter {
   }
 
   #alloc(): number {
-    for (let g = this.#first; g < this.#max; g++) if (!this.#used.has(g) && !this.#base.some((e) => e.gsi === g)) { this.#used.add(g); return g; }
-    throw new GsiRouterError(`${this.vm.path}: no free GSI (KVM allows ${this.#max}, ${this.#used.size} in use)`);
+    for (let g = this.#first; g < this.#max; g++)
+      if (!this.#used.has(g) && !this.#base.some((e) => e.gsi === g)) {
+        this.#used.add(g);
+        return g;
+      }
+    throw new GsiRouterError(
+      `${this.vm.path}: no free GSI (KVM allows ${this.#max}, ${this.#used.size} in use)`,
+    );
   }
 
   #unbind(r: Route): void {
-    try { this.#ops.irqfd({ fd: r.fd, gsi: r.gsi, flags: K.KVM_IRQFD_FLAG_DEASSIGN }); } catch { /* the fd may be gone already */ }
+    try {
+      this.#ops.irqfd({ fd: r.fd, gsi: r.gsi, flags: K.KVM_IRQFD_FLAG_DEASSIGN });
+    } catch {
+      /* the fd may be gone already */
+    }
     r.bound = false;
   }
 
@@ -148,10 +203,15 @@ export class GsiRouter {
     // Each request is applied to a copy of its owner's routes, kept only if all its changes apply.
     const staged = new Map<string, Map<number, Route>>();
     const copyOf = (owner: string): Map<number, Route> =>
-      new Map([...(staged.get(owner) ?? this.#owners.get(owner) ?? [])].map(([k, r]) => [k, { ...r }]));
+      new Map(
+        [...(staged.get(owner) ?? this.#owners.get(owner) ?? [])].map(([k, r]) => [k, { ...r }]),
+      );
     const allocated: number[] = [];
     const unbinds: Route[] = []; // irqfds to deassign once KVM has the new table
-    const drop = (r: Route): void => { unbinds.push({ ...r }); r.bound = false; };
+    const drop = (r: Route): void => {
+      unbinds.push({ ...r });
+      r.bound = false;
+    };
     const failed = new Map<Pending, unknown>();
     const results = new Map<Pending, RouteResult[]>();
     for (const p of batch) {
@@ -163,17 +223,29 @@ export class GsiRouter {
           let r = routes.get(c.key);
           if ('msi' in c) {
             if (!r) {
-              if (!c.msi) { out.push({ key: c.key, gsi: -1 }); continue; }
+              if (!c.msi) {
+                out.push({ key: c.key, gsi: -1 });
+                continue;
+              }
               r = { gsi: this.#alloc(), fd: c.fd, msi: null, bound: false };
               allocated.push(r.gsi);
               routes.set(c.key, r);
             }
             r.msi = c.msi && { lo: c.msi.lo >>> 0, hi: c.msi.hi >>> 0, data: c.msi.data >>> 0 };
-            if (r.fd !== c.fd) { if (r.bound) drop(r); r.fd = c.fd; }
+            if (r.fd !== c.fd) {
+              if (r.bound) drop(r);
+              r.fd = c.fd;
+            }
             out.push({ key: c.key, gsi: r.gsi });
           } else if (c.on) {
             if (r?.bound && (r.fd !== c.fd || r.gsi !== c.gsi)) drop(r);
-            routes.set(c.key, { gsi: c.gsi, fd: c.fd, msi: null, bound: r?.bound === true && r.fd === c.fd && r.gsi === c.gsi, intx: { resampleFd: c.resampleFd } });
+            routes.set(c.key, {
+              gsi: c.gsi,
+              fd: c.fd,
+              msi: null,
+              bound: r?.bound === true && r.fd === c.fd && r.gsi === c.gsi,
+              intx: { resampleFd: c.resampleFd },
+            });
             out.push({ key: c.key, gsi: c.gsi });
           } else {
             if (r?.bound) drop(r);
@@ -193,7 +265,12 @@ export class GsiRouter {
     const entries: Entry[] = [...this.#base];
     for (const routes of next.values()) {
       for (const r of routes.values()) {
-        if (r.msi) entries.push({ gsi: r.gsi, type: K.KVM_IRQ_ROUTING_MSI, u: { msi: { address_lo: r.msi.lo, address_hi: r.msi.hi, data: r.msi.data } } });
+        if (r.msi)
+          entries.push({
+            gsi: r.gsi,
+            type: K.KVM_IRQ_ROUTING_MSI,
+            u: { msi: { address_lo: r.msi.lo, address_hi: r.msi.hi, data: r.msi.data } },
+          });
       }
     }
     try {
@@ -205,7 +282,9 @@ export class GsiRouter {
     } catch (e) {
       this.failedCommits++;
       for (const g of allocated) this.#used.delete(g);
-      const err = new GsiRouterError(`KVM_SET_GSI_ROUTING with ${entries.length} entries refused: ${(e as Error).message}`);
+      const err = new GsiRouterError(
+        `KVM_SET_GSI_ROUTING with ${entries.length} entries refused: ${(e as Error).message}`,
+      );
       for (const p of batch) p.reject(err);
       return;
     }
@@ -217,14 +296,31 @@ export class GsiRouter {
       for (const r of this.#owners.get(p.owner)?.values() ?? []) {
         if (r.bound) continue;
         try {
-          this.#ops.irqfd(r.intx ? { fd: r.fd, gsi: r.gsi, flags: K.KVM_IRQFD_FLAG_RESAMPLE, resamplefd: r.intx.resampleFd } : { fd: r.fd, gsi: r.gsi });
+          this.#ops.irqfd(
+            r.intx
+              ? {
+                  fd: r.fd,
+                  gsi: r.gsi,
+                  flags: K.KVM_IRQFD_FLAG_RESAMPLE,
+                  resamplefd: r.intx.resampleFd,
+                }
+              : { fd: r.fd, gsi: r.gsi },
+          );
           r.bound = true;
-        } catch (e) { failed.set(p, new GsiRouterError(`KVM_IRQFD for fd ${r.fd} on GSI ${r.gsi} (${p.owner}) failed: ${(e as Error).message}`)); }
+        } catch (e) {
+          failed.set(
+            p,
+            new GsiRouterError(
+              `KVM_IRQFD for fd ${r.fd} on GSI ${r.gsi} (${p.owner}) failed: ${(e as Error).message}`,
+            ),
+          );
+        }
       }
     }
     for (const p of batch) {
       const e = failed.get(p);
-      if (e) p.reject(e); else p.resolve(results.get(p) ?? []);
+      if (e) p.reject(e);
+      else p.resolve(results.get(p) ?? []);
     }
   }
 }
@@ -232,11 +328,23 @@ export class GsiRouter {
 function sameTable(a: readonly Entry[], b: readonly Entry[]): boolean {
   if (a.length !== b.length) return false;
   for (let i = 0; i < a.length; i++) {
-    const x = a[i]!, y = b[i]!;
+    const x = a[i]!,
+      y = b[i]!;
     if (x.gsi !== y.gsi || x.type !== y.type) return false;
-    const mx = x.u?.msi, my = y.u?.msi;
-    if (mx || my) { if (mx?.address_lo !== my?.address_lo || mx?.address_hi !== my?.address_hi || mx?.data !== my?.data) return false; }
-    else if (x.u?.irqchip?.irqchip !== y.u?.irqchip?.irqchip || x.u?.irqchip?.pin !== y.u?.irqchip?.pin) return false;
+    const mx = x.u?.msi,
+      my = y.u?.msi;
+    if (mx || my) {
+      if (
+        mx?.address_lo !== my?.address_lo ||
+        mx?.address_hi !== my?.address_hi ||
+        mx?.data !== my?.data
+      )
+        return false;
+    } else if (
+      x.u?.irqchip?.irqchip !== y.u?.irqchip?.irqchip ||
+      x.u?.irqchip?.pin !== y.u?.irqchip?.pin
+    )
+      return false;
   }
   return true;
 }

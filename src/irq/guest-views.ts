@@ -4,7 +4,12 @@
 // the reverse.
 
 /** The emulated MSI capability's layout (ConfigSpace.msi). */
-export interface MsiCapability { offset: number; is64: boolean; maskable: boolean; vectors: number }
+export interface MsiCapability {
+  offset: number;
+  is64: boolean;
+  maskable: boolean;
+  vectors: number;
+}
 
 /** The config space as the vector logic reads it: the virtual image and the MSI/MSI-X control state. */
 export interface InterruptConfigView {

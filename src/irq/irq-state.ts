@@ -36,7 +36,20 @@ export const IRQ = {
 } as const;
 
 /** Per-source Int32 arrays, in this order after the header. */
-const ARRAYS = ['USER_FD', 'KVM_FD', 'GSI', 'TRIGGER', 'DIRECT', 'ROUTED', 'R_LO', 'R_HI', 'R_DATA', 'FIRED', 'DELIVERED', 'PENDED'] as const;
+const ARRAYS = [
+  'USER_FD',
+  'KVM_FD',
+  'GSI',
+  'TRIGGER',
+  'DIRECT',
+  'ROUTED',
+  'R_LO',
+  'R_HI',
+  'R_DATA',
+  'FIRED',
+  'DELIVERED',
+  'PENDED',
+] as const;
 const BITMAP_WORDS = SRC.COUNT / 32;
 
 export interface IrqViews {
@@ -51,7 +64,10 @@ export interface IrqViews {
   /** 1: the poller may report a firing straight to the VMM (relay mode, vector deliverable). */
   DIRECT: Int32Array;
   /** 1: R_LO/R_HI/R_DATA is the route KVM has committed for this source. */
-  ROUTED: Int32Array; R_LO: Int32Array; R_HI: Int32Array; R_DATA: Int32Array;
+  ROUTED: Int32Array;
+  R_LO: Int32Array;
+  R_HI: Int32Array;
+  R_DATA: Int32Array;
   /** Firings userspace saw on USER_FD (counter, wraps at 2^32). */
   FIRED: Int32Array;
   /** Interrupts delivered by userspace: reported to the VMM (relay) or injected by KVM_SIGNAL_MSI. */
@@ -66,8 +82,13 @@ export const IRQ_BYTES = 4 * (IRQ.WORDS + ARRAYS.length * SRC.COUNT + 2 * BITMAP
 
 export function irqViews(sab: SharedArrayBuffer): IrqViews {
   let at = IRQ.WORDS * 4;
-  const next = (n: number): Int32Array => { const a = new Int32Array(sab, at, n); at += 4 * n; return a; };
-  const v = { hdr: new Int32Array(sab, 0, IRQ.WORDS) } as Partial<IrqViews> & Record<string, Int32Array>;
+  const next = (n: number): Int32Array => {
+    const a = new Int32Array(sab, at, n);
+    at += 4 * n;
+    return a;
+  };
+  const v = { hdr: new Int32Array(sab, 0, IRQ.WORDS) } as Partial<IrqViews> &
+    Record<string, Int32Array>;
   for (const name of ARRAYS) v[name] = next(SRC.COUNT);
   v.TO_WORKER = next(BITMAP_WORDS);
   v.TO_VMM = next(BITMAP_WORDS);

@@ -2,9 +2,17 @@
 // (workers/irq-poller.ts) with its control eventfd, and stops it (it is blocked in poll(), so it
 // is woken, not terminated). VmmIrqListener turns the VMM doorbell into interrupt callbacks.
 import { Worker } from 'node:worker_threads';
-import { createEventfd, signalEventfd } from './eventfd.js';
-import { IRQ, SRC, irqViews, sourceOf, takeBits, type IrqKind, type IrqViews } from './irq-state.js';
 import type { OwnedFd } from '../fd.js';
+import { createEventfd, signalEventfd } from './eventfd.js';
+import {
+  IRQ,
+  type IrqKind,
+  type IrqViews,
+  irqViews,
+  SRC,
+  sourceOf,
+  takeBits,
+} from './irq-state.js';
 
 const POLLER_URL = new URL('../../workers/irq-poller.js', import.meta.url);
 
@@ -13,7 +21,12 @@ export class IrqPoller {
   readonly #views: IrqViews;
   readonly #exited: Promise<void>;
 
-  private constructor(readonly irq: SharedArrayBuffer, readonly name: string, readonly worker: Worker, ctl: OwnedFd) {
+  private constructor(
+    readonly irq: SharedArrayBuffer,
+    readonly name: string,
+    readonly worker: Worker,
+    ctl: OwnedFd,
+  ) {
     this.#ctl = ctl;
     this.#views = irqViews(irq);
     this.#exited = new Promise((resolve) => worker.once('exit', () => resolve()));
@@ -32,7 +45,9 @@ export class IrqPoller {
   }
 
   /** Has the poller adopted the current set of eventfds? */
-  get current(): boolean { return Atomics.load(this.#views.hdr, IRQ.ACK) === Atomics.load(this.#views.hdr, IRQ.GEN); }
+  get current(): boolean {
+    return Atomics.load(this.#views.hdr, IRQ.ACK) === Atomics.load(this.#views.hdr, IRQ.GEN);
+  }
 
   async stop(): Promise<void> {
     this.worker.ref(); // keep the process alive until the thread has gone
@@ -44,7 +59,11 @@ export class IrqPoller {
   }
 }
 
-export interface InterruptEvent { kind: IrqKind; vector: number; count: number }
+export interface InterruptEvent {
+  kind: IrqKind;
+  vector: number;
+  count: number;
+}
 
 /** Calls `onInterrupt` for each source the poller or worker reported to the VMM. */
 export class VmmIrqListener {
@@ -53,7 +72,10 @@ export class VmmIrqListener {
   #running = true;
   readonly #done: Promise<void>;
 
-  constructor(irq: SharedArrayBuffer, readonly onInterrupt: (e: InterruptEvent) => void) {
+  constructor(
+    irq: SharedArrayBuffer,
+    readonly onInterrupt: (e: InterruptEvent) => void,
+  ) {
     this.#v = irqViews(irq);
     this.#seen.set(this.#v.DELIVERED);
     this.#done = this.#loop();
@@ -68,7 +90,11 @@ export class VmmIrqListener {
       this.#seen[s] = now;
       if (count === 0) return;
       const { kind, vector } = sourceOf(s);
-      try { this.onInterrupt({ kind, vector, count }); } catch (e) { console.error(`interrupt callback threw: ${(e as Error).stack}`); }
+      try {
+        this.onInterrupt({ kind, vector, count });
+      } catch (e) {
+        console.error(`interrupt callback threw: ${(e as Error).stack}`);
+      }
     });
   }
 
@@ -94,5 +120,7 @@ export class VmmIrqListener {
   }
 
   /** Resolves when the loop has ended (after stop(), once the event loop runs it). */
-  get done(): Promise<void> { return this.#done; }
+  get done(): Promise<void> {
+    return this.#done;
+  }
 }

@@ -16,16 +16,34 @@ export class MsixVectors implements VectorSource {
   readonly allAtOnce = false;
   readonly size: number;
 
-  constructor(readonly table: MsixTableView, readonly config: InterruptConfigView, vfioCount: number) {
+  constructor(
+    readonly table: MsixTableView,
+    readonly config: InterruptConfigView,
+    vfioCount: number,
+  ) {
     this.size = Math.min(table.size, vfioCount);
   }
 
-  enabled(): boolean { return this.config.msixEnabled; }
-  active(): number { return this.size; }
-  deliverable(v: number): boolean { return this.config.msixEnabled && !this.config.msixFunctionMasked && !this.table.masked(v); }
-  message(v: number, out: MsiMessage): void { out.lo = this.table.addressLo(v); out.hi = this.table.addressHi(v); out.data = this.table.data(v); }
-  pending(v: number): boolean { return this.table.pending(v); }
-  setPending(v: number, on: boolean): void { this.table.setPending(v, on); }
+  enabled(): boolean {
+    return this.config.msixEnabled;
+  }
+  active(): number {
+    return this.size;
+  }
+  deliverable(v: number): boolean {
+    return this.config.msixEnabled && !this.config.msixFunctionMasked && !this.table.masked(v);
+  }
+  message(v: number, out: MsiMessage): void {
+    out.lo = this.table.addressLo(v);
+    out.hi = this.table.addressHi(v);
+    out.data = this.table.data(v);
+  }
+  pending(v: number): boolean {
+    return this.table.pending(v);
+  }
+  setPending(v: number, on: boolean): void {
+    this.table.setPending(v, on);
+  }
 }
 
 export class MsiVectors implements VectorSource {
@@ -40,7 +58,10 @@ export class MsiVectors implements VectorSource {
   /** Pending bits of a capability without per-vector masking (the guest cannot see them). */
   #pendingBits = 0;
 
-  constructor(readonly config: InterruptConfigView, vfioCount: number) {
+  constructor(
+    readonly config: InterruptConfigView,
+    vfioCount: number,
+  ) {
     const cap = config.msi;
     if (!cap) throw new Error('the device has no MSI capability');
     this.#cap = cap;
@@ -49,9 +70,15 @@ export class MsiVectors implements VectorSource {
     this.#maskOff = cap.offset + (cap.is64 ? PCI.PCI_MSI_MASK_64 : PCI.PCI_MSI_MASK_32);
   }
 
-  #ctl(): number { return this.config.virt16(this.#cap.offset + PCI.PCI_MSI_FLAGS); }
-  enabled(): boolean { return (this.#ctl() & PCI.PCI_MSI_FLAGS_ENABLE) !== 0; }
-  active(): number { return Math.min(1 << ((this.#ctl() & PCI.PCI_MSI_FLAGS_QSIZE) >> 4), this.size); }
+  #ctl(): number {
+    return this.config.virt16(this.#cap.offset + PCI.PCI_MSI_FLAGS);
+  }
+  enabled(): boolean {
+    return (this.#ctl() & PCI.PCI_MSI_FLAGS_ENABLE) !== 0;
+  }
+  active(): number {
+    return Math.min(1 << ((this.#ctl() & PCI.PCI_MSI_FLAGS_QSIZE) >> 4), this.size);
+  }
 
   deliverable(v: number): boolean {
     if (!this.enabled() || v >= this.active()) return false;
@@ -59,7 +86,8 @@ export class MsiVectors implements VectorSource {
   }
 
   message(v: number, out: MsiMessage): void {
-    const c = this.config, n = this.active();
+    const c = this.config,
+      n = this.active();
     out.lo = c.virt32(this.#cap.offset + PCI.PCI_MSI_ADDRESS_LO);
     out.hi = this.#cap.is64 ? c.virt32(this.#cap.offset + PCI.PCI_MSI_ADDRESS_HI) : 0;
     // With multiple messages the device puts the vector number in the low bits of the data.
@@ -72,8 +100,12 @@ export class MsiVectors implements VectorSource {
   }
 
   setPending(v: number, on: boolean): void {
-    if (!this.#cap.maskable) { this.#pendingBits = on ? this.#pendingBits | (1 << v) : this.#pendingBits & ~(1 << v); return; }
-    const off = this.#maskOff + 4, old = this.config.virt32(off);
+    if (!this.#cap.maskable) {
+      this.#pendingBits = on ? this.#pendingBits | (1 << v) : this.#pendingBits & ~(1 << v);
+      return;
+    }
+    const off = this.#maskOff + 4,
+      old = this.config.virt32(off);
     const bits = (on ? old | (1 << v) : old & ~(1 << v)) >>> 0;
     for (let k = 0; k < 4; k++) this.config.virt[off + k] = (bits >>> (8 * k)) & 0xff;
   }

@@ -1,6 +1,7 @@
 // Guest RAM stand-in: a memfd of a given size, mapped shared into this process.
-import { C, MAP_FAILED, check, errno, raw, view } from '../../native/libc.js';
+
 import { SysError } from '../../native/errno.js';
+import { C, check, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { OwnedFd } from '../fd.js';
 
 export class MemfdRegion {
@@ -8,12 +9,19 @@ export class MemfdRegion {
   readonly hva: bigint;
   #bytes: Uint8Array | undefined;
 
-  constructor(readonly name: string, readonly size: number) {
+  constructor(
+    readonly name: string,
+    readonly size: number,
+  ) {
     const fd = check(raw.memfd_create(name, C.MFD_CLOEXEC), 'memfd_create', name);
     this.fd = new OwnedFd(fd, `memfd:${name}`);
     check(raw.ftruncate(fd, size), 'ftruncate', this.fd.path);
     const hva = raw.mmap(null, size, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, fd, 0);
-    if (hva === MAP_FAILED || hva === 0n) { const e = new SysError('mmap', this.fd.path, errno()); this.fd.close(); throw e; }
+    if (hva === MAP_FAILED || hva === 0n) {
+      const e = new SysError('mmap', this.fd.path, errno());
+      this.fd.close();
+      throw e;
+    }
     this.hva = hva;
   }
 

@@ -1,8 +1,15 @@
 // Reads a device's counters out of its shared memory by the declared schema (schema.ts): rows of
 // {name, labels, value} for the metrics layer, and the keyed record DeviceHandle.stats() returns.
 // Runs on any thread at scrape time; plain loads (the worker's counters are single-writer).
-import { IRQ, irqViews, sourceOf, SRC } from '../irq/irq-state.js';
-import { IRQ_COUNTERS, STATS as DECLARED, STATS_SLOTS, type CounterDecl, type CounterType, type StatKey } from './schema.js';
+import { IRQ, irqViews, SRC, sourceOf } from '../irq/irq-state.js';
+import {
+  type CounterDecl,
+  type CounterType,
+  STATS as DECLARED,
+  IRQ_COUNTERS,
+  STATS_SLOTS,
+  type StatKey,
+} from './schema.js';
 
 const STATS: readonly CounterDecl[] = DECLARED;
 
@@ -16,7 +23,10 @@ export interface CounterRow {
 }
 
 /** What readCounters needs: the device's stats and irq buffers (DeviceMemory has both). */
-export interface CounterMemory { stats: SharedArrayBuffer; irq: SharedArrayBuffer }
+export interface CounterMemory {
+  stats: SharedArrayBuffer;
+  irq: SharedArrayBuffer;
+}
 
 /** Every declared counter as rows; per-source interrupt rows only for sources that counted. */
 export function readCounters(memory: CounterMemory): CounterRow[] {
@@ -27,14 +37,24 @@ export function readCounters(memory: CounterMemory): CounterRow[] {
     const n = d.count ?? 1;
     for (let i = 0; i < n; i++) {
       const labels = d.indexLabel ? { ...d.labels, [d.indexLabel]: String(i) } : { ...d.labels };
-      rows.push({ name: d.name, help: d.help, type: d.type, unit: d.unit, labels, value: s[slot + i]! });
+      rows.push({
+        name: d.name,
+        help: d.help,
+        type: d.type,
+        unit: d.unit,
+        labels,
+        value: s[slot + i]!,
+      });
     }
     slot += n;
   }
   const v = irqViews(memory.irq);
   for (const d of IRQ_COUNTERS) {
     const row = { name: d.name, help: d.help, type: d.type, unit: d.unit };
-    if ('word' in d.source) { rows.push({ ...row, labels: {}, value: Atomics.load(v.hdr, IRQ[d.source.word]) >>> 0 }); continue; }
+    if ('word' in d.source) {
+      rows.push({ ...row, labels: {}, value: Atomics.load(v.hdr, IRQ[d.source.word]) >>> 0 });
+      continue;
+    }
     const a = v[d.source.array];
     for (let src = 0; src < SRC.COUNT; src++) {
       const value = Atomics.load(a, src) >>> 0;
@@ -48,7 +68,8 @@ export function readCounters(memory: CounterMemory): CounterRow[] {
 
 /** The stats buffer by key, as stats() returns it (an array's slots as KEY_<index>). */
 export function statsRecord(stats: SharedArrayBuffer): Record<StatKey, number> {
-  const s = statsView(stats), out: Record<string, number> = {};
+  const s = statsView(stats),
+    out: Record<string, number> = {};
   let slot = 0;
   for (const d of STATS) {
     const n = d.count ?? 1;
@@ -60,6 +81,9 @@ export function statsRecord(stats: SharedArrayBuffer): Record<StatKey, number> {
 }
 
 function statsView(stats: SharedArrayBuffer): Float64Array {
-  if (stats.byteLength < STATS_SLOTS * 8) throw new Error(`stats buffer of ${stats.byteLength} bytes is smaller than the schema's ${STATS_SLOTS} slots (allocate it with createDeviceMemory)`);
+  if (stats.byteLength < STATS_SLOTS * 8)
+    throw new Error(
+      `stats buffer of ${stats.byteLength} bytes is smaller than the schema's ${STATS_SLOTS} slots (allocate it with createDeviceMemory)`,
+    );
   return new Float64Array(stats, 0, STATS_SLOTS);
 }

@@ -15,7 +15,16 @@ export interface CounterDecl {
   readonly name: string;
   readonly help: string;
   readonly type: CounterType;
-  readonly unit: 'requests' | 'bytes' | 'starts' | 'sleeps' | 'wakes' | 'turns' | 'interrupts' | 'updates' | 'errors';
+  readonly unit:
+    | 'requests'
+    | 'bytes'
+    | 'starts'
+    | 'sleeps'
+    | 'wakes'
+    | 'turns'
+    | 'interrupts'
+    | 'updates'
+    | 'errors';
   /** Fixed labels of this slot (e.g. op="cfg_read"). */
   readonly labels: Readonly<Record<string, string>>;
   readonly count?: number;
@@ -23,65 +32,215 @@ export interface CounterDecl {
   readonly indexLabel?: string;
 }
 
-const req = <K extends string>(key: K, op: string): CounterDecl & { key: K } =>
-  ({ key, name: 'vfio_ring_requests', help: 'Ring requests handled by the device, by operation', type: 'counter', unit: 'requests', labels: { op } });
-const err = <K extends string>(key: K, status: string): CounterDecl & { key: K } =>
-  ({ key, name: 'vfio_ring_errors', help: 'Ring requests answered with an error status, by status', type: 'counter', unit: 'errors', labels: { status } });
-const perBar = <K extends string>(key: K, name: string, help: string, unit: CounterDecl['unit'], direction: string): CounterDecl & { key: K; count: 6 } =>
-  ({ key, name, help, type: 'counter', unit, labels: { direction }, count: 6, indexLabel: 'bar' });
+const req = <K extends string>(key: K, op: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_ring_requests',
+  help: 'Ring requests handled by the device, by operation',
+  type: 'counter',
+  unit: 'requests',
+  labels: { op },
+});
+const err = <K extends string>(key: K, status: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_ring_errors',
+  help: 'Ring requests answered with an error status, by status',
+  type: 'counter',
+  unit: 'errors',
+  labels: { status },
+});
+const perBar = <K extends string>(
+  key: K,
+  name: string,
+  help: string,
+  unit: CounterDecl['unit'],
+  direction: string,
+): CounterDecl & { key: K; count: 6 } => ({
+  key,
+  name,
+  help,
+  type: 'counter',
+  unit,
+  labels: { direction },
+  count: 6,
+  indexLabel: 'bar',
+});
 
 /**
  * The device's stats buffer (a Float64Array; single writer: the device worker), in slot order.
  * The first 17 keep the order and keys STAT had; new ones go at the end.
  */
 export const STATS = [
-  req('CFG_READ', 'cfg_read'), req('CFG_WRITE', 'cfg_write'), req('BAR_READ', 'bar_read'), req('BAR_WRITE', 'bar_write'), req('NOP', 'nop'),
-  { key: 'BYTES_READ', name: 'vfio_ring_bytes', help: 'BAR bytes moved by ring requests, all BARs', type: 'counter', unit: 'bytes', labels: { direction: 'read' } },
-  { key: 'BYTES_WRITTEN', name: 'vfio_ring_bytes', help: 'BAR bytes moved by ring requests, all BARs', type: 'counter', unit: 'bytes', labels: { direction: 'write' } },
-  { key: 'MSIX_TABLE', name: 'vfio_msix_accesses', help: 'Guest accesses to the emulated MSI-X table and PBA', type: 'counter', unit: 'requests', labels: { region: 'table' } },
-  { key: 'MSIX_PBA', name: 'vfio_msix_accesses', help: 'Guest accesses to the emulated MSI-X table and PBA', type: 'counter', unit: 'requests', labels: { region: 'pba' } },
+  req('CFG_READ', 'cfg_read'),
+  req('CFG_WRITE', 'cfg_write'),
+  req('BAR_READ', 'bar_read'),
+  req('BAR_WRITE', 'bar_write'),
+  req('NOP', 'nop'),
+  {
+    key: 'BYTES_READ',
+    name: 'vfio_ring_bytes',
+    help: 'BAR bytes moved by ring requests, all BARs',
+    type: 'counter',
+    unit: 'bytes',
+    labels: { direction: 'read' },
+  },
+  {
+    key: 'BYTES_WRITTEN',
+    name: 'vfio_ring_bytes',
+    help: 'BAR bytes moved by ring requests, all BARs',
+    type: 'counter',
+    unit: 'bytes',
+    labels: { direction: 'write' },
+  },
+  {
+    key: 'MSIX_TABLE',
+    name: 'vfio_msix_accesses',
+    help: 'Guest accesses to the emulated MSI-X table and PBA',
+    type: 'counter',
+    unit: 'requests',
+    labels: { region: 'table' },
+  },
+  {
+    key: 'MSIX_PBA',
+    name: 'vfio_msix_accesses',
+    help: 'Guest accesses to the emulated MSI-X table and PBA',
+    type: 'counter',
+    unit: 'requests',
+    labels: { region: 'pba' },
+  },
   // In STATUS order, BAD_OP (-1) .. NOT_READY (-7): see errorSlot.
-  err('ERR_BAD_OP', 'BAD_OP'), err('ERR_BAD_BAR', 'BAD_BAR'), err('ERR_OUT_OF_RANGE', 'OUT_OF_RANGE'), err('ERR_BAD_WIDTH', 'BAD_WIDTH'),
-  err('ERR_MISALIGNED', 'MISALIGNED'), err('ERR_IO', 'IO_ERROR'), err('ERR_NOT_READY', 'NOT_READY'),
-  { key: 'WORKER_STARTS', name: 'vfio_worker_starts', help: 'Device worker incarnations started (a restart adds one)', type: 'counter', unit: 'starts', labels: {} },
-  perBar('BAR_READS', 'vfio_bar_accesses', 'MMIO accesses through the ring, by BAR (MSI-X emulation included)', 'requests', 'read'),
-  perBar('BAR_WRITES', 'vfio_bar_accesses', 'MMIO accesses through the ring, by BAR (MSI-X emulation included)', 'requests', 'write'),
-  perBar('BAR_BYTES_READ', 'vfio_bar_bytes', 'BAR bytes moved to or from the device, by BAR', 'bytes', 'read'),
-  perBar('BAR_BYTES_WRITTEN', 'vfio_bar_bytes', 'BAR bytes moved to or from the device, by BAR', 'bytes', 'write'),
+  err('ERR_BAD_OP', 'BAD_OP'),
+  err('ERR_BAD_BAR', 'BAD_BAR'),
+  err('ERR_OUT_OF_RANGE', 'OUT_OF_RANGE'),
+  err('ERR_BAD_WIDTH', 'BAD_WIDTH'),
+  err('ERR_MISALIGNED', 'MISALIGNED'),
+  err('ERR_IO', 'IO_ERROR'),
+  err('ERR_NOT_READY', 'NOT_READY'),
+  {
+    key: 'WORKER_STARTS',
+    name: 'vfio_worker_starts',
+    help: 'Device worker incarnations started (a restart adds one)',
+    type: 'counter',
+    unit: 'starts',
+    labels: {},
+  },
+  perBar(
+    'BAR_READS',
+    'vfio_bar_accesses',
+    'MMIO accesses through the ring, by BAR (MSI-X emulation included)',
+    'requests',
+    'read',
+  ),
+  perBar(
+    'BAR_WRITES',
+    'vfio_bar_accesses',
+    'MMIO accesses through the ring, by BAR (MSI-X emulation included)',
+    'requests',
+    'write',
+  ),
+  perBar(
+    'BAR_BYTES_READ',
+    'vfio_bar_bytes',
+    'BAR bytes moved to or from the device, by BAR',
+    'bytes',
+    'read',
+  ),
+  perBar(
+    'BAR_BYTES_WRITTEN',
+    'vfio_bar_bytes',
+    'BAR bytes moved to or from the device, by BAR',
+    'bytes',
+    'write',
+  ),
   // The ring server's own counts (src/ring/server.ts), over every worker incarnation.
-  { key: 'SERVED', name: 'vfio_ring_served', help: 'Requests the ring server completed (lost ones included)', type: 'counter', unit: 'requests', labels: {} },
-  { key: 'LOST', name: 'vfio_ring_lost', help: 'Requests a dead worker had taken, completed by its successor as WORKER_DIED (not replayed)', type: 'counter', unit: 'requests', labels: {} },
-  { key: 'SLEEPS', name: 'vfio_worker_sleeps', help: 'Times the worker slept on the ring doorbell (idle past its spin budget)', type: 'counter', unit: 'sleeps', labels: {} },
-  { key: 'WAKES', name: 'vfio_worker_wakes', help: 'Sleeps that ended with a request waiting (woken by the doorbell)', type: 'counter', unit: 'wakes', labels: {} },
-  { key: 'TURNS', name: 'vfio_worker_event_loop_turns', help: 'Event-loop turns the busy worker gave (asked for, or every yieldMs)', type: 'counter', unit: 'turns', labels: {} },
+  {
+    key: 'SERVED',
+    name: 'vfio_ring_served',
+    help: 'Requests the ring server completed (lost ones included)',
+    type: 'counter',
+    unit: 'requests',
+    labels: {},
+  },
+  {
+    key: 'LOST',
+    name: 'vfio_ring_lost',
+    help: 'Requests a dead worker had taken, completed by its successor as WORKER_DIED (not replayed)',
+    type: 'counter',
+    unit: 'requests',
+    labels: {},
+  },
+  {
+    key: 'SLEEPS',
+    name: 'vfio_worker_sleeps',
+    help: 'Times the worker slept on the ring doorbell (idle past its spin budget)',
+    type: 'counter',
+    unit: 'sleeps',
+    labels: {},
+  },
+  {
+    key: 'WAKES',
+    name: 'vfio_worker_wakes',
+    help: 'Sleeps that ended with a request waiting (woken by the doorbell)',
+    type: 'counter',
+    unit: 'wakes',
+    labels: {},
+  },
+  {
+    key: 'TURNS',
+    name: 'vfio_worker_event_loop_turns',
+    help: 'Event-loop turns the busy worker gave (asked for, or every yieldMs)',
+    type: 'counter',
+    unit: 'turns',
+    labels: {},
+  },
 ] as const satisfies readonly CounterDecl[];
 
-type KeyOf<D> = D extends { key: infer K extends string; count: 6 } ? `${K}_${0 | 1 | 2 | 3 | 4 | 5}` : D extends { key: infer K extends string } ? K : never;
+type KeyOf<D> = D extends { key: infer K extends string; count: 6 }
+  ? `${K}_${0 | 1 | 2 | 3 | 4 | 5}`
+  : D extends { key: infer K extends string }
+    ? K
+    : never;
 /** The keys of the stats record (statsRecord, DeviceHandle.stats()): per-BAR arrays as KEY_<bar>. */
 export type StatKey = KeyOf<(typeof STATS)[number]>;
 
 /** Slot of each declared key (an array's first slot). */
 const SLOT: Record<string, number> = {};
 let slots = 0;
-for (const d of STATS as readonly CounterDecl[]) { SLOT[d.key] = slots; slots += d.count ?? 1; }
+for (const d of STATS as readonly CounterDecl[]) {
+  SLOT[d.key] = slots;
+  slots += d.count ?? 1;
+}
 /** Float64 slots in a device's stats buffer. */
 export const STATS_SLOTS = slots;
 
 function at(key: string): number {
   const s = SLOT[key];
-  if (s === undefined) throw new Error(`counter ${key} is not declared in STATS (src/metrics/schema.ts)`);
+  if (s === undefined)
+    throw new Error(`counter ${key} is not declared in STATS (src/metrics/schema.ts)`);
   return s;
 }
 
 // Index constants, one per declared key (C_ + key). Arrays: add the index (0-5 for a BAR).
-export const C_CFG_READ = at('CFG_READ'), C_CFG_WRITE = at('CFG_WRITE'), C_BAR_READ = at('BAR_READ'), C_BAR_WRITE = at('BAR_WRITE'), C_NOP = at('NOP');
-export const C_BYTES_READ = at('BYTES_READ'), C_BYTES_WRITTEN = at('BYTES_WRITTEN');
-export const C_MSIX_TABLE = at('MSIX_TABLE'), C_MSIX_PBA = at('MSIX_PBA');
-export const C_ERR_BAD_OP = at('ERR_BAD_OP'), C_ERR_NOT_READY = at('ERR_NOT_READY');
+export const C_CFG_READ = at('CFG_READ'),
+  C_CFG_WRITE = at('CFG_WRITE'),
+  C_BAR_READ = at('BAR_READ'),
+  C_BAR_WRITE = at('BAR_WRITE'),
+  C_NOP = at('NOP');
+export const C_BYTES_READ = at('BYTES_READ'),
+  C_BYTES_WRITTEN = at('BYTES_WRITTEN');
+export const C_MSIX_TABLE = at('MSIX_TABLE'),
+  C_MSIX_PBA = at('MSIX_PBA');
+export const C_ERR_BAD_OP = at('ERR_BAD_OP'),
+  C_ERR_NOT_READY = at('ERR_NOT_READY');
 export const C_WORKER_STARTS = at('WORKER_STARTS');
-export const C_BAR_READS = at('BAR_READS'), C_BAR_WRITES = at('BAR_WRITES');
-export const C_BAR_BYTES_READ = at('BAR_BYTES_READ'), C_BAR_BYTES_WRITTEN = at('BAR_BYTES_WRITTEN');
-export const C_SERVED = at('SERVED'), C_LOST = at('LOST'), C_SLEEPS = at('SLEEPS'), C_WAKES = at('WAKES'), C_TURNS = at('TURNS');
+export const C_BAR_READS = at('BAR_READS'),
+  C_BAR_WRITES = at('BAR_WRITES');
+export const C_BAR_BYTES_READ = at('BAR_BYTES_READ'),
+  C_BAR_BYTES_WRITTEN = at('BAR_BYTES_WRITTEN');
+export const C_SERVED = at('SERVED'),
+  C_LOST = at('LOST'),
+  C_SLEEPS = at('SLEEPS'),
+  C_WAKES = at('WAKES'),
+  C_TURNS = at('TURNS');
 
 /** The error slot of a non-OK STATUS from BAD_OP (-1) to NOT_READY (-7), in declaration order. */
 export const errorSlot = (status: number): number => C_ERR_BAD_OP - 1 - status;
@@ -96,14 +255,52 @@ export interface IrqCounterDecl {
   readonly type: CounterType;
   readonly unit: CounterDecl['unit'];
   /** A per-source Int32 array in IrqViews, or a header word (IRQ.*). */
-  readonly source: { array: 'FIRED' | 'DELIVERED' | 'PENDED' } | { word: 'ROUTE_UPDATES' | 'ERRORS' | 'POLLER_ERRORS' };
+  readonly source:
+    | { array: 'FIRED' | 'DELIVERED' | 'PENDED' }
+    | { word: 'ROUTE_UPDATES' | 'ERRORS' | 'POLLER_ERRORS' };
 }
 
 export const IRQ_COUNTERS: readonly IrqCounterDecl[] = [
-  { name: 'vfio_irq_fired', help: 'Firings userspace saw on a source\'s eventfd (wraps at 2^32)', type: 'counter', unit: 'interrupts', source: { array: 'FIRED' } },
-  { name: 'vfio_irq_delivered', help: 'Interrupts delivered by userspace (host callback or KVM_SIGNAL_MSI)', type: 'counter', unit: 'interrupts', source: { array: 'DELIVERED' } },
-  { name: 'vfio_irq_pended', help: 'Firings that arrived while the vector was masked (pending bit set)', type: 'counter', unit: 'interrupts', source: { array: 'PENDED' } },
-  { name: 'vfio_irq_route_updates', help: 'Route changes the GSI router committed for this device', type: 'counter', unit: 'updates', source: { word: 'ROUTE_UPDATES' } },
-  { name: 'vfio_irq_errors', help: 'Interrupt setup errors in the device worker', type: 'counter', unit: 'errors', source: { word: 'ERRORS' } },
-  { name: 'vfio_irq_poller_errors', help: 'Errors in the device\'s interrupt poller thread', type: 'counter', unit: 'errors', source: { word: 'POLLER_ERRORS' } },
+  {
+    name: 'vfio_irq_fired',
+    help: "Firings userspace saw on a source's eventfd (wraps at 2^32)",
+    type: 'counter',
+    unit: 'interrupts',
+    source: { array: 'FIRED' },
+  },
+  {
+    name: 'vfio_irq_delivered',
+    help: 'Interrupts delivered by userspace (host callback or KVM_SIGNAL_MSI)',
+    type: 'counter',
+    unit: 'interrupts',
+    source: { array: 'DELIVERED' },
+  },
+  {
+    name: 'vfio_irq_pended',
+    help: 'Firings that arrived while the vector was masked (pending bit set)',
+    type: 'counter',
+    unit: 'interrupts',
+    source: { array: 'PENDED' },
+  },
+  {
+    name: 'vfio_irq_route_updates',
+    help: 'Route changes the GSI router committed for this device',
+    type: 'counter',
+    unit: 'updates',
+    source: { word: 'ROUTE_UPDATES' },
+  },
+  {
+    name: 'vfio_irq_errors',
+    help: 'Interrupt setup errors in the device worker',
+    type: 'counter',
+    unit: 'errors',
+    source: { word: 'ERRORS' },
+  },
+  {
+    name: 'vfio_irq_poller_errors',
+    help: "Errors in the device's interrupt poller thread",
+    type: 'counter',
+    unit: 'errors',
+    source: { word: 'POLLER_ERRORS' },
+  },
 ];

@@ -4,12 +4,45 @@
 // busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
 // (back-pressure).
 import { RingClosedError } from '../errors.js';
+import {
+  bulkOffset,
+  freeWord,
+  H_DOORBELL,
+  H_FULL_WAITERS,
+  H_SLEEPING,
+  H_STATE,
+  H_TAIL,
+  INLINE_BYTES,
+  OP,
+  type Op,
+  RING_STATE,
+  type RingGeometry,
+  ringGeometry,
+  ringU8,
+  ringWords,
+  S_DATA,
+  S_ID,
+  S_INDEX,
+  S_OFF_HI,
+  S_OFF_LO,
+  S_OP,
+  S_SEQ,
+  S_SIZE,
+  S_STATUS,
+  S_WAITER,
+  STATUS,
+  slotWord,
+  statusName,
+  statusText,
+} from './protocol.js';
 import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
-import { H_DOORBELL, H_FULL_WAITERS, H_SLEEPING, H_STATE, H_TAIL, INLINE_BYTES, OP, RING_STATE, STATUS, S_DATA, S_ID, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, statusName, statusText, type Op, type RingGeometry } from './protocol.js';
 
 export class RingError extends Error {
   override readonly name = 'RingError';
-  constructor(readonly status: number, readonly request: string) {
+  constructor(
+    readonly status: number,
+    readonly request: string,
+  ) {
     super(`${request}: ${statusName(status)} (${statusText(status)})`);
   }
 }
@@ -17,7 +50,13 @@ export class RingError extends Error {
 // Thrown to producers of a closed ring; one of the runtime's error kinds (VFR_ERR_RING_CLOSED).
 export { RingClosedError } from '../errors.js';
 
-const OP_NAME: Record<number, string> = { [OP.NOP]: 'NOP', [OP.CFG_READ]: 'CFG_READ', [OP.CFG_WRITE]: 'CFG_WRITE', [OP.BAR_READ]: 'BAR_READ', [OP.BAR_WRITE]: 'BAR_WRITE' };
+const OP_NAME: Record<number, string> = {
+  [OP.NOP]: 'NOP',
+  [OP.CFG_READ]: 'CFG_READ',
+  [OP.CFG_WRITE]: 'CFG_WRITE',
+  [OP.BAR_READ]: 'BAR_READ',
+  [OP.BAR_WRITE]: 'BAR_WRITE',
+};
 const describe = (op: number, index: number, offset: number, size: number): string =>
   `${OP_NAME[op] ?? `op ${op}`}${op === OP.BAR_READ || op === OP.BAR_WRITE ? ` BAR${index}` : ''} offset 0x${offset.toString(16)} size ${size}`;
 
@@ -51,7 +90,10 @@ export class RingClient {
   lo = 0;
   hi = 0;
 
-  constructor(readonly sab: SharedArrayBuffer, opts: RingClientOptions = {}) {
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    opts: RingClientOptions = {},
+  ) {
     this.geometry = ringGeometry(sab);
     this.#i32 = ringWords(sab);
     this.#u8 = ringU8(sab);
@@ -65,7 +107,15 @@ export class RingClient {
   // ---- the three steps, public for pipelining (several requests in flight from one thread)
 
   /** Claim a slot and publish a request; returns its ticket. Blocks while the ring is full. */
-  submit(op: Op | number, index: number, offset: number, size: number, lo = 0, hi = 0, id = 0): number {
+  submit(
+    op: Op | number,
+    index: number,
+    offset: number,
+    size: number,
+    lo = 0,
+    hi = 0,
+    id = 0,
+  ): number {
     const t = this.#claim();
     const w = this.#fill(t, op, index, offset, size, id);
     this.#i32[w + S_DATA] = lo;
@@ -75,7 +125,13 @@ export class RingClient {
   }
 
   /** Submit with a payload copied into the slot (inline up to 16 bytes, else its bulk block). */
-  submitBulk(op: Op, index: number, offset: number, src: Uint8Array | undefined, size: number): number {
+  submitBulk(
+    op: Op,
+    index: number,
+    offset: number,
+    src: Uint8Array | undefined,
+    size: number,
+  ): number {
     const t = this.#claim();
     if (src) this.#u8.set(src.subarray(0, size), this.#dataAt(t, size));
     this.#fill(t, op, index, offset, size, 0);
@@ -149,7 +205,10 @@ export class RingClient {
     const counted = this.#woke[t & this.#mask] === 0;
     for (let i = 1, first = 0; ; i++) {
       if (Atomics.load(h, w + S_SEQ) === done) {
-        if (counted) { if (first === 0 || performance.now() - first <= budget.min / 1000) budget.hit(); else budget.miss(); }
+        if (counted) {
+          if (first === 0 || performance.now() - first <= budget.min / 1000) budget.hit();
+          else budget.miss();
+        }
         return h[w + S_STATUS]!;
       }
       if ((i & (POLLS_PER_CLOCK - 1)) !== 0) continue;
@@ -182,7 +241,15 @@ export class RingClient {
   }
 
   /** One request, start to finish. Returns the status; inline results land in lo/hi. */
-  call(op: Op | number, index: number, offset: number, size: number, lo = 0, hi = 0, id = 0): number {
+  call(
+    op: Op | number,
+    index: number,
+    offset: number,
+    size: number,
+    lo = 0,
+    hi = 0,
+    id = 0,
+  ): number {
     const t = this.submit(op, index, offset, size, lo, hi, id);
     const status = this.await(t);
     this.release(t);
@@ -211,11 +278,18 @@ export class RingClient {
   }
 
   barWrite(bar: number, offset: number, size: 1 | 2 | 4, value: number): void {
-    this.#ok(this.call(OP.BAR_WRITE, bar, offset, size, value | 0), OP.BAR_WRITE, bar, offset, size);
+    this.#ok(
+      this.call(OP.BAR_WRITE, bar, offset, size, value | 0),
+      OP.BAR_WRITE,
+      bar,
+      offset,
+      size,
+    );
   }
 
   barWrite64(bar: number, offset: number, value: bigint): void {
-    const lo = Number(value & 0xffffffffn) | 0, hi = Number((value >> 32n) & 0xffffffffn) | 0;
+    const lo = Number(value & 0xffffffffn) | 0,
+      hi = Number((value >> 32n) & 0xffffffffn) | 0;
     this.#ok(this.call(OP.BAR_WRITE, bar, offset, 8, lo, hi), OP.BAR_WRITE, bar, offset, 8);
   }
 
@@ -230,10 +304,17 @@ export class RingClient {
 
   #bulk(op: Op, bar: number, offset: number, data: Uint8Array, write: boolean): void {
     const n = data.length;
-    if (n > this.geometry.bulkBytes) throw new RingError(STATUS.BAD_WIDTH, `${describe(op, bar, offset, n)} (ring bulk limit ${this.geometry.bulkBytes})`);
+    if (n > this.geometry.bulkBytes)
+      throw new RingError(
+        STATUS.BAD_WIDTH,
+        `${describe(op, bar, offset, n)} (ring bulk limit ${this.geometry.bulkBytes})`,
+      );
     const t = this.submitBulk(op, bar, offset, write ? data : undefined, n);
     const status = this.await(t);
-    if (status === STATUS.OK && !write) { const at = this.#dataAt(t, n); data.set(this.#u8.subarray(at, at + n)); }
+    if (status === STATUS.OK && !write) {
+      const at = this.#dataAt(t, n);
+      data.set(this.#u8.subarray(at, at + n));
+    }
     this.release(t);
     this.#ok(status, op, bar, offset, n);
   }
@@ -249,6 +330,7 @@ export class RingClient {
   }
 
   #checkOpen(): void {
-    if (Atomics.load(this.#i32, H_STATE) === RING_STATE.CLOSED) throw new RingClosedError('device ring is closed (device shut down)');
+    if (Atomics.load(this.#i32, H_STATE) === RING_STATE.CLOSED)
+      throw new RingClosedError('device ring is closed (device shut down)');
   }
 }

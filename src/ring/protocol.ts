@@ -77,12 +77,17 @@ const STATUS_TEXT: Record<number, string> = {
   [STATUS.MISALIGNED]: 'access not naturally aligned',
   [STATUS.IO_ERROR]: 'device I/O failed',
   [STATUS.NOT_READY]: 'device not ready',
-  [STATUS.WORKER_DIED]: 'lost: the device worker died while handling it; effect unknown, not replayed',
+  [STATUS.WORKER_DIED]:
+    'lost: the device worker died while handling it; effect unknown, not replayed',
 };
 export const statusText = (s: number): string => STATUS_TEXT[s] ?? (s === 0 ? 'ok' : `status ${s}`);
-export const statusName = (s: number): string => Object.entries(STATUS).find(([, v]) => v === s)?.[0] ?? `STATUS_${s}`;
+export const statusName = (s: number): string =>
+  Object.entries(STATUS).find(([, v]) => v === s)?.[0] ?? `STATUS_${s}`;
 
-export interface RingGeometry { capacity: number; bulkBytes: number }
+export interface RingGeometry {
+  capacity: number;
+  bulkBytes: number;
+}
 
 /**
  * Free words, one per slot (in their own cache lines after the slots): the ticket that may claim
@@ -90,7 +95,8 @@ export interface RingGeometry { capacity: number; bulkBytes: number }
  * result. Only producers touch these lines, so a release does not pull the slot's line back from
  * the consumer (who polls the next slot's line, not this one). Initially slot i's word is i.
  */
-export const freeWord = (g: RingGeometry, slot: number): number => (HEADER_BYTES + g.capacity * SLOT_BYTES) / 4 + slot;
+export const freeWord = (g: RingGeometry, slot: number): number =>
+  (HEADER_BYTES + g.capacity * SLOT_BYTES) / 4 + slot;
 const freeBytes = (g: RingGeometry): number => Math.ceil((g.capacity * 4) / 64) * 64;
 
 export function ringBytes(g: RingGeometry): number {
@@ -106,24 +112,35 @@ export function ringBytes(g: RingGeometry): number {
 export const RING_ALIGN = 64;
 
 /** A new ring in a fresh SharedArrayBuffer. `capacity` must be a power of two ≥ 4. */
-export function createRingBuffer(g: RingGeometry = { capacity: 64, bulkBytes: 4096 }): SharedArrayBuffer {
-  if (g.capacity < 4 || (g.capacity & (g.capacity - 1)) !== 0) throw new RangeError(`ring capacity ${g.capacity} must be a power of two ≥ 4`);
-  if (g.bulkBytes % 8 !== 0) throw new RangeError(`ring bulk size ${g.bulkBytes} must be a multiple of 8`);
+export function createRingBuffer(
+  g: RingGeometry = { capacity: 64, bulkBytes: 4096 },
+): SharedArrayBuffer {
+  if (g.capacity < 4 || (g.capacity & (g.capacity - 1)) !== 0)
+    throw new RangeError(`ring capacity ${g.capacity} must be a power of two ≥ 4`);
+  if (g.bulkBytes % 8 !== 0)
+    throw new RangeError(`ring bulk size ${g.bulkBytes} must be a multiple of 8`);
   const sab = new SharedArrayBuffer(ringBytes(g) + RING_ALIGN);
-  const base = (RING_ALIGN - Number((koffi.address(new Uint8Array(sab)) as bigint) % BigInt(RING_ALIGN))) % RING_ALIGN;
+  const base =
+    (RING_ALIGN - Number((koffi.address(new Uint8Array(sab)) as bigint) % BigInt(RING_ALIGN))) %
+    RING_ALIGN;
   new Int32Array(sab)[sab.byteLength / 4 - 1] = base;
   const h = ringWords(sab);
   h[H_CAPACITY] = g.capacity;
   h[H_BULK_BYTES] = g.bulkBytes;
-  for (let i = 0; i < g.capacity; i++) { h[slotWord(i) + S_SEQ] = i; h[freeWord(g, i)] = i; }
+  for (let i = 0; i < g.capacity; i++) {
+    h[slotWord(i) + S_SEQ] = i;
+    h[freeWord(g, i)] = i;
+  }
   Atomics.store(h, H_MAGIC, RING_MAGIC);
   return sab;
 }
 
 /** Byte offset of the ring (its header) in its buffer. */
 export function ringOffset(sab: SharedArrayBuffer): number {
-  const base = sab.byteLength >= RING_ALIGN + HEADER_BYTES ? new Int32Array(sab)[sab.byteLength / 4 - 1]! : -1;
-  if (base < 0 || base >= RING_ALIGN || base % 16 !== 0) throw new Error('not a device ring (bad alignment word)');
+  const base =
+    sab.byteLength >= RING_ALIGN + HEADER_BYTES ? new Int32Array(sab)[sab.byteLength / 4 - 1]! : -1;
+  if (base < 0 || base >= RING_ALIGN || base % 16 !== 0)
+    throw new Error('not a device ring (bad alignment word)');
   return base;
 }
 
@@ -151,8 +168,11 @@ export function ringGeometry(sab: SharedArrayBuffer): RingGeometry {
  */
 export function attentionSignal(sab: SharedArrayBuffer): () => void {
   const h = ringWords(sab);
-  return () => { Atomics.add(h, H_ATTENTION, 1); };
+  return () => {
+    Atomics.add(h, H_ATTENTION, 1);
+  };
 }
 
 export const slotWord = (slot: number): number => HEADER_BYTES / 4 + slot * SLOT_WORDS;
-export const bulkOffset = (g: RingGeometry, slot: number): number => HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + slot * g.bulkBytes;
+export const bulkOffset = (g: RingGeometry, slot: number): number =>
+  HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + slot * g.bulkBytes;

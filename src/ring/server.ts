@@ -5,9 +5,37 @@
 // few ms, not every so many requests: each turn costs 7 µs typically and 100 µs at p90 here.
 // A server that starts after one died mid-request completes that request as WORKER_DIED without
 // serving it again (H_TAKEN, see #recover).
-import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
+
 import { C_LOST, C_SERVED, C_SLEEPS, C_TURNS, C_WAKES, STATS_SLOTS } from '../metrics/schema.js';
-import { H_ATTENTION, H_DOORBELL, H_EPOCH, H_HEAD, H_SLEEPING, H_STATE, H_TAKEN, INLINE_BYTES, RING_STATE, STATUS, S_DATA, S_INDEX, S_OFF_HI, S_OFF_LO, S_OP, S_SEQ, S_SIZE, S_STATUS, S_WAITER, bulkOffset, freeWord, ringGeometry, ringU8, ringWords, slotWord, type RingGeometry } from './protocol.js';
+import {
+  bulkOffset,
+  freeWord,
+  H_ATTENTION,
+  H_DOORBELL,
+  H_EPOCH,
+  H_HEAD,
+  H_SLEEPING,
+  H_STATE,
+  H_TAKEN,
+  INLINE_BYTES,
+  RING_STATE,
+  type RingGeometry,
+  ringGeometry,
+  ringU8,
+  ringWords,
+  S_DATA,
+  S_INDEX,
+  S_OFF_HI,
+  S_OFF_LO,
+  S_OP,
+  S_SEQ,
+  S_SIZE,
+  S_STATUS,
+  S_WAITER,
+  STATUS,
+  slotWord,
+} from './protocol.js';
+import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
 
 /** One request, as the handler sees it. A single object is reused for every request. */
 export interface Request {
@@ -73,7 +101,14 @@ export class RingServer {
   readonly #stage = new Int32Array(INLINE_BYTES / 4);
   readonly #stageBytes = new Uint8Array(this.#stage.buffer);
   readonly #bulk: Uint8Array[];
-  readonly #req: Request = { op: 0, index: 0, offset: 0, size: 0, data: new Uint8Array(0), words: undefined };
+  readonly #req: Request = {
+    op: 0,
+    index: 0,
+    offset: 0,
+    size: 0,
+    data: new Uint8Array(0),
+    words: undefined,
+  };
   readonly #spin: SpinBudget;
   readonly #yieldMs: number;
   readonly #watch: ReadonlyArray<readonly [Int32Array, number, number]>;
@@ -90,7 +125,11 @@ export class RingServer {
   readonly #servedBefore: number;
   #lost = 0;
 
-  constructor(readonly sab: SharedArrayBuffer, readonly handler: Handler, opts: RingServerOptions = {}) {
+  constructor(
+    readonly sab: SharedArrayBuffer,
+    readonly handler: Handler,
+    opts: RingServerOptions = {},
+  ) {
     this.geometry = ringGeometry(sab);
     this.#i32 = ringWords(sab);
     this.#mask = this.geometry.capacity - 1;
@@ -101,14 +140,23 @@ export class RingServer {
     this.#servedBefore = this.#c[C_SERVED]!;
     const n = this.geometry.capacity;
     const u8 = ringU8(sab);
-    this.#bulk = Array.from({ length: n }, (_, i) => u8.subarray(bulkOffset(this.geometry, i), bulkOffset(this.geometry, i) + this.geometry.bulkBytes));
+    this.#bulk = Array.from({ length: n }, (_, i) =>
+      u8.subarray(
+        bulkOffset(this.geometry, i),
+        bulkOffset(this.geometry, i) + this.geometry.bulkBytes,
+      ),
+    );
   }
 
   /** Requests this server completed (a lost one it completed for a dead predecessor included). */
-  get served(): number { return this.#c[C_SERVED]! - this.#servedBefore; }
+  get served(): number {
+    return this.#c[C_SERVED]! - this.#servedBefore;
+  }
 
   /** Requests a dead predecessor had taken that this server completed as WORKER_DIED. */
-  get lost(): number { return this.#lost; }
+  get lost(): number {
+    return this.#lost;
+  }
 
   /** Serve every request that is ready now; returns how many. Synchronous. */
   drain(limit = Infinity): number {
@@ -125,7 +173,8 @@ export class RingServer {
    * TAKEN shares HEAD's cache line, which only this thread writes and producers never read.
    */
   #serveNext(): boolean {
-    const h = this.#i32, req = this.#req;
+    const h = this.#i32,
+      req = this.#req;
     const t = this.#head;
     const slot = t & this.#mask;
     const w = slotWord(slot);
@@ -138,15 +187,32 @@ export class RingServer {
     req.size = size;
     req.offset = (h[w + S_OFF_HI]! >>> 0) * 0x100000000 + (h[w + S_OFF_LO]! >>> 0);
     let status: number;
-    const d = w + S_DATA, st = this.#stage;
+    const d = w + S_DATA,
+      st = this.#stage;
     if (size >= 0 && size <= INLINE_BYTES) {
-      st[0] = h[d]!; st[1] = h[d + 1]!; st[2] = h[d + 2]!; st[3] = h[d + 3]!;
-      req.data = this.#stageBytes; req.words = st;
-      try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
-      h[d] = st[0]!; h[d + 1] = st[1]!; h[d + 2] = st[2]!; h[d + 3] = st[3]!;
+      st[0] = h[d]!;
+      st[1] = h[d + 1]!;
+      st[2] = h[d + 2]!;
+      st[3] = h[d + 3]!;
+      req.data = this.#stageBytes;
+      req.words = st;
+      try {
+        status = this.handler(req);
+      } catch {
+        status = STATUS.IO_ERROR;
+      }
+      h[d] = st[0]!;
+      h[d + 1] = st[1]!;
+      h[d + 2] = st[2]!;
+      h[d + 3] = st[3]!;
     } else if (size > 0 && size <= this.geometry.bulkBytes) {
-      req.data = this.#bulk[slot]!; req.words = undefined;
-      try { status = this.handler(req); } catch { status = STATUS.IO_ERROR; }
+      req.data = this.#bulk[slot]!;
+      req.words = undefined;
+      try {
+        status = this.handler(req);
+      } catch {
+        status = STATUS.IO_ERROR;
+      }
     } else status = STATUS.BAD_WIDTH;
     h[w + S_STATUS] = status;
     this.#head = (t + 1) | 0;
@@ -166,8 +232,10 @@ export class RingServer {
    */
   #recover(): void {
     const h = this.#i32;
-    const taken = Atomics.load(h, H_TAKEN), t = (taken - 1) | 0;
-    const w = slotWord(t & this.#mask), head = Atomics.load(h, H_HEAD);
+    const taken = Atomics.load(h, H_TAKEN),
+      t = (taken - 1) | 0;
+    const w = slotWord(t & this.#mask),
+      head = Atomics.load(h, H_HEAD);
     if (Atomics.load(h, w + S_SEQ) === taken && (head === t || head === taken)) {
       h[w + S_STATUS] = STATUS.WORKER_DIED;
       Atomics.store(h, H_HEAD, taken);
@@ -198,16 +266,32 @@ export class RingServer {
     const turnAt = performance.now() + this.#yieldMs;
     // An idle stretch goes on across event-loop turns: turns asked for every few hundred µs
     // must not keep an idle ring's server awake for good.
-    let served = 0, polls = 0, idleUntil = this.#idleUntil;
+    let served = 0,
+      polls = 0,
+      idleUntil = this.#idleUntil;
     while (this.#running) {
       if (this.#serveNext()) {
-        if (polls !== 0 || idleUntil !== 0) { spin.hit(); polls = 0; idleUntil = 0; }
-        if ((++served & 63) === 0 && (this.#attention() || performance.now() >= turnAt)) { this.#idleUntil = 0; return true; }
+        if (polls !== 0 || idleUntil !== 0) {
+          spin.hit();
+          polls = 0;
+          idleUntil = 0;
+        }
+        if ((++served & 63) === 0 && (this.#attention() || performance.now() >= turnAt)) {
+          this.#idleUntil = 0;
+          return true;
+        }
       } else if ((++polls & (POLLS_PER_CLOCK - 1)) === 0) {
         const now = performance.now();
         if (idleUntil === 0) idleUntil = now + spin.ms;
-        else if (now >= idleUntil) { spin.miss(); this.#idleUntil = 0; return false; }
-        if (this.#attention() || now >= turnAt) { this.#idleUntil = idleUntil; return true; }
+        else if (now >= idleUntil) {
+          spin.miss();
+          this.#idleUntil = 0;
+          return false;
+        }
+        if (this.#attention() || now >= turnAt) {
+          this.#idleUntil = idleUntil;
+          return true;
+        }
       }
     }
     return false;
@@ -216,12 +300,16 @@ export class RingServer {
   /** Has anyone asked for an event-loop turn since the last one? */
   #attention(): boolean {
     if (Atomics.load(this.#i32, H_ATTENTION) !== this.#seenAttention) return true;
-    for (let i = 0; i < this.#watch.length; i++) { const [v, seq, seen] = this.#watch[i]!; if (Atomics.load(v, seq) !== Atomics.load(v, seen)) return true; }
+    for (let i = 0; i < this.#watch.length; i++) {
+      const [v, seq, seen] = this.#watch[i]!;
+      if (Atomics.load(v, seq) !== Atomics.load(v, seen)) return true;
+    }
     return false;
   }
 
   async #loop(): Promise<void> {
-    const h = this.#i32, c = this.#c;
+    const h = this.#i32,
+      c = this.#c;
     this.#recover();
     this.#seenAttention = Atomics.load(h, H_ATTENTION);
     while (this.#running) {
@@ -265,7 +353,11 @@ export class RingServer {
 
 /** Mark a ring closed (from any thread): waiting producers wake and throw RingClosedError. */
 export function closeRing(sab: SharedArrayBuffer): void {
-  const h = ringWords(sab), g = ringGeometry(sab);
+  const h = ringWords(sab),
+    g = ringGeometry(sab);
   Atomics.store(h, H_STATE, RING_STATE.CLOSED);
-  for (let i = 0; i < g.capacity; i++) { Atomics.notify(h, slotWord(i) + S_SEQ); Atomics.notify(h, freeWord(g, i)); }
+  for (let i = 0; i < g.capacity; i++) {
+    Atomics.notify(h, slotWord(i) + S_SEQ);
+    Atomics.notify(h, freeWord(g, i));
+  }
 }

@@ -31,22 +31,37 @@ export class SpinBudget {
   #hits = 0;
   #windows = 0;
   /** `max` and `min` in µs (the minimum defaults to a sixteenth of the maximum); `probe`: see above. */
-  constructor(readonly max: number, min?: number, readonly probe = true) {
+  constructor(
+    readonly max: number,
+    min?: number,
+    readonly probe = true,
+  ) {
     this.min = Math.min(max, Math.max(1, min ?? max / 16)); // a minimum of 0 could never double
     this.us = max;
   }
 
   /** The current budget in ms: what the spin loops compare performance.now() against. */
-  get ms(): number { return this.us / 1000; }
+  get ms(): number {
+    return this.us / 1000;
+  }
 
-  hit(): void { this.#hits++; this.#phase(); }
-  miss(): void { this.#phase(); }
+  hit(): void {
+    this.#hits++;
+    this.#phase();
+  }
+  miss(): void {
+    this.#phase();
+  }
 
   #phase(): void {
     if (++this.#phases < WINDOW) return;
     const pays = this.#hits >= PAYS;
     this.#phases = this.#hits = 0;
     this.#windows++;
-    this.us = pays ? Math.min(this.max, this.us * 2) : this.probe && this.#windows % PROBE_EVERY === 0 ? this.max : this.min;
+    this.us = pays
+      ? Math.min(this.max, this.us * 2)
+      : this.probe && this.#windows % PROBE_EVERY === 0
+        ? this.max
+        : this.min;
   }
 }

@@ -2,23 +2,42 @@
 // header and filling the zero page (struct boot_params) a 32-bit boot entry expects. The
 // header is a packed on-disk format, not an ioctl struct, so its fields are named by their
 // offsets in boot_params as the protocol document gives them.
-import { type E820Entry } from './memory-map.js';
+import type { E820Entry } from './memory-map.js';
 
 /** Offsets in boot_params (the setup header starts at 0x1f1, as in the file's first sector). */
 export const BP = {
-  EXT_RAMDISK_IMAGE: 0x0c0, EXT_RAMDISK_SIZE: 0x0c4, EXT_CMD_LINE_PTR: 0x0c8,
-  E820_ENTRIES: 0x1e8, SENTINEL: 0x1ef,
-  SETUP_SECTS: 0x1f1, VID_MODE: 0x1fa, BOOT_FLAG: 0x1fe, JUMP: 0x200, HEADER: 0x202, VERSION: 0x206,
-  TYPE_OF_LOADER: 0x210, LOADFLAGS: 0x211, CODE32_START: 0x214, RAMDISK_IMAGE: 0x218,
-  RAMDISK_SIZE: 0x21c, HEAP_END_PTR: 0x224, CMD_LINE_PTR: 0x228, INITRD_ADDR_MAX: 0x22c,
-  KERNEL_ALIGNMENT: 0x230, RELOCATABLE: 0x234, CMDLINE_SIZE: 0x238, INIT_SIZE: 0x260,
+  EXT_RAMDISK_IMAGE: 0x0c0,
+  EXT_RAMDISK_SIZE: 0x0c4,
+  EXT_CMD_LINE_PTR: 0x0c8,
+  E820_ENTRIES: 0x1e8,
+  SENTINEL: 0x1ef,
+  SETUP_SECTS: 0x1f1,
+  VID_MODE: 0x1fa,
+  BOOT_FLAG: 0x1fe,
+  JUMP: 0x200,
+  HEADER: 0x202,
+  VERSION: 0x206,
+  TYPE_OF_LOADER: 0x210,
+  LOADFLAGS: 0x211,
+  CODE32_START: 0x214,
+  RAMDISK_IMAGE: 0x218,
+  RAMDISK_SIZE: 0x21c,
+  HEAP_END_PTR: 0x224,
+  CMD_LINE_PTR: 0x228,
+  INITRD_ADDR_MAX: 0x22c,
+  KERNEL_ALIGNMENT: 0x230,
+  RELOCATABLE: 0x234,
+  CMDLINE_SIZE: 0x238,
+  INIT_SIZE: 0x260,
   E820_TABLE: 0x2d0,
 } as const;
 const HDRS = 0x53726448; // "HdrS"
 const LOADED_HIGH = 0x01;
 const E820_MAX = 128;
 
-export class BootError extends Error { override readonly name = 'BootError'; }
+export class BootError extends Error {
+  override readonly name = 'BootError';
+}
 
 export interface BzImage {
   /** Protocol version, e.g. 0x20f for 2.15. */
@@ -40,26 +59,34 @@ export interface BzImage {
 /** Check and read a bzImage: every refusal says what the file is instead. */
 export function parseBzImage(file: Uint8Array, name: string): BzImage {
   const v = new DataView(file.buffer, file.byteOffset, file.byteLength);
-  if (file.length < 0x1000) throw new BootError(`kernel ${name}: ${file.length} bytes is too small for a bzImage`);
+  if (file.length < 0x1000)
+    throw new BootError(`kernel ${name}: ${file.length} bytes is too small for a bzImage`);
   if (v.getUint32(BP.HEADER, true) !== HDRS) {
-    const what = v.getUint32(0) === 0x7f454c46
-      ? 'an ELF file (a vmlinux?); give the bzImage (arch/x86/boot/bzImage or /boot/vmlinuz-*)'
-      : 'no "HdrS" setup header at 0x202';
+    const what =
+      v.getUint32(0) === 0x7f454c46
+        ? 'an ELF file (a vmlinux?); give the bzImage (arch/x86/boot/bzImage or /boot/vmlinuz-*)'
+        : 'no "HdrS" setup header at 0x202';
     throw new BootError(`kernel ${name} is not a bzImage: ${what}`);
   }
   const version = v.getUint16(BP.VERSION, true);
   if (version < 0x206) {
-    throw new BootError(`kernel ${name}: boot protocol ${version >> 8}.${version & 0xff} is older than 2.06 `
-      + '(Linux before 2.6.22); use a newer kernel');
+    throw new BootError(
+      `kernel ${name}: boot protocol ${version >> 8}.${version & 0xff} is older than 2.06 ` +
+        '(Linux before 2.6.22); use a newer kernel',
+    );
   }
   const loadflags = v.getUint8(BP.LOADFLAGS);
-  if (!(loadflags & LOADED_HIGH)) throw new BootError(`kernel ${name} is a zImage (loaded low), not a bzImage`);
+  if (!(loadflags & LOADED_HIGH))
+    throw new BootError(`kernel ${name} is a zImage (loaded low), not a bzImage`);
   const setupSects = v.getUint8(BP.SETUP_SECTS) || 4;
   const kernelStart = (setupSects + 1) * 512;
-  if (kernelStart >= file.length) throw new BootError(`kernel ${name}: setup_sects ${setupSects} runs past the end of the file`);
+  if (kernelStart >= file.length)
+    throw new BootError(`kernel ${name}: setup_sects ${setupSects} runs past the end of the file`);
   const headerEnd = BP.JUMP + 2 + v.getUint8(BP.JUMP + 1);
   return {
-    version, setupSects, loadflags,
+    version,
+    setupSects,
+    loadflags,
     code32Start: v.getUint32(BP.CODE32_START, true),
     initrdAddrMax: v.getUint32(BP.INITRD_ADDR_MAX, true),
     cmdlineSize: v.getUint32(BP.CMDLINE_SIZE, true),
@@ -70,7 +97,11 @@ export function parseBzImage(file: Uint8Array, name: string): BzImage {
 }
 
 export interface ZeroPage {
-  cmdlineAddr: number; cmdlineLength: number; initrdAddr: number; initrdSize: number; e820: E820Entry[];
+  cmdlineAddr: number;
+  cmdlineLength: number;
+  initrdAddr: number;
+  initrdSize: number;
+  e820: E820Entry[];
 }
 
 /** Fill a zeroed boot_params page (`zp`, 4 KiB) for a boot through the 32-bit entry. */
@@ -80,13 +111,17 @@ export function fillZeroPage(zp: Uint8Array, k: BzImage, p: ZeroPage): void {
   zp.set(k.header, BP.SETUP_SECTS);
   v.setUint16(BP.VID_MODE, 0xffff, true); // "normal": the loader set no video mode
   v.setUint8(BP.TYPE_OF_LOADER, 0xff); // undefined loader
-  v.setUint8(BP.LOADFLAGS, k.loadflags & ~0x20 /* QUIET_FLAG off: keep the decompressor's messages */);
+  v.setUint8(
+    BP.LOADFLAGS,
+    k.loadflags & ~0x20 /* QUIET_FLAG off: keep the decompressor's messages */,
+  );
   v.setUint32(BP.CMD_LINE_PTR, p.cmdlineAddr, true);
   v.setUint32(BP.RAMDISK_IMAGE, p.initrdAddr >>> 0, true);
   v.setUint32(BP.RAMDISK_SIZE, p.initrdSize >>> 0, true);
   v.setUint32(BP.EXT_RAMDISK_IMAGE, Math.floor(p.initrdAddr / 2 ** 32), true);
   v.setUint32(BP.EXT_RAMDISK_SIZE, Math.floor(p.initrdSize / 2 ** 32), true);
-  if (p.e820.length > E820_MAX) throw new BootError(`${p.e820.length} e820 entries; boot_params holds ${E820_MAX}`);
+  if (p.e820.length > E820_MAX)
+    throw new BootError(`${p.e820.length} e820 entries; boot_params holds ${E820_MAX}`);
   v.setUint8(BP.E820_ENTRIES, p.e820.length);
   p.e820.forEach((e, i) => {
     const at = BP.E820_TABLE + 20 * i;

@@ -1,8 +1,9 @@
 // `vfio-runtime vm`: boot a Linux guest on the minimal VMM, with the runtime's --iommu/--vfio
 // specs for assigned devices and --memory for its RAM. The guest's console goes to stdout, the
 // VMM's own report to stderr; the exit status is the guest's debug-exit byte.
-import { InvalidSpecError } from '../errors.js';
+
 import { parseRuntimeArgs } from '../cli/specs.js';
+import { InvalidSpecError } from '../errors.js';
 import { DEFAULT_CMDLINE } from './boot.js';
 import { Vm, type VmResult } from './vm.js';
 
@@ -28,30 +29,47 @@ function int(name: string, v: string | undefined): number | undefined {
 
 export async function vmCommand(argv: string[]): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
-  const kernel = value(rest, '--kernel'), initrd = value(rest, '--initrd'), append = value(rest, '--append');
+  const kernel = value(rest, '--kernel'),
+    initrd = value(rest, '--initrd'),
+    append = value(rest, '--append');
   let cmdline = value(rest, '--cmdline');
   if (append !== undefined) {
-    if (cmdline !== undefined) throw new InvalidSpecError('vm: give --cmdline (the whole line) or --append (added to the default), not both');
+    if (cmdline !== undefined)
+      throw new InvalidSpecError(
+        'vm: give --cmdline (the whole line) or --append (added to the default), not both',
+      );
     cmdline = `${DEFAULT_CMDLINE} ${append}`;
   }
-  const cpus = int('--cpus', value(rest, '--cpus')), timeout = int('--timeout', value(rest, '--timeout'));
+  const cpus = int('--cpus', value(rest, '--cpus')),
+    timeout = int('--timeout', value(rest, '--timeout'));
   const json = rest.includes('--json');
   const unknown = rest.filter((a) => a !== '--json');
   if (unknown.length) throw new InvalidSpecError(`vm: unknown argument(s) ${unknown.join(' ')}`);
   if (!kernel) throw new InvalidSpecError('vm: --kernel <bzImage> is required');
   if (spec.memory.length !== 1 || spec.memory[0]!.gpa !== 0n) {
-    throw new InvalidSpecError('vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)');
+    throw new InvalidSpecError(
+      'vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)',
+    );
   }
   const vm = await Vm.create({
-    kernel, memory: Number(spec.memory[0]!.size), iommu: spec.iommu, vfio: spec.vfio,
-    ...(initrd !== undefined ? { initrd } : {}), ...(cmdline !== undefined ? { cmdline } : {}),
-    ...(cpus !== undefined ? { cpus } : {}), ...(timeout !== undefined ? { timeoutMs: timeout * 1000 } : {}),
+    kernel,
+    memory: Number(spec.memory[0]!.size),
+    iommu: spec.iommu,
+    vfio: spec.vfio,
+    ...(initrd !== undefined ? { initrd } : {}),
+    ...(cmdline !== undefined ? { cmdline } : {}),
+    ...(cpus !== undefined ? { cpus } : {}),
+    ...(timeout !== undefined ? { timeoutMs: timeout * 1000 } : {}),
   });
-  const stop = (): void => { void vm.close(); };
+  const stop = (): void => {
+    void vm.close();
+  };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
   let r: VmResult;
-  try { r = await vm.run(); } finally {
+  try {
+    r = await vm.run();
+  } finally {
     await vm.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
@@ -61,20 +79,37 @@ export async function vmCommand(argv: string[]): Promise<number> {
 }
 
 function report(r: VmResult, json: boolean): void {
-  if (json) { console.error(JSON.stringify(r)); return; }
+  if (json) {
+    console.error(JSON.stringify(r));
+    return;
+  }
   const s = r.stats;
-  const bars = Object.entries(s.bar).map(([k, v]) => `${k} ${v}`).join(', ');
+  const bars = Object.entries(s.bar)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(', ');
   const why = r.message ? ` (${r.message})` : '';
-  console.error(`vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${why} after ${(r.wallMs / 1000).toFixed(1)} s`);
-  console.error(`vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, `
-    + `unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})`
-    + `${bars ? `; BAR accesses: ${bars}` : ''}`);
-  const ports = Object.entries(r.unknownPorts).map(([p, c]) => `${p} ${c}`).join(', ');
+  console.error(
+    `vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${why} after ${(r.wallMs / 1000).toFixed(1)} s`,
+  );
+  console.error(
+    `vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, ` +
+      `unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})` +
+      `${bars ? `; BAR accesses: ${bars}` : ''}`,
+  );
+  const ports = Object.entries(r.unknownPorts)
+    .map(([p, c]) => `${p} ${c}`)
+    .join(', ');
   if (ports) console.error(`vm: unanswered ports: ${ports}`);
   if (r.status !== 'exit') {
-    s.vcpus.forEach((v, i) => console.error(`vm: vCPU ${i}: rip ${r.rips[i]}, `
-      + `last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`));
+    s.vcpus.forEach((v, i) =>
+      console.error(
+        `vm: vCPU ${i}: rip ${r.rips[i]}, ` +
+          `last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`,
+      ),
+    );
   }
-  console.error(`vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), `
-    + `~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`);
+  console.error(
+    `vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), ` +
+      `~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`,
+  );
 }

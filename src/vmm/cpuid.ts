@@ -15,7 +15,8 @@ const X1_ECX = bits(0, 5, 6, 8);
 /** Leaf 1 EDX: HTT, set when there is more than one vCPU. */
 const L1_EDX_HTT = 1 << 28;
 
-const L1_ECX_TSC_DEADLINE = 1 << 24, L1_ECX_HYPERVISOR = 1 << 31;
+const L1_ECX_TSC_DEADLINE = 1 << 24,
+  L1_ECX_HYPERVISOR = 1 << 31;
 /** Leaf 6 EAX: the APIC timer keeps running in deep C-states (KVM's is always running). */
 const L6_EAX_ARAT = 1 << 2;
 
@@ -27,7 +28,12 @@ const L6_EAX_ARAT = 1 << 2;
  * interrupt at all (LOC 0 on both vCPUs) and one hung in the e1000e probe's usleep_range;
  * with the LAPIC timer in one-shot mode (lapic=notscdeadline) the same guest passed.
  */
-export function guestCpuid(supported: readonly CpuidEntry[], apicId: number, cpus: number, tscDeadline = false): CpuidEntry[] {
+export function guestCpuid(
+  supported: readonly CpuidEntry[],
+  apicId: number,
+  cpus: number,
+  tscDeadline = false,
+): CpuidEntry[] {
   const out: CpuidEntry[] = [];
   for (const s of supported) {
     const e = { ...s, padding: [0, 0, 0] };
@@ -37,24 +43,54 @@ export function guestCpuid(supported: readonly CpuidEntry[], apicId: number, cpu
         e.ebx = ((e.ebx & 0x0000ffff) | ((cpus & 0xff) << 16) | ((apicId & 0xff) << 24)) >>> 0;
         e.edx = cpus > 1 ? (e.edx | L1_EDX_HTT) >>> 0 : (e.edx & ~L1_EDX_HTT) >>> 0;
         break;
-      case 0x6: e.eax &= L6_EAX_ARAT; e.ebx = e.ecx = e.edx = 0; break; // no thermal/power management
+      case 0x6:
+        e.eax &= L6_EAX_ARAT;
+        e.ebx = e.ecx = e.edx = 0;
+        break; // no thermal/power management
       case 0x7:
-        if (e.index === 0) { e.eax = 0; e.ebx &= L7_EBX; e.ecx = 0; e.edx = 0; } else { e.eax = e.ebx = e.ecx = e.edx = 0; }
+        if (e.index === 0) {
+          e.eax = 0;
+          e.ebx &= L7_EBX;
+          e.ecx = 0;
+          e.edx = 0;
+        } else {
+          e.eax = e.ebx = e.ecx = e.edx = 0;
+        }
         break;
-      case 0xa: e.eax = e.ebx = e.ecx = e.edx = 0; break; // no architectural perf counters
-      case 0xb: case 0x1f: e.edx = apicId; break; // x2APIC id of this vCPU
-      case 0xd: case 0x14: case 0x19: case 0x1d: case 0x1e: continue; // XSAVE, PT, KL, AMX
-      case 0x80000001: e.ecx &= X1_ECX; break;
-      case 0x8000001e: e.eax = apicId; break;
+      case 0xa:
+        e.eax = e.ebx = e.ecx = e.edx = 0;
+        break; // no architectural perf counters
+      case 0xb:
+      case 0x1f:
+        e.edx = apicId;
+        break; // x2APIC id of this vCPU
+      case 0xd:
+      case 0x14:
+      case 0x19:
+      case 0x1d:
+      case 0x1e:
+        continue; // XSAVE, PT, KL, AMX
+      case 0x80000001:
+        e.ecx &= X1_ECX;
+        break;
+      case 0x8000001e:
+        e.eax = apicId;
+        break;
     }
-    e.eax >>>= 0; e.ebx >>>= 0; e.ecx >>>= 0; e.edx >>>= 0;
+    e.eax >>>= 0;
+    e.ebx >>>= 0;
+    e.ecx >>>= 0;
+    e.edx >>>= 0;
     out.push(e);
   }
   return out;
 }
 
 /** Family/model/stepping and feature flags for the MP table's processor entries. */
-export function cpuSignature(supported: readonly CpuidEntry[]): { signature: number; features: number } {
+export function cpuSignature(supported: readonly CpuidEntry[]): {
+  signature: number;
+  features: number;
+} {
   const l1 = supported.find((e) => e.function === 1);
   return { signature: (l1?.eax ?? 0x600) & 0xfff, features: l1?.edx ?? 0x201 };
 }

@@ -3,9 +3,9 @@
 // rings). Anything else reads as all ones, drops writes and is counted.
 import { OP, STATUS } from '../ring/protocol.js';
 import { CMOS_DATA, CMOS_INDEX, cmosRead, cmosWrite } from './cmos.js';
-import { PciBus } from './pci-bus.js';
-import { END, STAT, endVm } from './shared.js';
-import { UART_BASE, Uart } from './uart.js';
+import type { PciBus } from './pci-bus.js';
+import { END, endVm, STAT } from './shared.js';
+import { UART_BASE, type Uart } from './uart.js';
 
 /** QEMU's isa-debug-exit convention: the byte written is the VM's exit status. */
 export const DEBUG_EXIT_PORT = 0x501;
@@ -24,7 +24,13 @@ export class ExitDevices {
   /** Accesses to ports nothing answers, by port (this vCPU's), to see what a guest probes. */
   readonly unknownPorts = new Uint32Array(0x10000);
 
-  constructor(readonly ctl: Int32Array, readonly uart: Uart, readonly pci: PciBus, stats: Float64Array, statBase: number) {
+  constructor(
+    readonly ctl: Int32Array,
+    readonly uart: Uart,
+    readonly pci: PciBus,
+    stats: Float64Array,
+    statBase: number,
+  ) {
     this.#stats = stats;
     this.#s = statBase;
   }
@@ -36,11 +42,26 @@ export class ExitDevices {
       this.uart.write(port - UART_BASE, value);
       return;
     }
-    if (port >= 0xcf8 && port < 0xd00) { this.pci.write(port, size, value); return; }
-    if (port === CMOS_INDEX || port === CMOS_DATA) { cmosWrite(this.ctl, port, value); return; }
-    if (port === DEBUG_EXIT_PORT) { endVm(this.ctl, END.DEBUG_EXIT, value & 0xff); return; }
-    if (port === I8042_COMMAND && (value & 0xff) === I8042_RESET) { endVm(this.ctl, END.RESET, 0); return; }
-    if (this.pci.lookup(port, true)) { this.#bar(OP.BAR_WRITE, size, value, 0); return; }
+    if (port >= 0xcf8 && port < 0xd00) {
+      this.pci.write(port, size, value);
+      return;
+    }
+    if (port === CMOS_INDEX || port === CMOS_DATA) {
+      cmosWrite(this.ctl, port, value);
+      return;
+    }
+    if (port === DEBUG_EXIT_PORT) {
+      endVm(this.ctl, END.DEBUG_EXIT, value & 0xff);
+      return;
+    }
+    if (port === I8042_COMMAND && (value & 0xff) === I8042_RESET) {
+      endVm(this.ctl, END.RESET, 0);
+      return;
+    }
+    if (this.pci.lookup(port, true)) {
+      this.#bar(OP.BAR_WRITE, size, value, 0);
+      return;
+    }
     this.#stats[this.#s + STAT.UNKNOWN_PIO]!++;
     this.unknownPorts[port]!++;
   }
@@ -61,7 +82,8 @@ export class ExitDevices {
 
   /** An MMIO read (returns the low 32 bits, `hi` the rest) or write of `len` bytes at `addr`. */
   mmio(addr: number, len: number, write: boolean, lo: number, hi: number): number {
-    if (this.pci.lookup(addr, false)) return this.#bar(write ? OP.BAR_WRITE : OP.BAR_READ, len, lo, hi);
+    if (this.pci.lookup(addr, false))
+      return this.#bar(write ? OP.BAR_WRITE : OP.BAR_READ, len, lo, hi);
     this.#stats[this.#s + STAT.UNKNOWN_MMIO]!++;
     this.hi = len === 8 ? 0xffffffff : 0;
     return len >= 4 ? 0xffffffff : ONES[len]!;
@@ -69,7 +91,8 @@ export class ExitDevices {
 
   /** A BAR access through the device's ring; one the device refuses reads as all ones and is counted. */
   #bar(op: number, size: number, lo: number, hi: number): number {
-    const p = this.pci, c = p.clients[p.hitDevice]!;
+    const p = this.pci,
+      c = p.clients[p.hitDevice]!;
     this.#stats[this.#s + STAT.DEVICE + p.hitDevice]!++;
     const t0 = this.timing ? performance.now() : 0;
     const status = c.call(op, p.hitBar, p.hitOffset, size, lo | 0, hi | 0);
@@ -87,6 +110,8 @@ export class ExitDevices {
 /** The most used of the ports nothing answers, as [port, count], most first. */
 export function topPorts(counts: Uint32Array, n: number): [number, number][] {
   const out: [number, number][] = [];
-  counts.forEach((c, port) => { if (c) out.push([port, c]); });
+  counts.forEach((c, port) => {
+    if (c) out.push([port, c]);
+  });
   return out.sort((a, b) => b[1] - a[1]).slice(0, n);
 }

@@ -37,7 +37,11 @@ export const PCI_MMIO32_END = 0xfec0_0000;
 export const PCI_IO_START = 0xc000;
 export const PCI_IO_END = 0x10000;
 
-export interface RamRange { gpa: number; size: number; /** offset in the memfd */ offset: number }
+export interface RamRange {
+  gpa: number;
+  size: number /** offset in the memfd */;
+  offset: number;
+}
 
 /** Guest RAM of `total` bytes: below the hole, then above 4 GiB. */
 export function ramRanges(total: number): RamRange[] {
@@ -49,7 +53,11 @@ export function ramRanges(total: number): RamRange[] {
 
 export const E820_RAM = 1;
 export const E820_RESERVED = 2;
-export interface E820Entry { addr: number; size: number; type: number }
+export interface E820Entry {
+  addr: number;
+  size: number;
+  type: number;
+}
 
 /** The e820 map the guest gets: RAM, the EBDA/BIOS area and KVM's pages reserved, the MMIO hole free. */
 export function e820Map(total: number): E820Entry[] {

@@ -9,7 +9,11 @@ import { PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START } from './me
 import { KIND_IO, KIND_MEM32, KIND_MEM64 } from './pci-bus.js';
 import { BAR, BARS } from './shared.js';
 
-export interface PlacedDevice { slot: number; pin: number; ioapicPin: number }
+export interface PlacedDevice {
+  slot: number;
+  pin: number;
+  ioapicPin: number;
+}
 
 export class BarAllocator {
   #mem = PCI_MMIO32_START;
@@ -21,19 +25,29 @@ export class BarAllocator {
     const end = at + size;
     if (end > (io ? PCI_IO_END : PCI_MMIO32_END)) {
       const limit = (io ? PCI_IO_END : PCI_MMIO32_END).toString(16);
-      throw new Error(`${what}: no room for a ${size}-byte ${io ? 'I/O' : 'memory'} BAR below 0x${limit}`);
+      throw new Error(
+        `${what}: no room for a ${size}-byte ${io ? 'I/O' : 'memory'} BAR below 0x${limit}`,
+      );
     }
-    if (io) this.#io = end; else this.#mem = end;
+    if (io) this.#io = end;
+    else this.#mem = end;
     return at;
   }
 }
 
 /** Program device `index` (slot index+1): BARs, decoding, interrupt line. Fills its rows of the BAR map. */
 export function placeDevice(
-  c: RingClient, d: DeviceDescription, index: number, ioapicPin: number, alloc: BarAllocator, bars: Float64Array,
+  c: RingClient,
+  d: DeviceDescription,
+  index: number,
+  ioapicPin: number,
+  alloc: BarAllocator,
+  bars: Float64Array,
 ): PlacedDevice {
   const slot = index + 1;
-  const list = [...d.bars].filter((b) => Number(b.size) > 0).sort((a, b) => Number(b.size) - Number(a.size));
+  const list = [...d.bars]
+    .filter((b) => Number(b.size) > 0)
+    .sort((a, b) => Number(b.size) - Number(a.size));
   let cmd = c.cfgRead(PCI.PCI_COMMAND, 2) & ~(PCI.PCI_COMMAND_MEMORY | PCI.PCI_COMMAND_IO);
   c.cfgWrite(PCI.PCI_COMMAND, 2, cmd); // decoding off while the BARs move
   for (const b of list) {

@@ -5,7 +5,9 @@
 /** Control words (Int32Array). */
 export const CTL = {
   /** 0 running; set once (compareExchange) by whoever ends the VM. */
-  ENDED: 0, END_KIND: 1, END_VALUE: 2,
+  ENDED: 0,
+  END_KIND: 1,
+  END_VALUE: 2,
   /** CONFIG_ADDRESS (0xcf8), shared: one latch per host bridge, as in hardware. */
   PCI_LATCH: 3,
   /** vCPU threads that reached their loop. */
@@ -16,10 +18,23 @@ export const CTL = {
   COUNT: 32,
 } as const;
 
-export const END = { NONE: 0, DEBUG_EXIT: 1, RESET: 2, SHUTDOWN: 3, ERROR: 4, STOPPED: 5, TIMEOUT: 6 } as const;
+export const END = {
+  NONE: 0,
+  DEBUG_EXIT: 1,
+  RESET: 2,
+  SHUTDOWN: 3,
+  ERROR: 4,
+  STOPPED: 5,
+  TIMEOUT: 6,
+} as const;
 export type EndKind = 'exit' | 'reset' | 'shutdown' | 'error' | 'stopped' | 'timeout';
 export const END_NAMES: Record<number, EndKind> = {
-  1: 'exit', 2: 'reset', 3: 'shutdown', 4: 'error', 5: 'stopped', 6: 'timeout',
+  1: 'exit',
+  2: 'reset',
+  3: 'shutdown',
+  4: 'error',
+  5: 'stopped',
+  6: 'timeout',
 };
 
 /** At most this many assigned devices (bus 0 slots 1..N) and 6 BARs each. */
@@ -31,12 +46,21 @@ export const BARS = 6;
  * (the guest serialises config access), read by every vCPU's exit path.
  */
 export const BAR = { BASE: 0, SIZE: 1, KIND: 2, ACTIVE: 3, WORDS: 4 } as const;
-export const BAR_MEM = 1, BAR_IO = 2;
+export const BAR_MEM = 1,
+  BAR_IO = 2;
 
 /** Per-vCPU counters (Float64Array rows; one writer each: its vCPU). */
 export const STAT = {
-  EXITS: 0, IO: 1, MMIO: 2, HLT: 3, INTR: 4, CONFIG: 5, UART: 6,
-  UNKNOWN_PIO: 7, UNKNOWN_MMIO: 8, REFUSED: 9,
+  EXITS: 0,
+  IO: 1,
+  MMIO: 2,
+  HLT: 3,
+  INTR: 4,
+  CONFIG: 5,
+  UART: 6,
+  UNKNOWN_PIO: 7,
+  UNKNOWN_MMIO: 8,
+  REFUSED: 9,
   /**
    * Timing is sampled: one exit in SAMPLE_EVERY is timed (its handling in user space, from
    * KVM_RUN's return to the next call, and the part spent waiting on device rings); the
@@ -46,14 +70,20 @@ export const STAT = {
   RING_MS: 11,
   SAMPLED: 15,
   /** What the vCPU is doing, for a VM that stops making progress: 1 while it handles an exit. */
-  BUSY: 12, LAST_REASON: 13, LAST_ADDR: 14,
+  BUSY: 12,
+  LAST_REASON: 13,
+  LAST_ADDR: 14,
   DEVICE: 16, // then per device: BAR accesses, MAX_DEVICES of them
   WORDS: 16 + MAX_DEVICES,
 } as const;
 
 export const SAMPLE_EVERY = 16;
 
-export interface VmShared { ctl: SharedArrayBuffer; bars: SharedArrayBuffer; stats: SharedArrayBuffer }
+export interface VmShared {
+  ctl: SharedArrayBuffer;
+  bars: SharedArrayBuffer;
+  stats: SharedArrayBuffer;
+}
 
 export function createShared(cpus: number): VmShared {
   return {

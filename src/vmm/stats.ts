@@ -31,10 +31,21 @@ export interface VmStats {
 }
 
 export function collectStats(s: Float64Array, cpus: number, devices: readonly string[]): VmStats {
-  const sum = (k: number): number => { let t = 0; for (let i = 0; i < cpus; i++) t += s[i * STAT.WORDS + k]!; return t; };
+  const sum = (k: number): number => {
+    let t = 0;
+    for (let i = 0; i < cpus; i++) t += s[i * STAT.WORDS + k]!;
+    return t;
+  };
   return {
-    exits: sum(STAT.EXITS), io: sum(STAT.IO), mmio: sum(STAT.MMIO), config: sum(STAT.CONFIG), uart: sum(STAT.UART),
-    hlt: sum(STAT.HLT), interrupted: sum(STAT.INTR), unknownPio: sum(STAT.UNKNOWN_PIO), unknownMmio: sum(STAT.UNKNOWN_MMIO),
+    exits: sum(STAT.EXITS),
+    io: sum(STAT.IO),
+    mmio: sum(STAT.MMIO),
+    config: sum(STAT.CONFIG),
+    uart: sum(STAT.UART),
+    hlt: sum(STAT.HLT),
+    interrupted: sum(STAT.INTR),
+    unknownPio: sum(STAT.UNKNOWN_PIO),
+    unknownMmio: sum(STAT.UNKNOWN_MMIO),
     refused: sum(STAT.REFUSED),
     bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
     ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
@@ -47,9 +58,17 @@ export function collectStats(s: Float64Array, cpus: number, devices: readonly st
 }
 
 function timing(
-  exits: number, sampled: number, exitMs: number, ringMs: number,
+  exits: number,
+  sampled: number,
+  exitMs: number,
+  ringMs: number,
 ): { exitMs: number; ringMs: number; sampled: number; exitUs: number } {
   const scale = sampled ? exits / sampled : 0;
   const exitUs = sampled ? Math.round((exitMs * 1000) / sampled) : 0;
-  return { exitMs: Math.round(exitMs * scale), ringMs: Math.round(ringMs * scale), sampled, exitUs };
+  return {
+    exitMs: Math.round(exitMs * scale),
+    ringMs: Math.round(ringMs * scale),
+    sampled,
+    exitUs,
+  };
 }

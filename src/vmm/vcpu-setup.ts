@@ -13,8 +13,10 @@ const MSR_MTRR_DEF_TYPE = 0x2ff;
 /** MTRRs enabled, default type write-back: else the guest treats all RAM as uncached. */
 const MTRR_DEF_WB = (1n << 11n) | 6n;
 
-const APIC_LVT_LINT0 = 0x350, APIC_LVT_LINT1 = 0x360;
-const APIC_MODE_NMI = 0x4, APIC_MODE_EXTINT = 0x7;
+const APIC_LVT_LINT0 = 0x350,
+  APIC_LVT_LINT1 = 0x360;
+const APIC_MODE_NMI = 0x4,
+  APIC_MODE_EXTINT = 0x7;
 
 /** The GDT the 32-bit entry expects: __BOOT_CS = 0x10, __BOOT_DS = 0x18, and a TSS at 0x20. */
 export const GDT = [0n, 0n, 0x00cf9b000000ffffn, 0x00cf93000000ffffn, 0x00008b0000000067n];
@@ -25,7 +27,11 @@ export function writeGdt(ram: Uint8Array): void {
 }
 
 export function setupVcpu(
-  vcpu: Target, index: number, cpus: number, supported: readonly kvm.CpuidEntry[], tscDeadline: boolean,
+  vcpu: Target,
+  index: number,
+  cpus: number,
+  supported: readonly kvm.CpuidEntry[],
+  tscDeadline: boolean,
 ): void {
   kvm.setCpuid2(vcpu, guestCpuid(supported, index, cpus, tscDeadline));
   kvm.setMsrs(vcpu, [
@@ -46,7 +52,19 @@ export function setupVcpu(
 export function setupBootRegs(vcpu: Target, entry: number): void {
   const sregs = kvm.getSregs(vcpu);
   const seg = (selector: number, type: number) => ({
-    base: 0n, limit: 0xffffffff, selector, type, present: 1, dpl: 0, db: 1, s: 1, l: 0, g: 1, avl: 0, unusable: 0, padding: 0,
+    base: 0n,
+    limit: 0xffffffff,
+    selector,
+    type,
+    present: 1,
+    dpl: 0,
+    db: 1,
+    s: 1,
+    l: 0,
+    g: 1,
+    avl: 0,
+    unusable: 0,
+    padding: 0,
   });
   sregs.cs = seg(0x10, 0xb); // execute/read, accessed
   sregs.ds = sregs.es = sregs.fs = sregs.gs = sregs.ss = seg(0x18, 0x3); // read/write, accessed

@@ -4,16 +4,16 @@
 // KVM_RUN (halted, or an AP waiting for SIPI) with SIGUSR2 through pthread_kill; the per-vCPU
 // state word makes sure no kick can reach a thread that has left (see vcpu-threads.ts).
 import { parentPort, workerData } from 'node:worker_threads';
+import { errnoName } from '../../native/errno.js';
 import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
-import { C, MAP_FAILED, errno, raw, view } from '../../native/libc.js';
-import { errnoName } from '../../native/errno.js';
+import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { RingClient } from '../ring/client.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
-import { END, SAMPLE_EVERY, STAT, endVm } from './shared.js';
+import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
 import { UART_IRQ, Uart } from './uart.js';
-import { VCPU_STATE, leaveThread } from './vcpu-threads.js';
+import { leaveThread, VCPU_STATE } from './vcpu-threads.js';
 
 export interface VcpuWorkerData {
   index: number;
@@ -30,7 +30,8 @@ export interface VcpuWorkerData {
 
 const d = workerData as VcpuWorkerData;
 const K = kvm.KVM_C;
-const EINTR = 4, EAGAIN = 11;
+const EINTR = 4,
+  EAGAIN = 11;
 const ctl = new Int32Array(d.ctl);
 const stats = new Float64Array(d.stats);
 const s = d.index * STAT.WORDS;
@@ -39,11 +40,15 @@ const state = new Int32Array(d.state);
 // kvm_run offsets, from the registered layout (checked against <linux/kvm.h>).
 const O = {
   reason: offsetOf(kvm.kvm_run, 'exit_reason'),
-  ioDir: offsetOf(kvm.kvm_run, 'exit.io.direction'), ioSize: offsetOf(kvm.kvm_run, 'exit.io.size'),
-  ioPort: offsetOf(kvm.kvm_run, 'exit.io.port'), ioCount: offsetOf(kvm.kvm_run, 'exit.io.count'),
+  ioDir: offsetOf(kvm.kvm_run, 'exit.io.direction'),
+  ioSize: offsetOf(kvm.kvm_run, 'exit.io.size'),
+  ioPort: offsetOf(kvm.kvm_run, 'exit.io.port'),
+  ioCount: offsetOf(kvm.kvm_run, 'exit.io.count'),
   ioData: offsetOf(kvm.kvm_run, 'exit.io.data_offset'),
-  mmioAddr: offsetOf(kvm.kvm_run, 'exit.mmio.phys_addr'), mmioData: offsetOf(kvm.kvm_run, 'exit.mmio.data'),
-  mmioLen: offsetOf(kvm.kvm_run, 'exit.mmio.len'), mmioWrite: offsetOf(kvm.kvm_run, 'exit.mmio.is_write'),
+  mmioAddr: offsetOf(kvm.kvm_run, 'exit.mmio.phys_addr'),
+  mmioData: offsetOf(kvm.kvm_run, 'exit.mmio.data'),
+  mmioLen: offsetOf(kvm.kvm_run, 'exit.mmio.len'),
+  mmioWrite: offsetOf(kvm.kvm_run, 'exit.mmio.is_write'),
   exitWord: offsetOf(kvm.kvm_run, 'exit'),
 };
 
@@ -65,7 +70,8 @@ const irqBuf = Buffer.alloc(kvm.kvm_irq_level.size);
 function setIrq(level: number): void {
   irqBuf.writeUInt32LE(UART_IRQ, 0);
   irqBuf.writeUInt32LE(level, 4);
-  if (raw.ioctlPtr(d.vmFd, kvm.KVM.KVM_IRQ_LINE, irqBuf) < 0) fail(`KVM_IRQ_LINE: ${errnoName(errno())}`);
+  if (raw.ioctlPtr(d.vmFd, kvm.KVM.KVM_IRQ_LINE, irqBuf) < 0)
+    fail(`KVM_IRQ_LINE: ${errnoName(errno())}`);
 }
 
 function fail(message: string): void {
@@ -88,7 +94,11 @@ if (runAddr === MAP_FAILED) {
 } else {
   new BigUint64Array(d.tids)[d.index] = BigInt(raw.pthread_self());
   Atomics.store(state, d.index, VCPU_STATE.RUNNING);
-  try { loop(new DataView(view(runAddr, d.runSize))); } catch (e) { fail(`exit handling threw: ${(e as Error).stack ?? e}`); }
+  try {
+    loop(new DataView(view(runAddr, d.runSize)));
+  } catch (e) {
+    fail(`exit handling threw: ${(e as Error).stack ?? e}`);
+  }
   leaveThread(state, d.index);
   raw.munmap(runAddr, d.runSize);
 }
@@ -105,7 +115,10 @@ function loop(run: DataView): void {
     dev.timing = pci.timing = timing;
     if (r < 0) {
       const e = errno();
-      if (e === EINTR || e === EAGAIN) { stats[s + STAT.INTR]!++; continue; }
+      if (e === EINTR || e === EAGAIN) {
+        stats[s + STAT.INTR]!++;
+        continue;
+      }
       fail(`KVM_RUN: ${errnoName(e)}`);
       return;
     }
@@ -113,52 +126,82 @@ function loop(run: DataView): void {
     const reason = run.getUint32(O.reason, true);
     stats[s + STAT.BUSY] = 1;
     stats[s + STAT.LAST_REASON] = reason;
-    stats[s + STAT.LAST_ADDR] = reason === K.KVM_EXIT_IO ? run.getUint16(O.ioPort, true)
-      : reason === K.KVM_EXIT_MMIO ? run.getUint32(O.mmioAddr, true) + run.getUint32(O.mmioAddr + 4, true) * 2 ** 32 : 0;
+    stats[s + STAT.LAST_ADDR] =
+      reason === K.KVM_EXIT_IO
+        ? run.getUint16(O.ioPort, true)
+        : reason === K.KVM_EXIT_MMIO
+          ? run.getUint32(O.mmioAddr, true) + run.getUint32(O.mmioAddr + 4, true) * 2 ** 32
+          : 0;
     switch (reason) {
       case K.KVM_EXIT_IO: {
         stats[s + STAT.IO]!++;
-        const size = run.getUint8(O.ioSize), port = run.getUint16(O.ioPort, true), count = run.getUint32(O.ioCount, true);
+        const size = run.getUint8(O.ioSize),
+          port = run.getUint16(O.ioPort, true),
+          count = run.getUint32(O.ioCount, true);
         let at = Number(run.getBigUint64(O.ioData, true));
         const write = run.getUint8(O.ioDir) === K.KVM_EXIT_IO_OUT;
         for (let i = 0; i < count; i++, at += size) {
           if (write) {
-            dev.outPort(port, size, size === 1 ? page[at]! : size === 2 ? run.getUint16(at, true) : run.getUint32(at, true));
-          }
-          else {
+            dev.outPort(
+              port,
+              size,
+              size === 1
+                ? page[at]!
+                : size === 2
+                  ? run.getUint16(at, true)
+                  : run.getUint32(at, true),
+            );
+          } else {
             const v = dev.inPort(port, size);
-            if (size === 1) page[at] = v; else if (size === 2) run.setUint16(at, v, true); else run.setUint32(at, v, true);
+            if (size === 1) page[at] = v;
+            else if (size === 2) run.setUint16(at, v, true);
+            else run.setUint32(at, v, true);
           }
         }
         break;
       }
       case K.KVM_EXIT_MMIO: {
         stats[s + STAT.MMIO]!++;
-        const addr = run.getUint32(O.mmioAddr, true) + run.getUint32(O.mmioAddr + 4, true) * 2 ** 32;
-        const len = run.getUint32(O.mmioLen, true), write = run.getUint8(O.mmioWrite) !== 0;
-        let lo = 0, hi = 0;
+        const addr =
+          run.getUint32(O.mmioAddr, true) + run.getUint32(O.mmioAddr + 4, true) * 2 ** 32;
+        const len = run.getUint32(O.mmioLen, true),
+          write = run.getUint8(O.mmioWrite) !== 0;
+        let lo = 0,
+          hi = 0;
         if (write) {
-          if (len >= 4) { lo = run.getUint32(O.mmioData, true); if (len === 8) hi = run.getUint32(O.mmioData + 4, true); }
-          else lo = len === 2 ? run.getUint16(O.mmioData, true) : page[O.mmioData]!;
+          if (len >= 4) {
+            lo = run.getUint32(O.mmioData, true);
+            if (len === 8) hi = run.getUint32(O.mmioData + 4, true);
+          } else lo = len === 2 ? run.getUint16(O.mmioData, true) : page[O.mmioData]!;
           dev.mmio(addr, len, true, lo, hi);
         } else {
           lo = dev.mmio(addr, len, false, 0, 0);
-          if (len >= 4) { run.setUint32(O.mmioData, lo, true); if (len === 8) run.setUint32(O.mmioData + 4, dev.hi, true); }
-          else if (len === 2) run.setUint16(O.mmioData, lo, true);
+          if (len >= 4) {
+            run.setUint32(O.mmioData, lo, true);
+            if (len === 8) run.setUint32(O.mmioData + 4, dev.hi, true);
+          } else if (len === 2) run.setUint16(O.mmioData, lo, true);
           else page[O.mmioData] = lo;
         }
         break;
       }
-      case K.KVM_EXIT_HLT: stats[s + STAT.HLT]!++; break;
-      case K.KVM_EXIT_INTR: stats[s + STAT.INTR]!++; break;
-      case K.KVM_EXIT_SHUTDOWN: endVm(ctl, END.SHUTDOWN, 0); break;
+      case K.KVM_EXIT_HLT:
+        stats[s + STAT.HLT]!++;
+        break;
+      case K.KVM_EXIT_INTR:
+        stats[s + STAT.INTR]!++;
+        break;
+      case K.KVM_EXIT_SHUTDOWN:
+        endVm(ctl, END.SHUTDOWN, 0);
+        break;
       case K.KVM_EXIT_SYSTEM_EVENT: {
         const type = run.getUint32(O.exitWord, true); // 1 shutdown, 2 reset
         endVm(ctl, type === 2 ? END.RESET : END.SHUTDOWN, 0);
         break;
       }
       case K.KVM_EXIT_FAIL_ENTRY:
-        fail(`KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.getBigUint64(O.exitWord, true).toString(16)}`);
+        fail(
+          `KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.getBigUint64(O.exitWord, true).toString(16)}`,
+        );
         return;
       case K.KVM_EXIT_INTERNAL_ERROR:
         fail(`KVM_EXIT_INTERNAL_ERROR, suberror ${run.getUint32(O.exitWord, true)}`);
@@ -167,7 +210,10 @@ function loop(run: DataView): void {
         fail(`unexpected KVM exit reason ${reason}`);
         return;
     }
-    if (timing) { stats[s + STAT.EXIT_MS]! += performance.now() - t0; stats[s + STAT.SAMPLED]!++; }
+    if (timing) {
+      stats[s + STAT.EXIT_MS]! += performance.now() - t0;
+      stats[s + STAT.SAMPLED]!++;
+    }
     stats[s + STAT.BUSY] = 0;
   }
 }

@@ -5,29 +5,45 @@
 import { Worker } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import { C } from '../../native/libc.js';
+import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
 import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
-import { Runtime } from '../coordinator/runtime.js';
 import { memfdRegionSource } from '../dma/backend.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
 import { closeRing } from '../ring/server.js';
-import { type BootFiles, DEFAULT_CMDLINE, loadGuest, minimumMemory, readBootFiles } from './boot.js';
+import {
+  type BootFiles,
+  DEFAULT_CMDLINE,
+  loadGuest,
+  minimumMemory,
+  readBootFiles,
+} from './boot.js';
 import { BootError } from './bzimage.js';
 import { cpuSignature } from './cpuid.js';
-import { IDENTITY_MAP_ADDR, MiB, TSS_ADDR, ramRanges } from './memory-map.js';
+import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
-import { BarAllocator, placeDevice } from './pci-firmware.js';
 import { PciBus } from './pci-bus.js';
-import { CTL, END, END_NAMES, type EndKind, MAX_DEVICES, STAT, type VmShared, createShared, endVm } from './shared.js';
+import { BarAllocator, placeDevice } from './pci-firmware.js';
+import {
+  CTL,
+  createShared,
+  END,
+  END_NAMES,
+  type EndKind,
+  endVm,
+  MAX_DEVICES,
+  STAT,
+  type VmShared,
+} from './shared.js';
+import { collectStats, type VmStats } from './stats.js';
 import { initUart } from './uart.js';
 import { setupBootRegs, setupVcpu } from './vcpu-setup.js';
 import { kick } from './vcpu-threads.js';
 import type { VcpuWorkerData } from './vcpu-worker.js';
-import { type VmStats, collectStats } from './stats.js';
 
-export { BootError };
 export type { VmStats };
+export { BootError };
 
 export interface VmOptions {
   /** Path of a Linux bzImage. */
@@ -64,7 +80,8 @@ export interface VmResult {
 const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
 const MAX_CPUS = 32;
 /** IOAPIC pins 16-23 take the devices' INTx (0-15 are ISA); a ninth device would share. */
-const FIRST_PCI_PIN = 16, PCI_PINS = 8;
+const FIRST_PCI_PIN = 16,
+  PCI_PINS = 8;
 const KICK_EVERY_MS = 20;
 const UNSTICK_AFTER_MS = 5000;
 const noop = (): void => {};
@@ -95,12 +112,16 @@ export class Vm {
   /** Build the VM; on any failure everything made so far is undone and the error says what was wrong. */
   static async create(opts: VmOptions): Promise<Vm> {
     const cpus = opts.cpus ?? 1;
-    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS) throw new BootError(`--cpus ${cpus}: give 1 to ${MAX_CPUS}`);
-    if ((opts.vfio?.length ?? 0) > MAX_DEVICES) throw new BootError(`${opts.vfio!.length} devices: at most ${MAX_DEVICES}`);
+    if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
+      throw new BootError(`--cpus ${cpus}: give 1 to ${MAX_CPUS}`);
+    if ((opts.vfio?.length ?? 0) > MAX_DEVICES)
+      throw new BootError(`${opts.vfio!.length} devices: at most ${MAX_DEVICES}`);
     const files = readBootFiles(opts.kernel, opts.initrd);
     if (opts.memory < minimumMemory(files) || opts.memory % 4096 !== 0) {
-      throw new BootError(`memory size=${Math.floor(opts.memory / MiB)}M is too little for this kernel and initrd `
-        + `(give at least ${Math.ceil(minimumMemory(files) / MiB)}M, a multiple of 4 KiB)`);
+      throw new BootError(
+        `memory size=${Math.floor(opts.memory / MiB)}M is too little for this kernel and initrd ` +
+          `(give at least ${Math.ceil(minimumMemory(files) / MiB)}M, a multiple of 4 KiB)`,
+      );
     }
     const vm = new Vm(opts);
     try {
@@ -119,7 +140,9 @@ export class Vm {
     this.#undo.push(() => this.runtime.shutdown());
     ramRanges(this.opts.memory).forEach((r, i) => {
       this.runtime.addMemory({
-        name: i === 0 ? 'ram-low' : 'ram-high', gpa: BigInt(r.gpa), size: BigInt(r.size),
+        name: i === 0 ? 'ram-low' : 'ram-high',
+        gpa: BigInt(r.gpa),
+        size: BigInt(r.size),
         memory: memfdRegionSource(this.ram, BigInt(r.offset)),
       });
     });
@@ -131,24 +154,33 @@ export class Vm {
     const { entry } = loadGuest(this.ram.bytes, this.opts.memory, files, cmdline, mp);
     initUart(this.#ctl);
     this.#runSize = kvm.getVcpuMmapSize(this.sys);
-    const tscDeadline = !!this.opts.tscDeadline && kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
+    const tscDeadline =
+      !!this.opts.tscDeadline &&
+      kvm.checkExtension(this.vm, kvm.KVM_C.KVM_CAP_TSC_DEADLINE_TIMER) > 0;
     for (let i = 0; i < this.cpus; i++) {
       const fd = new OwnedFd(kvm.createVcpu(this.vm, i), `kvm-vcpu${i}`);
       this.vcpus.push(fd);
       setupVcpu(fd, i, this.cpus, supported, tscDeadline);
       if (i === 0) setupBootRegs(fd, entry);
     }
-    this.#undo.push(() => { for (const v of this.vcpus.splice(0).reverse()) v.close(); });
+    this.#undo.push(() => {
+      for (const v of this.vcpus.splice(0).reverse()) v.close();
+    });
   }
 
   #openKvm(): void {
-    try { this.sys = OwnedFd.open('/dev/kvm', C.O_RDWR); } catch (e) {
-      throw new Error(`cannot open /dev/kvm (${(e as Error).message}): `
-        + 'load kvm_intel or kvm_amd, and run as a user in the kvm group');
+    try {
+      this.sys = OwnedFd.open('/dev/kvm', C.O_RDWR);
+    } catch (e) {
+      throw new Error(
+        `cannot open /dev/kvm (${(e as Error).message}): ` +
+          'load kvm_intel or kvm_amd, and run as a user in the kvm group',
+      );
     }
     this.#undo.push(() => this.sys.close());
     const api = kvm.getApiVersion(this.sys);
-    if (api !== kvm.KVM_C.KVM_API_VERSION) throw new Error(`/dev/kvm speaks API ${api}, not ${kvm.KVM_C.KVM_API_VERSION}`);
+    if (api !== kvm.KVM_C.KVM_API_VERSION)
+      throw new Error(`/dev/kvm speaks API ${api}, not ${kvm.KVM_C.KVM_API_VERSION}`);
     this.vm = new OwnedFd(kvm.createVm(this.sys), 'kvm-vm');
     this.#undo.push(() => this.vm.close());
     kvm.setIdentityMapAddr(this.vm, BigInt(IDENTITY_MAP_ADDR));
@@ -162,7 +194,11 @@ export class Vm {
     this.#undo.push(() => this.ram.close());
     ramRanges(this.opts.memory).forEach((r, slot) => {
       kvm.setUserMemoryRegion(this.vm, {
-        slot, flags: 0, guest_phys_addr: BigInt(r.gpa), memory_size: BigInt(r.size), userspace_addr: this.ram.hva + BigInt(r.offset),
+        slot,
+        flags: 0,
+        guest_phys_addr: BigInt(r.gpa),
+        memory_size: BigInt(r.size),
+        userspace_addr: this.ram.hva + BigInt(r.offset),
       });
     });
   }
@@ -172,11 +208,15 @@ export class Vm {
     const specs = this.opts.vfio ?? [];
     if (specs.length === 0) return [];
     this.router = new GsiRouter(this.vm);
-    const alloc = new BarAllocator(), bars = new Float64Array(this.shared.bars), out: MpPciIrq[] = [];
+    const alloc = new BarAllocator(),
+      bars = new Float64Array(this.shared.bars),
+      out: MpPciIrq[] = [];
     for (const [i, spec] of specs.entries()) {
       const ioapicPin = FIRST_PCI_PIN + (i % PCI_PINS);
-      let d;
-      try { d = await this.runtime.addDevice(spec, { router: this.router, intxGsi: ioapicPin }); } catch (e) {
+      let d: RuntimeDevice;
+      try {
+        d = await this.runtime.addDevice(spec, { router: this.router, intxGsi: ioapicPin });
+      } catch (e) {
         const which = `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`;
         throw new Error(`${which}: ${(e as Error).message}`, { cause: e });
       }
@@ -203,36 +243,67 @@ export class Vm {
   async #run(): Promise<VmResult> {
     const t0 = performance.now();
     const state = new Int32Array(new SharedArrayBuffer(4 * this.cpus));
-    const tidBuf = new SharedArrayBuffer(8 * this.cpus), tids = new BigUint64Array(tidBuf);
+    const tidBuf = new SharedArrayBuffer(8 * this.cpus),
+      tids = new BigUint64Array(tidBuf);
     let message: string | undefined;
     const ports = new Map<number, number>();
-    const onConsole = this.opts.onConsole ?? ((b: Uint8Array) => { process.stdout.write(b); });
+    const onConsole =
+      this.opts.onConsole ??
+      ((b: Uint8Array) => {
+        process.stdout.write(b);
+      });
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
     const rings = this.deviceNames.map((n) => this.runtime.device(n).ring);
     const workers = this.vcpus.map((fd, index) => {
       const data: VcpuWorkerData = {
-        index, vcpuFd: fd.fd, vmFd: this.vm.fd, runSize: this.#runSize, ctl: this.shared.ctl, bars: this.shared.bars,
-        stats: this.shared.stats, state: state.buffer as SharedArrayBuffer, tids: tidBuf, rings,
+        index,
+        vcpuFd: fd.fd,
+        vmFd: this.vm.fd,
+        runSize: this.#runSize,
+        ctl: this.shared.ctl,
+        bars: this.shared.bars,
+        stats: this.shared.stats,
+        state: state.buffer as SharedArrayBuffer,
+        tids: tidBuf,
+        rings,
       };
       const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
-      w.on('message', (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
-        if (m.type === 'console') onConsole(m.bytes!);
-        else if (m.type === 'ports') for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
-        else if (m.type === 'error') message ??= m.message;
+      w.on(
+        'message',
+        (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
+          if (m.type === 'console') onConsole(m.bytes!);
+          else if (m.type === 'ports')
+            for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
+          else if (m.type === 'error') message ??= m.message;
+        },
+      );
+      w.on('error', (e) => {
+        message ??= `vCPU ${index} crashed: ${e.message}`;
+        endVm(this.#ctl, END.ERROR, index);
       });
-      w.on('error', (e) => { message ??= `vCPU ${index} crashed: ${e.message}`; endVm(this.#ctl, END.ERROR, index); });
-      return new Promise<void>((resolve) => w.once('exit', () => { endVm(this.#ctl, END.ERROR, index); resolve(); }));
+      return new Promise<void>((resolve) =>
+        w.once('exit', () => {
+          endVm(this.#ctl, END.ERROR, index);
+          resolve();
+        }),
+      );
     });
-    const timer = this.opts.timeoutMs ? setTimeout(() => endVm(this.#ctl, END.TIMEOUT, 0), this.opts.timeoutMs) : undefined;
+    const timer = this.opts.timeoutMs
+      ? setTimeout(() => endVm(this.#ctl, END.TIMEOUT, 0), this.opts.timeoutMs)
+      : undefined;
     try {
       await Atomics.waitAsync(this.#ctl, CTL.ENDED, 0).value;
       // Every vCPU out of KVM_RUN: kick until all threads have left.
-      const kicker = setInterval(() => { for (let i = 0; i < this.cpus; i++) kick(state, tids, i); }, KICK_EVERY_MS);
+      const kicker = setInterval(() => {
+        for (let i = 0; i < this.cpus; i++) kick(state, tids, i);
+      }, KICK_EVERY_MS);
       for (let i = 0; i < this.cpus; i++) kick(state, tids, i);
       // A vCPU waiting on a device that no longer answers is not in KVM_RUN: closing the rings
       // ends its wait (RingClosedError). The VM is over, so the devices have no more users.
-      const unstick = setTimeout(() => { for (const r of rings) closeRing(r); }, UNSTICK_AFTER_MS);
+      const unstick = setTimeout(() => {
+        for (const r of rings) closeRing(r);
+      }, UNSTICK_AFTER_MS);
       await Promise.all(workers);
       clearInterval(kicker);
       clearTimeout(unstick);
@@ -242,7 +313,13 @@ export class Vm {
     }
     const kind = Atomics.load(this.#ctl, CTL.END_KIND);
     // Where each vCPU stopped: what to look at when a guest hangs (with nokaslr, System.map names it).
-    const rips = this.vcpus.map((v) => { try { return `0x${kvm.getRegs(v).rip.toString(16)}`; } catch { return '?'; } });
+    const rips = this.vcpus.map((v) => {
+      try {
+        return `0x${kvm.getRegs(v).rip.toString(16)}`;
+      } catch {
+        return '?';
+      }
+    });
     return {
       rips,
       status: END_NAMES[kind] ?? 'error',
@@ -250,12 +327,16 @@ export class Vm {
       ...(message !== undefined && kind === END.ERROR ? { message } : {}),
       wallMs: performance.now() - t0,
       stats: this.stats(),
-      unknownPorts: Object.fromEntries([...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c])),
+      unknownPorts: Object.fromEntries(
+        [...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c]),
+      ),
     };
   }
 
   /** Exit counters summed over the vCPUs (live while running). */
-  stats(): VmStats { return collectStats(new Float64Array(this.shared.stats), this.cpus, this.deviceNames); }
+  stats(): VmStats {
+    return collectStats(new Float64Array(this.shared.stats), this.cpus, this.deviceNames);
+  }
 
   /** Stop the guest if it runs, then stop the devices, unmap guest memory and close every fd. */
   close(): Promise<void> {
@@ -275,8 +356,16 @@ export class Vm {
   async #unwind(): Promise<void> {
     const errors: unknown[] = [];
     for (const u of this.#undo.splice(0).reverse()) {
-      try { await u(); } catch (e) { errors.push(e); }
+      try {
+        await u();
+      } catch (e) {
+        errors.push(e);
+      }
     }
-    if (errors.length) throw new AggregateError(errors, `closing the VM: ${errors.map((e) => (e as Error).message).join('; ')}`);
+    if (errors.length)
+      throw new AggregateError(
+        errors,
+        `closing the VM: ${errors.map((e) => (e as Error).message).join('; ')}`,
+      );
   }
 }

@@ -7,11 +7,12 @@
 // no fd, thread or mapping. QEMU's own vfio-pci boots the same guest on the same devices in the
 // same lab run, and both are printed side by side.
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- node dist/test/run.js guest
-import { suite } from 'uvu';
-import * as assert from 'uvu/assert';
+
 import { createHash } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
 import { readCounters } from '../../src/metrics/read-counters.js';
 import { listFunctions } from '../../src/platform/pci-sysfs.js';
 import { DEFAULT_CMDLINE } from '../../src/vmm/boot.js';
@@ -19,9 +20,14 @@ import { Vm, type VmResult } from '../../src/vmm/vm.js';
 import { type GuestConsole, parseGuestConsole } from '../support/guest-console.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
 import { NvmeAdmin } from '../support/nvme-admin.js';
-import { type QemuReferenceResult, guestImageDir, readVmStats, runQemuReference } from '../support/qemu-reference.js';
+import {
+  guestImageDir,
+  type QemuReferenceResult,
+  readVmStats,
+  runQemuReference,
+} from '../support/qemu-reference.js';
 
-const t = suite('a real guest: Debian\'s kernel drives the assigned NVMe and e1000e');
+const t = suite("a real guest: Debian's kernel drives the assigned NVMe and e1000e");
 const MiB = 1 << 20;
 const GUEST_PARAMS = 'guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8';
 const fds = (): string[] => readdirSync('/proc/self/fd').sort();
@@ -29,35 +35,65 @@ const threads = (): number => readdirSync('/proc/self/task').length;
 const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-interface OurRun { r: VmResult; guest: GuestConsole; kvm: Record<string, number> | undefined; hostMd5: string[]; counters: Record<string, Record<string, number>> }
+interface OurRun {
+  r: VmResult;
+  guest: GuestConsole;
+  kvm: Record<string, number> | undefined;
+  hostMd5: string[];
+  counters: Record<string, Record<string, number>>;
+}
 const runs: { ours?: OurRun; qemu?: QemuReferenceResult } = {};
 
 t.before(() => requireLab());
 
 /** The e1000e's MAC as the device itself holds it (RAL0/RAH0, loaded from its EEPROM). */
 function macOf(ral: number, rah: number): string {
-  const b = [ral & 0xff, (ral >>> 8) & 0xff, (ral >>> 16) & 0xff, ral >>> 24, rah & 0xff, (rah >>> 8) & 0xff];
+  const b = [
+    ral & 0xff,
+    (ral >>> 8) & 0xff,
+    (ral >>> 16) & 0xff,
+    ral >>> 24,
+    rah & 0xff,
+    (rah >>> 8) & 0xff,
+  ];
   return b.map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
 /** Sum of a counter's rows with the given labels (all rows when none are given). */
-function total(rows: ReturnType<typeof readCounters>, name: string, labels: Record<string, string> = {}): number {
-  return rows.filter((r) => r.name === name && Object.entries(labels).every(([k, v]) => r.labels[k] === v))
+function total(
+  rows: ReturnType<typeof readCounters>,
+  name: string,
+  labels: Record<string, string> = {},
+): number {
+  return rows
+    .filter((r) => r.name === name && Object.entries(labels).every(([k, v]) => r.labels[k] === v))
     .reduce((a, r) => a + r.value, 0);
 }
 
 t('our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass', async () => {
   const image = guestImageDir();
-  const [n0, n1] = labDevices('nvme'), nic = labDevice('e1000e');
+  const [n0, n1] = labDevices('nvme'),
+    nic = labDevice('e1000e');
   assert.ok(n0 && n1, 'the lab needs two NVMe: lab/run --devices "nvme nvme e1000e"');
-  const fdsBefore = fds(), threadsBefore = threads();
+  const fdsBefore = fds(),
+    threadsBefore = threads();
   let text = '';
   const vm = await Vm.create({
-    kernel: join(image, 'vmlinuz'), initrd: join(image, 'initrd.gz'), memory: 512 * MiB, cpus: 2,
-    cmdline: `${DEFAULT_CMDLINE} quiet loglevel=4 ${GUEST_PARAMS}`, timeoutMs: 420_000,
+    kernel: join(image, 'vmlinuz'),
+    initrd: join(image, 'initrd.gz'),
+    memory: 512 * MiB,
+    cpus: 2,
+    cmdline: `${DEFAULT_CMDLINE} quiet loglevel=4 ${GUEST_PARAMS}`,
+    timeoutMs: 420_000,
     iommu: [{ id: 'ctx0' }],
-    vfio: [{ port: 'nvme0', bdf: n0!, iommu: 'ctx0' }, { port: 'nvme1', bdf: n1!, iommu: 'ctx0' }, { port: 'nic0', bdf: nic }],
-    onConsole: (b) => { text += Buffer.from(b).toString('latin1'); },
+    vfio: [
+      { port: 'nvme0', bdf: n0!, iommu: 'ctx0' },
+      { port: 'nvme1', bdf: n1!, iommu: 'ctx0' },
+      { port: 'nic0', bdf: nic },
+    ],
+    onConsole: (b) => {
+      text += Buffer.from(b).toString('latin1');
+    },
   });
   let ours: OurRun;
   try {
@@ -67,44 +103,89 @@ t('our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass'
     const kvm = readVmStats(process.pid, vm.vm.fd);
     const guest = parseGuestConsole(text);
     const tail = text.split('\n').slice(-25).join('\n');
-    console.log(`    ${r.status} ${r.code} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`);
-    assert.is(r.status, 'exit', `the guest did not end by its debug-exit port (${r.message ?? ''}); console:\n${tail}`);
+    console.log(
+      `    ${r.status} ${r.code} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
+    );
+    assert.is(
+      r.status,
+      'exit',
+      `the guest did not end by its debug-exit port (${r.message ?? ''}); console:\n${tail}`,
+    );
     assert.equal(guest.problems, [], tail);
-    assert.is(r.code, 0, 'the guest\'s verdict');
+    assert.is(r.code, 0, "the guest's verdict");
     // The PCI functions the guest saw: the host's vendor:device ids and BAR sizes.
     const host = new Map(listFunctions().map((f) => [f.bdf, f]));
     const seen = guest.result!.pci;
     // "index:kind:size,..." as guest/init prints it; the expansion ROM is not one of the host's BARs.
-    const barsOf = (b: string): string => b.split(',').filter((x) => x && !x.includes(':rom:'))
-      .map((x) => { const [i, , n] = x.split(':'); return `${i}:${n}`; }).sort().join(' ');
+    const barsOf = (b: string): string =>
+      b
+        .split(',')
+        .filter((x) => x && !x.includes(':rom:'))
+        .map((x) => {
+          const [i, , n] = x.split(':');
+          return `${i}:${n}`;
+        })
+        .sort()
+        .join(' ');
     for (const bdf of [n0!, n1!, nic]) {
-      const f = host.get(bdf)!, id = `${f.vendor.toString(16).padStart(4, '0')}:${f.device.toString(16).padStart(4, '0')}`;
-      const want = f.bars.map((b) => `${b.index}:${b.size}`).sort().join(' ');
+      const f = host.get(bdf)!,
+        id = `${f.vendor.toString(16).padStart(4, '0')}:${f.device.toString(16).padStart(4, '0')}`;
+      const want = f.bars
+        .map((b) => `${b.index}:${b.size}`)
+        .sort()
+        .join(' ');
       const match = seen.find((p) => p.id === id && barsOf(p.bars) === want);
       assert.ok(match, `the guest sees ${bdf} as ${id} with BARs ${want}: ${JSON.stringify(seen)}`);
     }
-    assert.ok(seen.some((p) => p.driver === 'nvme') && seen.some((p) => p.driver === 'e1000e'), 'nvme and e1000e bound');
-    assert.is(guest.result!.net.eth0, mac, 'eth0 has the device\'s own MAC');
+    assert.ok(
+      seen.some((p) => p.driver === 'nvme') && seen.some((p) => p.driver === 'e1000e'),
+      'nvme and e1000e bound',
+    );
+    assert.is(guest.result!.net.eth0, mac, "eth0 has the device's own MAC");
     const queues = guest.interrupts.filter((i) => /^nvme\dq\d+$/.test(i.name));
-    assert.ok(queues.length >= 4 && queues.every((q) => q.count > 0), `NVMe queue vectors with counts: ${JSON.stringify(queues)}`);
+    assert.ok(
+      queues.length >= 4 && queues.every((q) => q.count > 0),
+      `NVMe queue vectors with counts: ${JSON.stringify(queues)}`,
+    );
     // Host side, the guest powered off: its data is on the devices, read through the runtime.
     const hostMd5: string[] = [];
     for (const port of ['nvme0', 'nvme1']) {
-      const d = vm.runtime.device(port), ram = vm.ram.bytes, buf = 0x2000000;
-      const nvme = new NvmeAdmin(d.client(), { ram, ramGpa: 0n, sqGpa: 0x1000000n, cqGpa: 0x1010000n });
+      const d = vm.runtime.device(port),
+        ram = vm.ram.bytes,
+        buf = 0x2000000;
+      const nvme = new NvmeAdmin(d.client(), {
+        ram,
+        ramGpa: 0n,
+        sqGpa: 0x1000000n,
+        cqGpa: 0x1010000n,
+      });
       nvme.enable();
-      nvme.readBlocks({ nsid: 1, offset: 8n << 20n, bytes: 4 * MiB, bufGpa: BigInt(buf), cqGpa: 0x1020000n, sqGpa: 0x1030000n, prpGpa: 0x1040000n });
+      nvme.readBlocks({
+        nsid: 1,
+        offset: 8n << 20n,
+        bytes: 4 * MiB,
+        bufGpa: BigInt(buf),
+        cqGpa: 0x1020000n,
+        sqGpa: 0x1030000n,
+        prpGpa: 0x1040000n,
+      });
       hostMd5.push(md5(ram.subarray(buf, buf + 4 * MiB)));
     }
     const guestMd5 = guest.result!.nvme.map((n) => n.md5).sort();
-    console.log(`    guest md5 ${guestMd5.join(' ')}; read back by the host through the runtime: ${[...hostMd5].sort().join(' ')}`);
+    console.log(
+      `    guest md5 ${guestMd5.join(' ')}; read back by the host through the runtime: ${[...hostMd5].sort().join(' ')}`,
+    );
     assert.equal([...hostMd5].sort(), guestMd5, 'the data the guest wrote is on the devices');
     const counters: OurRun['counters'] = {};
     for (const port of ['nvme0', 'nvme1', 'nic0']) {
       const rows = readCounters(vm.runtime.device(port).memory);
       counters[port] = {
-        config: total(rows, 'vfio_ring_requests', { op: 'cfg_read' }) + total(rows, 'vfio_ring_requests', { op: 'cfg_write' }),
-        mmio: total(rows, 'vfio_ring_requests', { op: 'bar_read' }) + total(rows, 'vfio_ring_requests', { op: 'bar_write' }),
+        config:
+          total(rows, 'vfio_ring_requests', { op: 'cfg_read' }) +
+          total(rows, 'vfio_ring_requests', { op: 'cfg_write' }),
+        mmio:
+          total(rows, 'vfio_ring_requests', { op: 'bar_read' }) +
+          total(rows, 'vfio_ring_requests', { op: 'bar_write' }),
         msix: total(rows, 'vfio_msix_accesses'),
         routeUpdates: total(rows, 'vfio_irq_route_updates'),
         relayed: total(rows, 'vfio_irq_delivered', { kind: 'msix' }),
@@ -113,38 +194,81 @@ t('our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass'
     }
     console.log(`    runtime counters: ${JSON.stringify(counters)}`);
     for (const [port, c] of Object.entries(counters)) {
-      assert.ok(c.config! > 0 && c.mmio! > 0 && c.routeUpdates! > 0, `${port}: config, MMIO and route-commit traffic`);
+      assert.ok(c.config! > 0 && c.mmio! > 0 && c.msix! > 0, `${port}: config, MMIO, MSI-X table`);
+      assert.ok(c.routeUpdates! > 0, `${port}: route commits (vectors unmasked and routed by KVM)`);
     }
-    const guestIrqs = queues.reduce((a, q) => a + q.count, 0), relayed = counters.nvme0!.relayed! + counters.nvme1!.relayed!;
-    assert.ok(relayed * 20 < guestIrqs, `NVMe interrupts went by irqfd: ${relayed} relayed by userspace of ${guestIrqs} the guest counted`);
+    // Userspace delivers a firing only while that vector's route is being committed (the worker
+    // points VFIO at the irqfd once KVM has the route): at most about one per route update.
+    const guestIrqs = queues.reduce((a, q) => a + q.count, 0);
+    for (const port of ['nvme0', 'nvme1']) {
+      const c = counters[port]!;
+      assert.ok(
+        c.relayed! <= c.routeUpdates!,
+        `${port}: ${c.relayed} firings relayed by userspace, more than its ${c.routeUpdates} route updates`,
+      );
+    }
+    console.log(
+      `    NVMe interrupts the guest counted: ${guestIrqs}; relayed by userspace during route commits: ${counters.nvme0!.relayed! + counters.nvme1!.relayed!}; the rest went device -> irqfd -> guest`,
+    );
     ours = { r, guest, kvm, hostMd5, counters };
   } finally {
     await vm.close();
   }
   runs.ours = ours;
   assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');
-  for (let i = 0; i < 100 && (threads() !== threadsBefore || fds().join() !== fdsBefore.join()); i++) await sleep(50);
+  for (
+    let i = 0;
+    i < 100 && (threads() !== threadsBefore || fds().join() !== fdsBefore.join());
+    i++
+  )
+    await sleep(50);
   assert.equal(fds(), fdsBefore, 'the process holds the fds it held before the VMM started');
   assert.is(threads(), threadsBefore, 'and the same number of threads');
 });
 
-t('the reference: QEMU\'s vfio-pci boots the same guest on the same devices', async () => {
-  const [n0, n1] = labDevices('nvme'), nic = labDevice('e1000e');
-  const q = await runQemuReference({
-    devices: [{ kind: 'vfio', bdf: n0! }, { kind: 'vfio', bdf: n1! }, { kind: 'vfio', bdf: nic }],
-    smp: 2, mem: '512M', guestParams: { cpus: 2, dd_mib: 4, dd_offset_mib: 8 }, timeoutMs: 300_000,
-  });
+t("the reference: QEMU's vfio-pci boots the same guest on the same devices", async () => {
+  const [n0, n1] = labDevices('nvme'),
+    nic = labDevice('e1000e');
+  const boot = () =>
+    runQemuReference({
+      devices: [
+        { kind: 'vfio', bdf: n0! },
+        { kind: 'vfio', bdf: n1! },
+        { kind: 'vfio', bdf: nic },
+      ],
+      smp: 2,
+      mem: '512M',
+      guestParams: { cpus: 2, dd_mib: 4, dd_offset_mib: 8 },
+      timeoutMs: 150_000,
+    });
+  // QEMU's guest passes in 30-45 s here, but now and then freezes silently after SeaBIOS
+  // (nested KVM on TCG; seen once in 3 lab runs, and in docs/testing.md): one more boot then.
+  let q = await boot();
+  if (q.timedOut) {
+    console.log(
+      `    QEMU froze (no guest output for ${(q.wallMs / 1000).toFixed(0)} s); booting it once more`,
+    );
+    q = await boot();
+  }
   runs.qemu = q;
-  console.log(`    QEMU ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s; boot-to-init ${q.guest.bootToInitS} s${q.guest.problems.length ? `; ${q.guest.problems.join('; ')}` : ''}`);
+  console.log(
+    `    QEMU ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s; boot-to-init ${q.guest.bootToInitS} s${q.guest.problems.length ? `; ${q.guest.problems.join('; ')}` : ''}`,
+  );
   assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
 });
 
 t('side by side: boot-to-init, dd throughput, exits', () => {
-  const o = runs.ours, q = runs.qemu;
-  if (!o || !q) { console.log('    (one of the two runs failed; nothing to compare)'); return; }
-  const rate = (g: GuestConsole, k: 'writeMiBs' | 'readMiBs'): number => g.nvmeIo.reduce((a, n) => a + n[k], 0) / Math.max(1, g.nvmeIo.length);
+  const o = runs.ours,
+    q = runs.qemu;
+  if (!o || !q) {
+    console.log('    (one of the two runs failed; nothing to compare)');
+    return;
+  }
+  const rate = (g: GuestConsole, k: 'writeMiBs' | 'readMiBs'): number =>
+    g.nvmeIo.reduce((a, n) => a + n[k], 0) / Math.max(1, g.nvmeIo.length);
   const exits = (s: Record<string, number> | undefined, k: string): number => s?.[k] ?? NaN;
-  const row = (what: string, a: number, b: number): string => `    ${what.padEnd(26)} ours ${a.toFixed(2).padStart(10)}  QEMU ${b.toFixed(2).padStart(10)}  ours/QEMU ${(a / b).toFixed(2)}`;
+  const row = (what: string, a: number, b: number): string =>
+    `    ${what.padEnd(26)} ours ${a.toFixed(2).padStart(10)}  QEMU ${b.toFixed(2).padStart(10)}  ours/QEMU ${(a / b).toFixed(2)}`;
   const lines = [
     row('boot-to-init (s)', o.guest.bootToInitS ?? NaN, q.guest.bootToInitS ?? NaN),
     row('dd write (MiB/s, mean)', rate(o.guest, 'writeMiBs'), rate(q.guest, 'writeMiBs')),
@@ -155,8 +279,12 @@ t('side by side: boot-to-init, dd throughput, exits', () => {
   ];
   console.log(lines.join('\n'));
   const s = o.r.stats;
-  console.log(`    ours, VMM counts: exits ${s.exits} (pio ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, BAR ${JSON.stringify(s.bar)}, refused ${s.refused}); per exit ${s.exitUs} µs in user space, ring ${s.exitMs ? ((100 * s.ringMs) / s.exitMs).toFixed(0) : '-'}% of it`);
-  console.log(`    GUEST-FIGURES ${JSON.stringify({ ours: { bootToInitS: o.guest.bootToInitS, wallS: o.r.wallMs / 1000, writeMiBs: rate(o.guest, 'writeMiBs'), readMiBs: rate(o.guest, 'readMiBs'), kvm: o.kvm, vmm: s }, qemu: { bootToInitS: q.guest.bootToInitS, wallS: q.wallMs / 1000, writeMiBs: rate(q.guest, 'writeMiBs'), readMiBs: rate(q.guest, 'readMiBs'), kvm: q.kvmStats?.counters } })}`);
+  console.log(
+    `    ours, VMM counts: exits ${s.exits} (pio ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, BAR ${JSON.stringify(s.bar)}, refused ${s.refused}); per exit ${s.exitUs} µs in user space, ring ${s.exitMs ? ((100 * s.ringMs) / s.exitMs).toFixed(0) : '-'}% of it`,
+  );
+  console.log(
+    `    GUEST-FIGURES ${JSON.stringify({ ours: { bootToInitS: o.guest.bootToInitS, wallS: o.r.wallMs / 1000, writeMiBs: rate(o.guest, 'writeMiBs'), readMiBs: rate(o.guest, 'readMiBs'), kvm: o.kvm, vmm: s }, qemu: { bootToInitS: q.guest.bootToInitS, wallS: q.wallMs / 1000, writeMiBs: rate(q.guest, 'writeMiBs'), readMiBs: rate(q.guest, 'readMiBs'), kvm: q.kvmStats?.counters } })}`,
+  );
 });
 
 t.run();

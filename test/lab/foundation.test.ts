@@ -6,10 +6,10 @@ import * as assert from 'uvu/assert';
 import { SysError } from '../../native/errno.js';
 import * as iommufd from '../../native/iommufd.js';
 import * as kvm from '../../native/kvm.js';
-import { C, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { decode } from '../../native/layout.js';
-import * as vfio from '../../native/vfio.js';
+import { C, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { PCI } from '../../native/pci-regs.js';
+import * as vfio from '../../native/vfio.js';
 import { OwnedFd } from '../../src/fd.js';
 import { createEventfd, drainEventfd, pollReadable, signalEventfd } from '../../src/irq/eventfd.js';
 import { MemfdRegion } from '../../src/memory/memfd-region.js';
@@ -17,15 +17,21 @@ import { openCdev, openContainer, openGroup, openIommufd } from '../../src/vfio/
 import { labDevice, nonVfioFunction, requireLab } from '../support/lab.js';
 
 const V = vfio.VFIO_C;
-const MSI_LO = 0xfee00000n, MSI_HI = 0xfeefffffn;
+const MSI_LO = 0xfee00000n,
+  MSI_HI = 0xfeefffffn;
 
 /** Expect fn to throw a SysError for `call` with errno `code`. */
 function throwsSys(fn: () => unknown, call: string, code: string | string[]): SysError {
-  try { fn(); } catch (e) {
+  try {
+    fn();
+  } catch (e) {
     assert.instance(e, SysError, String(e));
     const err = e as SysError;
     assert.is(err.call, call);
-    assert.ok([code].flat().includes(err.code), `expected ${[code].flat().join('|')}, got ${err.message}`);
+    assert.ok(
+      [code].flat().includes(err.code),
+      `expected ${[code].flat().join('|')}, got ${err.message}`,
+    );
     assert.ok(err.message.includes(`${call} on `) && err.message.includes(err.code), err.message);
     return err;
   }
@@ -55,47 +61,74 @@ io.before(() => {
   s.dev = openCdev(labDevice('nvme'));
   s.ram = new MemfdRegion('guest-ram', 8 << 20);
 });
-io.after(() => { s.dev?.close(); s.ram?.close(); s.iommu?.close(); });
+io.after(() => {
+  s.dev?.close();
+  s.ram?.close();
+  s.iommu?.close();
+});
 
 io('bind and attach the NVMe cdev; IOVA ranges show the reserved MSI window', () => {
   s.devId = vfio.deviceBindIommufd(s.dev!, s.iommu!.fd);
   assert.ok(s.devId > 0);
   vfio.deviceAttachIommufdPt(s.dev!, s.ioas!);
   const { ranges } = iommufd.ioasIovaRanges(s.iommu!, s.ioas!);
-  console.log(`    ranges: ${ranges.map((r) => `0x${r.start.toString(16)}-0x${r.last.toString(16)}`).join(', ')}`);
+  console.log(
+    `    ranges: ${ranges.map((r) => `0x${r.start.toString(16)}-0x${r.last.toString(16)}`).join(', ')}`,
+  );
   assert.ok(ranges.length >= 2);
-  assert.ok(!ranges.some((r) => r.start <= MSI_HI && r.last >= MSI_LO), 'a range overlaps the MSI window');
+  assert.ok(
+    !ranges.some((r) => r.start <= MSI_HI && r.last >= MSI_LO),
+    'a range overlaps the MSI window',
+  );
   assert.ok(ranges.some((r) => r.last === 0xfedfffffn));
   assert.ok(ranges.some((r) => r.start === 0xfef00000n));
 });
 
 io('IOAS_MAP at a fixed IOVA, MAP_FILE at a kernel-chosen IOVA, UNMAP', () => {
-  const t = s.iommu!, ioas = s.ioas!;
+  const t = s.iommu!,
+    ioas = s.ioas!;
   assert.is(iommufd.ioasMap(t, ioas, s.ram!.hva, 4n << 20n, 0x100000n), 0x100000n);
   const chosen = iommufd.ioasMapFile(t, ioas, s.ram!.fd.fd, 4n << 20n, 1n << 20n);
   console.log(`    kernel chose IOVA 0x${chosen.toString(16)}`);
-  assert.ok(chosen + (1n << 20n) <= 0x100000n || chosen >= 0x100000n + (4n << 20n), 'kernel-chosen IOVA overlaps the fixed mapping');
+  assert.ok(
+    chosen + (1n << 20n) <= 0x100000n || chosen >= 0x100000n + (4n << 20n),
+    'kernel-chosen IOVA overlaps the fixed mapping',
+  );
   assert.is(iommufd.ioasUnmap(t, ioas, chosen, 1n << 20n), 1n << 20n);
   assert.is(iommufd.ioasUnmap(t, ioas, 0x100000n, 4n << 20n), 4n << 20n);
 });
 
 io('a map over an already mapped range fails with EEXIST', () => {
-  const t = s.iommu!, ioas = s.ioas!;
+  const t = s.iommu!,
+    ioas = s.ioas!;
   iommufd.ioasMap(t, ioas, s.ram!.hva, 2n << 20n, 0x200000n);
-  throwsSys(() => iommufd.ioasMap(t, ioas, s.ram!.hva, 2n << 20n, 0x300000n), 'IOMMU_IOAS_MAP', 'EEXIST');
+  throwsSys(
+    () => iommufd.ioasMap(t, ioas, s.ram!.hva, 2n << 20n, 0x300000n),
+    'IOMMU_IOAS_MAP',
+    'EEXIST',
+  );
   assert.is(iommufd.ioasUnmap(t, ioas, 0n, 0xffffffffffffffffn), 2n << 20n, 'unmap all');
 });
 
 io('a map inside the reserved MSI window is refused', () => {
-  throwsSys(() => iommufd.ioasMap(s.iommu!, s.ioas!, s.ram!.hva, 1n << 20n, MSI_LO), 'IOMMU_IOAS_MAP', ['EINVAL', 'ENOSPC']);
+  throwsSys(
+    () => iommufd.ioasMap(s.iommu!, s.ioas!, s.ram!.hva, 1n << 20n, MSI_LO),
+    'IOMMU_IOAS_MAP',
+    ['EINVAL', 'ENOSPC'],
+  );
 });
 
 io('region info of every BAR and the config region; NVMe VS reads 0x10400', () => {
   const bars = [0, 1, 2, 3, 4, 5].map((i) => vfio.deviceGetRegionInfo(s.dev!, i));
   const bar0 = bars[0]!;
   assert.is(bar0.size, 0x4000n, 'NVMe BAR0 is 16 KiB');
-  assert.ok(bar0.flags & V.VFIO_REGION_INFO_FLAG_READ && bar0.flags & V.VFIO_REGION_INFO_FLAG_WRITE);
-  for (const [i, b] of bars.entries()) console.log(`    BAR${i}: size 0x${b.size.toString(16)} offset 0x${b.offset.toString(16)} flags 0x${b.flags.toString(16)} caps [${b.caps.map((c) => c.id).join(',')}]`);
+  assert.ok(
+    bar0.flags & V.VFIO_REGION_INFO_FLAG_READ && bar0.flags & V.VFIO_REGION_INFO_FLAG_WRITE,
+  );
+  for (const [i, b] of bars.entries())
+    console.log(
+      `    BAR${i}: size 0x${b.size.toString(16)} offset 0x${b.offset.toString(16)} flags 0x${b.flags.toString(16)} caps [${b.caps.map((c) => c.id).join(',')}]`,
+    );
   const cfg = vfio.deviceGetRegionInfo(s.dev!, V.VFIO_PCI_CONFIG_REGION_INDEX);
   assert.is(cfg.size, 4096n, 'PCIe config space is 4 KiB');
   assert.is(readU32(s.dev!, cfg.offset) & 0xffff, 0x1b36, 'vendor id through the config region');
@@ -111,9 +144,15 @@ io('a second bind of the same device fails', () => {
   const other = openIommufd();
   const again = openCdev(labDevice('nvme'));
   try {
-    const e = throwsSys(() => vfio.deviceBindIommufd(again, other.fd), 'VFIO_DEVICE_BIND_IOMMUFD', ['EBUSY', 'EINVAL']);
+    const e = throwsSys(() => vfio.deviceBindIommufd(again, other.fd), 'VFIO_DEVICE_BIND_IOMMUFD', [
+      'EBUSY',
+      'EINVAL',
+    ]);
     console.log(`    ${e.message}`);
-  } finally { again.close(); other.close(); }
+  } finally {
+    again.close();
+    other.close();
+  }
 });
 
 io('DESTROY: an IOAS in use is busy; a free one goes; destroying it twice is ENOENT', () => {
@@ -127,7 +166,10 @@ io('DESTROY: an IOAS in use is busy; a free one goes; destroying it twice is ENO
 
 io('a device not bound to vfio-pci gets a clear error', () => {
   const bdf = nonVfioFunction();
-  try { openCdev(bdf); assert.unreachable(); } catch (e) {
+  try {
+    openCdev(bdf);
+    assert.unreachable();
+  } catch (e) {
     const m = (e as Error).message;
     assert.match(m, `${bdf} is not bound to vfio-pci`);
     assert.match(m, 'driver_override');
@@ -138,12 +180,19 @@ io.run();
 
 // ---------------------------------------------------------------- legacy container + MSI-X
 const legacy = suite('legacy group/container and an e1000e MSI-X interrupt');
-const l: { container?: OwnedFd; group?: OwnedFd; dev?: OwnedFd; ram?: MemfdRegion; efd?: OwnedFd } = {};
+const l: { container?: OwnedFd; group?: OwnedFd; dev?: OwnedFd; ram?: MemfdRegion; efd?: OwnedFd } =
+  {};
 legacy.before(() => {
   requireLab();
   l.ram = new MemfdRegion('legacy-ram', 4 << 20);
 });
-legacy.after(() => { l.efd?.close(); l.dev?.close(); l.group?.close(); l.container?.close(); l.ram?.close(); });
+legacy.after(() => {
+  l.efd?.close();
+  l.dev?.close();
+  l.group?.close();
+  l.container?.close();
+  l.ram?.close();
+});
 
 legacy('group, container, Type1v2, IOVA range capability, MAP_DMA/UNMAP_DMA', () => {
   const bdf = labDevice('e1000e');
@@ -160,7 +209,10 @@ legacy('group, container, Type1v2, IOVA range capability, MAP_DMA/UNMAP_DMA', ()
   vfio.mapDma(l.container, l.ram!.hva, 0x100000n, 4n << 20n);
   l.dev = new OwnedFd(vfio.groupGetDeviceFd(group, bdf), `${group.path} (${bdf})`);
   assert.is(vfio.unmapDma(l.container, 0x100000n, 4n << 20n), 4n << 20n);
-  throwsSys(() => vfio.groupGetDeviceFd(group, '0000:ff:1f.7'), 'VFIO_GROUP_GET_DEVICE_FD', ['ENODEV', 'EINVAL']);
+  throwsSys(() => vfio.groupGetDeviceFd(group, '0000:ff:1f.7'), 'VFIO_GROUP_GET_DEVICE_FD', [
+    'ENODEV',
+    'EINVAL',
+  ]);
 });
 
 legacy('e1000e raises MSI-X vector 0 on a VFIO eventfd', () => {
@@ -168,7 +220,14 @@ legacy('e1000e raises MSI-X vector 0 on a VFIO eventfd', () => {
   const msix = vfio.deviceGetIrqInfo(dev, V.VFIO_PCI_MSIX_IRQ_INDEX);
   assert.is(msix.count, 5);
   l.efd = createEventfd();
-  vfio.deviceSetIrqs(dev, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, 1, V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER, [l.efd.fd]);
+  vfio.deviceSetIrqs(
+    dev,
+    V.VFIO_PCI_MSIX_IRQ_INDEX,
+    0,
+    1,
+    V.VFIO_IRQ_SET_DATA_EVENTFD | V.VFIO_IRQ_SET_ACTION_TRIGGER,
+    [l.efd.fd],
+  );
   const cfg = vfio.deviceGetRegionInfo(dev, V.VFIO_PCI_CONFIG_REGION_INDEX);
   const cmd = Buffer.alloc(2);
   raw.pread(dev.fd, cmd, 2, cfg.offset + BigInt(PCI.PCI_COMMAND));
@@ -180,7 +239,13 @@ legacy('e1000e raises MSI-X vector 0 on a VFIO eventfd', () => {
   writeU32(dev, bar0 + 0xc8n, 0x00100000 | 0x80); // ICS: RxQ0 + RXT0
   assert.equal(pollReadable([l.efd.fd], 3000), [0], 'no interrupt within 3 s');
   assert.ok(drainEventfd(l.efd.fd) > 0n);
-  vfio.deviceSetIrqs(dev, V.VFIO_PCI_MSIX_IRQ_INDEX, 0, 0, V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER);
+  vfio.deviceSetIrqs(
+    dev,
+    V.VFIO_PCI_MSIX_IRQ_INDEX,
+    0,
+    0,
+    V.VFIO_IRQ_SET_DATA_NONE | V.VFIO_IRQ_SET_ACTION_TRIGGER,
+  );
 });
 
 legacy.run();
@@ -196,7 +261,13 @@ k('a VM with irqchip, an MSI GSI route and an irqfd that KVM consumes', () => {
     const vm = new OwnedFd(kvm.createVm(sys), 'kvm-vm');
     try {
       kvm.createIrqchip(vm);
-      kvm.setGsiRouting(vm, [{ gsi: 40, type: kvm.KVM_C.KVM_IRQ_ROUTING_MSI, u: { msi: { address_lo: 0xfee00000, address_hi: 0, data: 0x30, } } }]);
+      kvm.setGsiRouting(vm, [
+        {
+          gsi: 40,
+          type: kvm.KVM_C.KVM_IRQ_ROUTING_MSI,
+          u: { msi: { address_lo: 0xfee00000, address_hi: 0, data: 0x30 } },
+        },
+      ]);
       const efd = createEventfd();
       kvm.irqfd(vm, { fd: efd.fd, gsi: 40 });
       signalEventfd(efd.fd);
@@ -206,8 +277,12 @@ k('a VM with irqchip, an MSI GSI route and an irqfd that KVM consumes', () => {
       signalEventfd(efd.fd);
       assert.is(drainEventfd(efd.fd), 1n, 'after DEASSIGN the signal stays for userspace');
       efd.close();
-    } finally { vm.close(); }
-  } finally { sys.close(); }
+    } finally {
+      vm.close();
+    }
+  } finally {
+    sys.close();
+  }
 });
 k.run();
 
@@ -221,27 +296,41 @@ vmm('a real-mode guest writes a port and halts', () => {
   try {
     // mov al, 0x42 ; out 0x10, al ; hlt
     ram.bytes.set([0xb0, 0x42, 0xe6, 0x10, 0xf4], 0x1000);
-    kvm.setUserMemoryRegion(vm, { slot: 0, flags: 0, guest_phys_addr: 0n, memory_size: 0x10000n, userspace_addr: ram.hva });
+    kvm.setUserMemoryRegion(vm, {
+      slot: 0,
+      flags: 0,
+      guest_phys_addr: 0n,
+      memory_size: 0x10000n,
+      userspace_addr: ram.hva,
+    });
     const vcpu = new OwnedFd(kvm.createVcpu(vm, 0), 'kvm-vcpu0');
     const runSize = kvm.getVcpuMmapSize(sys);
     const runPtr = raw.mmap(null, runSize, C.PROT_READ | C.PROT_WRITE, C.MAP_SHARED, vcpu.fd, 0);
     assert.ok(runPtr !== MAP_FAILED, 'mmap kvm_run');
     const run = Buffer.from(view(runPtr, runSize));
     const sregs = kvm.getSregs(vcpu);
-    sregs.cs.base = 0n; sregs.cs.selector = 0;
+    sregs.cs.base = 0n;
+    sregs.cs.selector = 0;
     kvm.setSregs(vcpu, sregs);
     kvm.setRegs(vcpu, { ...kvm.getRegs(vcpu), rip: 0x1000n, rflags: 0x2n });
     kvm.run(vcpu);
     const exit = decode(kvm.kvm_run, run);
     assert.is(exit.exit_reason, kvm.KVM_C.KVM_EXIT_IO, `exit reason ${exit.exit_reason}`);
     const io = exit.exit.io;
-    assert.equal([io.direction, io.size, io.port, io.count], [kvm.KVM_C.KVM_EXIT_IO_OUT, 1, 0x10, 1]);
+    assert.equal(
+      [io.direction, io.size, io.port, io.count],
+      [kvm.KVM_C.KVM_EXIT_IO_OUT, 1, 0x10, 1],
+    );
     assert.is(run[Number(io.data_offset)], 0x42, 'the byte the guest wrote');
     kvm.run(vcpu);
     assert.is(decode(kvm.kvm_run, run).exit_reason, kvm.KVM_C.KVM_EXIT_HLT);
     assert.is(kvm.getRegs(vcpu).rip, 0x1005n, 'stopped after hlt');
     raw.munmap(runPtr, runSize);
     vcpu.close();
-  } finally { ram.close(); vm.close(); sys.close(); }
+  } finally {
+    ram.close();
+    vm.close();
+    sys.close();
+  }
 });
 vmm.run();

@@ -4,45 +4,71 @@
 // the runtime no mapping. Needs a guest: VMM_KERNEL (a bzImage) and VMM_INITRD (whose init
 // writes 0 to port 0x501 when its checks pass; VMM_EXPECT_CODE overrides 0; VMM_CMDLINE
 // replaces the default kernel command line).
+
+import { existsSync, readdirSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { existsSync, readdirSync } from 'node:fs';
-import { Vm } from '../../src/vmm/vm.js';
+import { Vm, type VmResult } from '../../src/vmm/vm.js';
+import { sleep } from '../support/guest-irq.js';
 import { labDevice, requireLab } from '../support/lab.js';
 import { skipBecause } from '../support/skip.js';
-import { sleep } from '../support/guest-irq.js';
 
 const t = suite('vmm: a Linux guest on the minimal VMM');
 t.before(() => requireLab());
 
 const fds = (): string[] => readdirSync('/proc/self/fd').sort();
 const threads = (): number => readdirSync('/proc/self/task').length;
-const kernel = process.env.VMM_KERNEL, initrd = process.env.VMM_INITRD;
-const NAME = 'boots with an NVMe assigned, ends by its debug-exit port, leaves no fd, thread or mapping';
+const kernel = process.env.VMM_KERNEL,
+  initrd = process.env.VMM_INITRD;
+const NAME =
+  'boots with an NVMe assigned, ends by its debug-exit port, leaves no fd, thread or mapping';
 
 if (!kernel || !existsSync(kernel) || (initrd && !existsSync(initrd)) || !existsSync('/dev/kvm')) {
-  skipBecause(t, NAME, !existsSync('/dev/kvm') ? 'no /dev/kvm in this guest' : 'set VMM_KERNEL (bzImage) and VMM_INITRD to a guest image');
+  skipBecause(
+    t,
+    NAME,
+    !existsSync('/dev/kvm')
+      ? 'no /dev/kvm in this guest'
+      : 'set VMM_KERNEL (bzImage) and VMM_INITRD to a guest image',
+  );
 } else {
   t(NAME, async () => {
-    const before = fds(), threadsBefore = threads();
+    const before = fds(),
+      threadsBefore = threads();
     let console = '';
     const vm = await Vm.create({
-      kernel, ...(initrd ? { initrd } : {}), ...(process.env.VMM_CMDLINE ? { cmdline: process.env.VMM_CMDLINE } : {}), memory: 512 << 20, cpus: 2, timeoutMs: 480_000,
-      iommu: [{ id: 'ctx0' }], vfio: [{ bdf: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }],
-      onConsole: (b) => { console += Buffer.from(b).toString('latin1'); },
+      kernel,
+      ...(initrd ? { initrd } : {}),
+      ...(process.env.VMM_CMDLINE ? { cmdline: process.env.VMM_CMDLINE } : {}),
+      memory: 512 << 20,
+      cpus: 2,
+      timeoutMs: 480_000,
+      iommu: [{ id: 'ctx0' }],
+      vfio: [{ bdf: labDevice('nvme'), port: 'nvme0', iommu: 'ctx0' }],
+      onConsole: (b) => {
+        console += Buffer.from(b).toString('latin1');
+      },
     });
-    let r;
+    let r: VmResult;
     try {
-      assert.equal(vm.runtime.describe().memory.map((m) => m.name), ['ram-low']);
+      assert.equal(
+        vm.runtime.describe().memory.map((m) => m.name),
+        ['ram-low'],
+      );
       r = await vm.run();
-    } finally { await vm.close(); }
+    } finally {
+      await vm.close();
+    }
     const tail = console.split('\n').slice(-15).join('\n');
-    globalThis.console.log(`    ${r.status} ${r.code} after ${(r.wallMs / 1000).toFixed(1)} s; exits ${r.stats.exits} (mmio ${r.stats.mmio}, config ${r.stats.config}, nvme0 BAR ${r.stats.bar.nvme0}, refused ${r.stats.refused})`);
+    globalThis.console.log(
+      `    ${r.status} ${r.code} after ${(r.wallMs / 1000).toFixed(1)} s; exits ${r.stats.exits} (mmio ${r.stats.mmio}, config ${r.stats.config}, nvme0 BAR ${r.stats.bar.nvme0}, refused ${r.stats.refused})`,
+    );
     assert.is(r.status, 'exit', `the guest did not end by its debug-exit port:\n${tail}`);
     assert.is(r.code, Number(process.env.VMM_EXPECT_CODE ?? 0), tail);
     assert.ok(r.stats.bar.nvme0! > 0, 'the guest reached the NVMe BAR');
     assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');
-    for (let i = 0; i < 100 && (threads() !== threadsBefore || fds().join() !== before.join()); i++) await sleep(50);
+    for (let i = 0; i < 100 && (threads() !== threadsBefore || fds().join() !== before.join()); i++)
+      await sleep(50);
     assert.equal(fds(), before, 'the same fds as before');
     assert.is(threads(), threadsBefore, 'the same number of threads as before');
   });

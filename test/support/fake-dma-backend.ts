@@ -2,12 +2,25 @@
 // mappings the way iommufd does (EEXIST on overlap, EINVAL outside the allowed ranges, ENOENT
 // for an unmap that would cut a mapping), records every call, and simulates devices coming
 // and going with the ranges they leave. `failNextMap` injects a kernel error.
-import type { MapRunner } from '../../src/dma/map-offload.js';
-import { SysError, errnoNumber } from '../../native/errno.js';
+
+import { errnoNumber, SysError } from '../../native/errno.js';
 import {
-  type AttachedDevice, BackendListeners, type BackendListener, type DmaBackend, type DmaMapping, type GuestMemorySource,
+  type AttachedDevice,
+  type BackendListener,
+  BackendListeners,
+  type DmaBackend,
+  type DmaMapping,
+  type GuestMemorySource,
 } from '../../src/dma/backend.js';
-import { type IovaRange, U64_MAX, findFreeIova, spanEnd, spanInRanges, spansOverlap } from '../../src/dma/iova-ranges.js';
+import {
+  findFreeIova,
+  type IovaRange,
+  spanEnd,
+  spanInRanges,
+  spansOverlap,
+  U64_MAX,
+} from '../../src/dma/iova-ranges.js';
+import type { MapRunner } from '../../src/dma/map-offload.js';
 
 export type FakeCall =
   | { op: 'map'; iova: bigint; length: bigint; memory: GuestMemorySource }
@@ -22,19 +35,39 @@ export class FakeBackend implements DmaBackend {
   #ranges: readonly IovaRange[] = [];
   readonly #listeners = new BackendListeners();
 
-  constructor(readonly name: string, kind: 'iommufd' | 'container' = 'iommufd') { this.kind = kind; }
+  constructor(
+    readonly name: string,
+    kind: 'iommufd' | 'container' = 'iommufd',
+  ) {
+    this.kind = kind;
+  }
 
-  get active(): boolean { return this.#devices > 0; }
-  allowedRanges(): readonly IovaRange[] { return this.#ranges; }
-  iovaAlignment(): bigint { return 0x1000n; }
-  mappings(): readonly DmaMapping[] { return this.#mapped; }
-  subscribe(l: BackendListener): () => void { return this.#listeners.add(l); }
+  get active(): boolean {
+    return this.#devices > 0;
+  }
+  allowedRanges(): readonly IovaRange[] {
+    return this.#ranges;
+  }
+  iovaAlignment(): bigint {
+    return 0x1000n;
+  }
+  mappings(): readonly DmaMapping[] {
+    return this.#mapped;
+  }
+  subscribe(l: BackendListener): () => void {
+    return this.#listeners.add(l);
+  }
 
   /** A device arrives and the ranges become `ranges` (narrowing is allowed here, unlike the kernel). */
   attach(ranges: readonly IovaRange[]): void {
     this.#devices++;
     this.#ranges = ranges;
-    try { this.#listeners.emit({ kind: 'ranges', ranges, alignment: 0x1000n }, this); } catch (e) { this.detach(ranges); throw e; }
+    try {
+      this.#listeners.emit({ kind: 'ranges', ranges, alignment: 0x1000n }, this);
+    } catch (e) {
+      this.detach(ranges);
+      throw e;
+    }
   }
 
   /** A device leaves; the last one takes the address space and every mapping with it. */
@@ -51,17 +84,32 @@ export class FakeBackend implements DmaBackend {
   }
 
   /** The runner decides when (and whether) the "kernel call" completes; then it is mapFixed. */
-  async mapFixedOffloaded(iova: bigint, length: bigint, memory: GuestMemorySource, run: MapRunner, signal?: AbortSignal): Promise<void> {
-    const r = await run({ op: 'IOMMU_IOAS_MAP', fd: -1, path: this.name, ioas: 0, va: 0n, length, iova }, signal);
+  async mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    memory: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    const r = await run(
+      { op: 'IOMMU_IOAS_MAP', fd: -1, path: this.name, ioas: 0, va: 0n, length, iova },
+      signal,
+    );
     if (!r.ok) throw new SysError('FAKE_MAP', this.name, r.errno);
     this.mapFixed(iova, length, memory);
   }
 
   mapFixed(iova: bigint, length: bigint, memory: GuestMemorySource): void {
-    if (this.failNextMap) { const code = this.failNextMap; this.failNextMap = undefined; throw new SysError('FAKE_MAP', this.name, errnoNumber(code)); }
+    if (this.failNextMap) {
+      const code = this.failNextMap;
+      this.failNextMap = undefined;
+      throw new SysError('FAKE_MAP', this.name, errnoNumber(code));
+    }
     const span = { iova, length };
-    if (!spanInRanges(span, this.#ranges)) throw new SysError('FAKE_MAP', this.name, errnoNumber('EINVAL'));
-    if (this.#mapped.some((m) => spansOverlap(m, span))) throw new SysError('FAKE_MAP', this.name, errnoNumber('EEXIST'));
+    if (!spanInRanges(span, this.#ranges))
+      throw new SysError('FAKE_MAP', this.name, errnoNumber('EINVAL'));
+    if (this.#mapped.some((m) => spansOverlap(m, span)))
+      throw new SysError('FAKE_MAP', this.name, errnoNumber('EEXIST'));
     this.#mapped.push({ iova, length, memory });
     this.calls.push({ op: 'map', iova, length, memory });
   }
@@ -75,7 +123,12 @@ export class FakeBackend implements DmaBackend {
 
   unmap(iova: bigint, length: bigint): bigint {
     const span = { iova, length };
-    if (this.#mapped.some((m) => spansOverlap(m, span) && (m.iova < iova || spanEnd(m) > spanEnd(span)))) throw new SysError('FAKE_UNMAP', this.name, errnoNumber('ENOENT'));
+    if (
+      this.#mapped.some(
+        (m) => spansOverlap(m, span) && (m.iova < iova || spanEnd(m) > spanEnd(span)),
+      )
+    )
+      throw new SysError('FAKE_UNMAP', this.name, errnoNumber('ENOENT'));
     const gone = this.#mapped.filter((m) => spansOverlap(m, span));
     this.#mapped = this.#mapped.filter((m) => !gone.includes(m));
     const bytes = gone.reduce((n, m) => n + m.length, 0n);
@@ -83,7 +136,9 @@ export class FakeBackend implements DmaBackend {
     return bytes;
   }
 
-  unmapAll(): bigint { return this.unmap(0n, U64_MAX); }
+  unmapAll(): bigint {
+    return this.unmap(0n, U64_MAX);
+  }
 
   attachPciDevice(bdf: string): AttachedDevice {
     throw new Error(`the fake backend cannot open ${bdf}`);
@@ -92,7 +147,8 @@ export class FakeBackend implements DmaBackend {
   /** The kernel-side truth: is every byte of [iova, iova+length) mapped here? */
   has(iova: bigint, length: bigint): boolean {
     let at = iova;
-    for (const m of [...this.#mapped].sort((a, b) => (a.iova < b.iova ? -1 : 1))) if (m.iova <= at && spanEnd(m) > at) at = spanEnd(m);
+    for (const m of [...this.#mapped].sort((a, b) => (a.iova < b.iova ? -1 : 1)))
+      if (m.iova <= at && spanEnd(m) > at) at = spanEnd(m);
     return at >= iova + length;
   }
 }

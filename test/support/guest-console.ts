@@ -4,7 +4,12 @@
 // to be tested, not to run guests; a VMM's own tests import it from here.
 
 /** One `GUEST-CHECK <name> ok|fail <value>` line; `fields` holds the value's key=value words. */
-export interface GuestCheck { name: string; ok: boolean; value: string; fields: Record<string, string> }
+export interface GuestCheck {
+  name: string;
+  ok: boolean;
+  value: string;
+  fields: Record<string, string>;
+}
 
 /** The data check on one NVMe namespace. */
 export interface GuestNvmeIo {
@@ -18,7 +23,11 @@ export interface GuestNvmeIo {
   md5Match: boolean;
 }
 
-export interface GuestInterrupt { name: string; count: number; chip: string }
+export interface GuestInterrupt {
+  name: string;
+  count: number;
+  chip: string;
+}
 
 /** The GUEST-RESULT object as guest/init writes it. */
 export interface GuestResultJson {
@@ -33,7 +42,15 @@ export interface GuestResultJson {
   dd_mib: number;
   dd_offset_mib: number;
   pci: { bdf: string; id: string; class: string; driver: string; bars: string }[];
-  nvme: { ns: string; ok: boolean; mib: number; write_us: number; read_us: number; md5: string; read_md5: string }[];
+  nvme: {
+    ns: string;
+    ok: boolean;
+    mib: number;
+    write_us: number;
+    read_us: number;
+    md5: string;
+    read_md5: string;
+  }[];
   interrupts: GuestInterrupt[];
   net: { eth0?: string };
   checks: { name: string; ok: boolean; value: string }[];
@@ -73,10 +90,16 @@ function lines(text: string): string[] {
 }
 
 function nvmeIoOf(c: GuestCheck): GuestNvmeIo {
-  const f = c.fields, num = (k: string): number => Number(f[k] ?? NaN);
+  const f = c.fields,
+    num = (k: string): number => Number(f[k] ?? NaN);
   return {
-    ns: c.name.slice('nvme-io:'.length), ok: c.ok, mib: num('mib'), writeS: num('write_s'),
-    readS: num('read_s'), writeMiBs: num('write_mib_s'), readMiBs: num('read_mib_s'),
+    ns: c.name.slice('nvme-io:'.length),
+    ok: c.ok,
+    mib: num('mib'),
+    writeS: num('write_s'),
+    readS: num('read_s'),
+    writeMiBs: num('write_mib_s'),
+    readMiBs: num('read_mib_s'),
     md5Match: f.md5 !== undefined && f.md5 === f.read_md5,
   };
 }
@@ -92,8 +115,12 @@ function interruptsOf(checks: GuestCheck[]): GuestInterrupt[] {
 }
 
 export function parseGuestConsole(text: string): GuestConsole {
-  const checks: GuestCheck[] = [], log: string[] = [], problems: string[] = [];
-  let result: GuestResultJson | undefined, exitValue: number | undefined, kernel: string | undefined;
+  const checks: GuestCheck[] = [],
+    log: string[] = [],
+    problems: string[] = [];
+  let result: GuestResultJson | undefined,
+    exitValue: number | undefined,
+    kernel: string | undefined;
   for (const line of lines(text)) {
     const at = line.search(/GUEST-(CHECK|RESULT|EXIT|LOG|START) /);
     if (at < 0) continue;
@@ -103,8 +130,11 @@ export function parseGuestConsole(text: string): GuestConsole {
       const value = m[3]!.trim();
       checks.push({ name: m[1]!, ok: m[2] === 'ok', value, fields: fieldsOf(value) });
     } else if (l.startsWith('GUEST-RESULT ')) {
-      try { result = JSON.parse(l.slice('GUEST-RESULT '.length)) as GuestResultJson; }
-      catch (e) { problems.push(`GUEST-RESULT is not one JSON object (${(e as Error).message})`); }
+      try {
+        result = JSON.parse(l.slice('GUEST-RESULT '.length)) as GuestResultJson;
+      } catch (e) {
+        problems.push(`GUEST-RESULT is not one JSON object (${(e as Error).message})`);
+      }
     } else if (l.startsWith('GUEST-EXIT ')) {
       const v = /value (\d+)/.exec(l);
       if (v) exitValue = Number(v[1]);
@@ -113,18 +143,25 @@ export function parseGuestConsole(text: string): GuestConsole {
   }
   for (const c of checks) if (!c.ok) problems.push(`check ${c.name} failed: ${c.value}`);
   if (!result && !problems.some((p) => p.startsWith('GUEST-RESULT'))) {
-    problems.push(checks.length === 0
-      ? 'no GUEST-CHECK line: the guest did not reach guest/init (see the console)'
-      : `no GUEST-RESULT line after ${checks.length} checks: the guest stopped in guest/init`);
+    problems.push(
+      checks.length === 0
+        ? 'no GUEST-CHECK line: the guest did not reach guest/init (see the console)'
+        : `no GUEST-RESULT line after ${checks.length} checks: the guest stopped in guest/init`,
+    );
   }
-  if (result && !result.pass && problems.length === 0) problems.push('GUEST-RESULT says pass=false');
+  if (result && !result.pass && problems.length === 0)
+    problems.push('GUEST-RESULT says pass=false');
   const boot = checks.find((c) => c.name === 'boot-to-init');
   return {
     pass: problems.length === 0 && result?.pass === true,
-    problems, checks, result,
+    problems,
+    checks,
+    result,
     bootToInitS: result?.boot_to_init_s ?? (boot ? Number(boot.value) : undefined),
     nvmeIo: checks.filter((c) => c.name.startsWith('nvme-io:')).map(nvmeIoOf),
     interrupts: result?.interrupts ?? interruptsOf(checks),
-    exitValue, kernel, log,
+    exitValue,
+    kernel,
+    log,
   };
 }

@@ -9,7 +9,14 @@ import type { DeviceDescription } from '../../src/device/assigned-device.js';
 import { OwnedFd } from '../../src/fd.js';
 import type { RingClient } from '../../src/ring/client.js';
 
-export const E1000E = { ICR: 0xc0, ICS: 0xc8, IMS: 0xd0, IMC: 0xd8, IVAR: 0xe4, RXQ0: 0x00100000 } as const;
+export const E1000E = {
+  ICR: 0xc0,
+  ICS: 0xc8,
+  IMS: 0xd0,
+  IMC: 0xd8,
+  IVAR: 0xe4,
+  RXQ0: 0x00100000,
+} as const;
 /**
  * e1000e (QEMU 7.2): raise RxQ0 once. A cause still set in ICR is not signalled again, so it
  * is cleared first (ICR is write-1-to-clear), as a driver's handler would have done.
@@ -28,28 +35,47 @@ export function capOffset(d: DeviceDescription, id: number): number {
 }
 
 export function busMaster(c: RingClient): void {
-  c.cfgWrite(PCI.PCI_COMMAND, 2, c.cfgRead(PCI.PCI_COMMAND, 2) | PCI.PCI_COMMAND_MEMORY | PCI.PCI_COMMAND_MASTER);
+  c.cfgWrite(
+    PCI.PCI_COMMAND,
+    2,
+    c.cfgRead(PCI.PCI_COMMAND, 2) | PCI.PCI_COMMAND_MEMORY | PCI.PCI_COMMAND_MASTER,
+  );
 }
 
 export class GuestMsix {
   readonly cap: number;
   readonly m: NonNullable<DeviceDescription['msix']>;
-  constructor(readonly c: RingClient, d: DeviceDescription) {
+  constructor(
+    readonly c: RingClient,
+    d: DeviceDescription,
+  ) {
     this.cap = capOffset(d, PCI.PCI_CAP_ID_MSIX);
     this.m = d.msix!;
   }
   control(enable: boolean, functionMask = false): void {
-    const ctl = this.c.cfgRead(this.cap + PCI.PCI_MSIX_FLAGS, 2) & ~(PCI.PCI_MSIX_FLAGS_ENABLE | PCI.PCI_MSIX_FLAGS_MASKALL);
-    this.c.cfgWrite(this.cap + PCI.PCI_MSIX_FLAGS, 2, ctl | (enable ? PCI.PCI_MSIX_FLAGS_ENABLE : 0) | (functionMask ? PCI.PCI_MSIX_FLAGS_MASKALL : 0));
+    const ctl =
+      this.c.cfgRead(this.cap + PCI.PCI_MSIX_FLAGS, 2) &
+      ~(PCI.PCI_MSIX_FLAGS_ENABLE | PCI.PCI_MSIX_FLAGS_MASKALL);
+    this.c.cfgWrite(
+      this.cap + PCI.PCI_MSIX_FLAGS,
+      2,
+      ctl |
+        (enable ? PCI.PCI_MSIX_FLAGS_ENABLE : 0) |
+        (functionMask ? PCI.PCI_MSIX_FLAGS_MASKALL : 0),
+    );
   }
-  #at(v: number, field: number): number { return this.m.tableOffset + v * PCI.PCI_MSIX_ENTRY_SIZE + field; }
+  #at(v: number, field: number): number {
+    return this.m.tableOffset + v * PCI.PCI_MSIX_ENTRY_SIZE + field;
+  }
   /** Address and data as a driver writes them (dwords), leaving the mask bit alone. */
   program(v: number, address: number, data: number): void {
     this.c.barWrite(this.m.tableBar, this.#at(v, PCI.PCI_MSIX_ENTRY_LOWER_ADDR), 4, address);
     this.c.barWrite(this.m.tableBar, this.#at(v, PCI.PCI_MSIX_ENTRY_UPPER_ADDR), 4, 0);
     this.c.barWrite(this.m.tableBar, this.#at(v, PCI.PCI_MSIX_ENTRY_DATA), 4, data);
   }
-  mask(v: number, on: boolean): void { this.c.barWrite(this.m.tableBar, this.#at(v, PCI.PCI_MSIX_ENTRY_VECTOR_CTRL), 4, on ? 1 : 0); }
+  mask(v: number, on: boolean): void {
+    this.c.barWrite(this.m.tableBar, this.#at(v, PCI.PCI_MSIX_ENTRY_VECTOR_CTRL), 4, on ? 1 : 0);
+  }
   entry(v: number): { lo: number; hi: number; data: number; masked: boolean } {
     const r = (f: number): number => this.c.barRead(this.m.tableBar, this.#at(v, f), 4);
     return { lo: r(0), hi: r(4), data: r(8), masked: (r(12) & 1) === 1 };
@@ -63,7 +89,10 @@ export class GuestMsix {
 export class GuestMsi {
   readonly cap: number;
   readonly is64: boolean;
-  constructor(readonly c: RingClient, d: DeviceDescription) {
+  constructor(
+    readonly c: RingClient,
+    d: DeviceDescription,
+  ) {
     this.cap = capOffset(d, PCI.PCI_CAP_ID_MSI);
     this.is64 = !!d.msi?.is64;
   }
@@ -97,7 +126,11 @@ export class ApicVm {
     const regs = kvm.getLapic(this.vcpu);
     return ((regs.readUInt32LE(0x200 + 0x10 * (vector >> 5)) >>> (vector & 31)) & 1) === 1;
   }
-  close(): void { this.vcpu.close(); this.vm.close(); this.sys.close(); }
+  close(): void {
+    this.vcpu.close();
+    this.vm.close();
+    this.sys.close();
+  }
 }
 
 export async function until(what: string, ok: () => boolean, ms = 5000): Promise<void> {

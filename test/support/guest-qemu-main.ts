@@ -12,15 +12,20 @@ import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import {
-  runQemuReference, vfioFunctions, type GuestDevice, type QemuReferenceOptions,
+  type GuestDevice,
+  type QemuReferenceOptions,
+  runQemuReference,
+  vfioFunctions,
 } from './qemu-reference.js';
 
 const IDS: Record<string, [number, number]> = { nvme: [0x1b36, 0x0010], e1000e: [0x8086, 0x10d3] };
 
 function usage(why: string): never {
-  console.error(`guest-qemu-main: ${why}\nusage: guest-qemu-main.js --emulated | --vfio "nvme nvme e1000e" ` +
-    '[--machine pc|q35] [--no-acpi] [--smp N] [--mem SIZE] [--timeout S] [--no-mmap] [--console FILE] [--dd-mib N] ' +
-    '[--param NAME=VALUE]');
+  console.error(
+    `guest-qemu-main: ${why}\nusage: guest-qemu-main.js --emulated | --vfio "nvme nvme e1000e" ` +
+      '[--machine pc|q35] [--no-acpi] [--smp N] [--mem SIZE] [--timeout S] [--no-mmap] [--console FILE] [--dd-mib N] ' +
+      '[--param NAME=VALUE]',
+  );
   process.exit(2);
 }
 
@@ -30,8 +35,12 @@ function vfioDevices(kinds: string[], noMmap: boolean): GuestDevice[] {
   return kinds.map((k) => {
     const id = IDS[k];
     if (!id) usage(`unknown device '${k}' (nvme, e1000e)`);
-    const n = used.get(k) ?? 0, bdf = vfioFunctions(...id)[n];
-    if (!bdf) usage(`only ${n} ${k} bound to vfio-pci here (lab/run --devices must list ${k} ${n + 1} times)`);
+    const n = used.get(k) ?? 0,
+      bdf = vfioFunctions(...id)[n];
+    if (!bdf)
+      usage(
+        `only ${n} ${k} bound to vfio-pci here (lab/run --devices must list ${k} ${n + 1} times)`,
+      );
     used.set(k, n + 1);
     return { kind: 'vfio', bdf, noMmap };
   });
@@ -49,9 +58,13 @@ function emulatedDevices(dir: string): GuestDevice[] {
 
 const argv = process.argv.slice(2);
 const opt: QemuReferenceOptions = { devices: [] };
-let vfio: string | undefined, emulated = false, noMmap = false, tmp: string | undefined;
+let vfio: string | undefined,
+  emulated = false,
+  noMmap = false,
+  tmp: string | undefined;
 for (let i = 0; i < argv.length; i++) {
-  const a = argv[i]!, next = (): string => argv[++i] ?? usage(`${a} needs a value`);
+  const a = argv[i]!,
+    next = (): string => argv[++i] ?? usage(`${a} needs a value`);
   if (a === '--emulated') emulated = true;
   else if (a === '--vfio') vfio = next();
   else if (a === '--machine') opt.machine = next() as 'pc' | 'q35';
@@ -64,13 +77,14 @@ for (let i = 0; i < argv.length; i++) {
   else if (a === '--dd-mib') opt.guestParams = { ...opt.guestParams, dd_mib: next() };
   else if (a === '--param') {
     const [k, v] = next().split('=');
-    if (!k || v === undefined) usage(`--param wants NAME=VALUE (guest.NAME on the kernel command line)`);
+    if (!k || v === undefined)
+      usage(`--param wants NAME=VALUE (guest.NAME on the kernel command line)`);
     opt.guestParams = { ...opt.guestParams, [k]: v };
-  }
-  else usage(`unknown argument '${a}'`);
+  } else usage(`unknown argument '${a}'`);
 }
 if (emulated === (vfio !== undefined)) usage('give one of --emulated and --vfio');
-if (opt.machine && !['pc', 'q35'].includes(opt.machine)) usage(`--machine ${opt.machine}: pc or q35`);
+if (opt.machine && !['pc', 'q35'].includes(opt.machine))
+  usage(`--machine ${opt.machine}: pc or q35`);
 if (vfio !== undefined) {
   opt.devices = vfioDevices(vfio.split(/\s+/).filter(Boolean), noMmap);
   opt.accel = 'kvm';
@@ -86,12 +100,22 @@ for (const c of r.guest.checks) console.log(`  ${c.ok ? 'ok  ' : 'FAIL'} ${c.nam
 for (const l of r.guest.log) console.log(`  log: ${l}`);
 if (!r.guest.checks.length) console.log(r.console.split('\n').slice(-30).join('\n'));
 const summary = {
-  ok: r.ok, guestPass: r.guest.pass, portVerdict: r.portVerdict, exitCode: r.exitCode,
-  signal: r.signal, timedOut: r.timedOut, wallS: +(r.wallMs / 1000).toFixed(2),
-  bootToInitS: r.guest.bootToInitS, modulesS: r.guest.result?.modules_s,
-  clock: r.guest.result?.clock, clocksource: r.guest.result?.clocksource,
-  nvmeIo: r.guest.nvmeIo, interrupts: r.guest.interrupts, problems: r.guest.problems,
-  kvmStats: r.kvmStats, kvmStatsNote: r.kvmStatsNote,
+  ok: r.ok,
+  guestPass: r.guest.pass,
+  portVerdict: r.portVerdict,
+  exitCode: r.exitCode,
+  signal: r.signal,
+  timedOut: r.timedOut,
+  wallS: +(r.wallMs / 1000).toFixed(2),
+  bootToInitS: r.guest.bootToInitS,
+  modulesS: r.guest.result?.modules_s,
+  clock: r.guest.result?.clock,
+  clocksource: r.guest.result?.clocksource,
+  nvmeIo: r.guest.nvmeIo,
+  interrupts: r.guest.interrupts,
+  problems: r.guest.problems,
+  kvmStats: r.kvmStats,
+  kvmStatsNote: r.kvmStatsNote,
 };
 console.log(`QEMU-REFERENCE ${JSON.stringify(summary)}`);
 process.exitCode = r.ok ? 0 : 1;

@@ -3,10 +3,11 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { RingClient } from '../../src/ring/client.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
-import { RingServer, type Request } from '../../src/ring/server.js';
+import { type Request, RingServer } from '../../src/ring/server.js';
 
 /** BAR offset whose write hangs the handler; `calls` word HANGING is set once it does. */
-export const HANG_OFFSET = 0xfc, HANGING = 0;
+export const HANG_OFFSET = 0xfc,
+  HANGING = 0;
 
 /** Counts handler calls per BAR offset (word offset/4 + 1 of `calls`); hangs on HANG_OFFSET. */
 export function countingHandler(calls: Int32Array): (req: Request) => number {

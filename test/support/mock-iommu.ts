@@ -2,8 +2,9 @@
 // drives a device: the lab's only IOMMU with nesting. It is bound to the context's iommufd and
 // attached to its IOAS; "attach" is IOMMU_TEST_OP_MOCK_DOMAIN_REPLACE. It registers with the
 // context so closing the context destroys it after the vIOMMUs built on it.
-import * as iommufdTest from '../../native/iommufd-test.js';
+
 import * as iommufd from '../../native/iommufd.js';
+import * as iommufdTest from '../../native/iommufd-test.js';
 import type { IommufdContext, NestableDevice } from '../../src/dma/iommufd-context.js';
 
 export interface MockDevice extends NestableDevice {
@@ -21,15 +22,28 @@ export function mockDevice(ctx: IommufdContext): MockDevice {
   const m = iommufdTest.mockDomain(fd, ioas);
   let ptId = m.hwptId;
   let gone = false;
-  const destroy = (): void => { if (!gone) { gone = true; untrack(); iommufd.destroy(fd, m.stdevId); } };
+  const destroy = (): void => {
+    if (!gone) {
+      gone = true;
+      untrack();
+      iommufd.destroy(fd, m.stdevId);
+    }
+  };
   const untrack = ctx.track({ releaseDevice: () => {}, close: destroy });
   return {
     devId: m.idevId,
     stdevId: m.stdevId,
     label: `mock device ${m.stdevId} (idev ${m.idevId})`,
-    get ptId() { return ptId; },
-    attach: (pt) => { iommufdTest.mockDomainReplace(fd, m.stdevId, pt); ptId = pt; },
-    home: () => { ptId = iommufdTest.mockDomainReplace(fd, m.stdevId, ioas); },
+    get ptId() {
+      return ptId;
+    },
+    attach: (pt) => {
+      iommufdTest.mockDomainReplace(fd, m.stdevId, pt);
+      ptId = pt;
+    },
+    home: () => {
+      ptId = iommufdTest.mockDomainReplace(fd, m.stdevId, ioas);
+    },
     destroy,
   };
 }

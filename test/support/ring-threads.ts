@@ -3,7 +3,7 @@
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { RingClient } from '../../src/ring/client.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
-import { RingServer, type Request } from '../../src/ring/server.js';
+import { type Request, RingServer } from '../../src/ring/server.js';
 
 export interface ProducerJob {
   role: 'producer';
@@ -17,7 +17,11 @@ export interface ProducerJob {
   requests: number;
   seed: number;
 }
-export interface ProducerResult { done: number; mismatches: string[]; errors: string[] }
+export interface ProducerResult {
+  done: number;
+  mismatches: string[];
+  errors: string[];
+}
 
 /** A simulated device: BAR0 of `bytes` bytes in memory; reads of an unwritten word give its offset. */
 export function simulatedHandler(bytes = 65536): (req: Request) => number {
@@ -38,38 +42,62 @@ export function simulatedHandler(bytes = 65536): (req: Request) => number {
 
 function runProducer(job: ProducerJob): ProducerResult {
   const clients = job.rings.map((r) => new RingClient(r));
-  const mismatches: string[] = [], errors: string[] = [];
+  const mismatches: string[] = [],
+    errors: string[] = [];
   let x = job.seed >>> 0 || 1;
-  const rnd = (): number => { x ^= x << 13; x >>>= 0; x ^= x >>> 17; x ^= x << 5; x >>>= 0; return x; };
+  const rnd = (): number => {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x;
+  };
   let done = 0;
   for (let i = 0; i < job.requests; i++) {
     const d = i % clients.length;
-    const c = clients[d]!, s = job.scratch[d]!, p = job.probe[d]!;
+    const c = clients[d]!,
+      s = job.scratch[d]!,
+      p = job.probe[d]!;
     try {
       switch (rnd() % 4) {
-        case 0: { // read a known register
+        case 0: {
+          // read a known register
           const v = c.barRead(p.bar, p.offset, 4);
-          if (v !== p.value) mismatches.push(`ring ${d} probe read 0x${v.toString(16)}, want 0x${p.value.toString(16)}`);
+          if (v !== p.value)
+            mismatches.push(
+              `ring ${d} probe read 0x${v.toString(16)}, want 0x${p.value.toString(16)}`,
+            );
           break;
         }
-        case 1: { // write then read back a word in this producer's own window
+        case 1: {
+          // write then read back a word in this producer's own window
           let off = s.offset + (rnd() % (s.bytes / 4)) * 4;
           if (job.avoidMod16 !== undefined && off % 16 === job.avoidMod16) off -= 4;
           const val = rnd() >>> 0;
           c.barWrite(s.bar, off, 4, val);
           const back = c.barRead(s.bar, off, 4);
-          if (back !== val) mismatches.push(`ring ${d} offset 0x${off.toString(16)} read back 0x${back.toString(16)}, wrote 0x${val.toString(16)}`);
+          if (back !== val)
+            mismatches.push(
+              `ring ${d} offset 0x${off.toString(16)} read back 0x${back.toString(16)}, wrote 0x${val.toString(16)}`,
+            );
           break;
         }
-        case 2: { // a request that must fail with OUT_OF_RANGE, without harm
+        case 2: {
+          // a request that must fail with OUT_OF_RANGE, without harm
           const st = c.call(OP.BAR_READ, p.bar, 0x7ffffff0, 4);
-          if (st !== STATUS.OUT_OF_RANGE) mismatches.push(`ring ${d} out-of-range read got status ${st}`);
+          if (st !== STATUS.OUT_OF_RANGE)
+            mismatches.push(`ring ${d} out-of-range read got status ${st}`);
           break;
         }
-        default: { // config-space read of the vendor id, or a NOP on rings without config space
+        default: {
+          // config-space read of the vendor id, or a NOP on rings without config space
           if (p.vendor !== undefined) {
             const v = c.cfgRead(0, 2);
-            if (v !== p.vendor) mismatches.push(`ring ${d} vendor id 0x${v.toString(16)}, want 0x${p.vendor.toString(16)}`);
+            if (v !== p.vendor)
+              mismatches.push(
+                `ring ${d} vendor id 0x${v.toString(16)}, want 0x${p.vendor.toString(16)}`,
+              );
           } else {
             const st = c.call(OP.NOP, 0, 0, 0);
             if (st !== STATUS.OK) mismatches.push(`ring ${d} NOP got status ${st}`);
@@ -77,7 +105,10 @@ function runProducer(job: ProducerJob): ProducerResult {
         }
       }
       done++;
-    } catch (e) { errors.push(String(e)); if (errors.length > 5) break; }
+    } catch (e) {
+      errors.push(String(e));
+      if (errors.length > 5) break;
+    }
   }
   return { done, mismatches: mismatches.slice(0, 20), errors };
 }
@@ -86,13 +117,24 @@ if (!isMainThread && (workerData as { role?: string })?.role === 'producer') {
   parentPort!.postMessage(runProducer(workerData as ProducerJob));
 }
 if (!isMainThread && (workerData as { role?: string })?.role === 'sim-server') {
-  const server = new RingServer((workerData as { ring: SharedArrayBuffer }).ring, simulatedHandler());
+  const server = new RingServer(
+    (workerData as { ring: SharedArrayBuffer }).ring,
+    simulatedHandler(),
+  );
   server.start();
-  parentPort!.on('message', async (m) => { if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); } });
+  parentPort!.on('message', async (m) => {
+    if (m === 'stop') {
+      await server.stop();
+      parentPort!.postMessage({ served: server.served });
+    }
+  });
 }
 if (!isMainThread && (workerData as { role?: string })?.role === 'one-call') {
   // One NOP through a ring that may be full: report the status and how long the call took.
-  const c = new RingClient((workerData as { ring: SharedArrayBuffer }).ring, { spinUs: 1, waitSliceMs: 5000 });
+  const c = new RingClient((workerData as { ring: SharedArrayBuffer }).ring, {
+    spinUs: 1,
+    waitSliceMs: 5000,
+  });
   const t0 = performance.now();
   const status = c.call(OP.NOP, 0, 0, 0);
   parentPort!.postMessage({ status, ms: performance.now() - t0 });
@@ -103,18 +145,32 @@ if (!isMainThread && (workerData as { role?: string })?.role === 'busy-server') 
   // word 0 seen (in word 1) when it does.
   const job = workerData as { ring: SharedArrayBuffer; watch: SharedArrayBuffer };
   const watch = new Int32Array(job.watch);
-  const server = new RingServer(job.ring, simulatedHandler(), { spinUs: 10_000_000, yieldMs: 600_000, watch: [[watch, 0, 1]] });
+  const server = new RingServer(job.ring, simulatedHandler(), {
+    spinUs: 10_000_000,
+    yieldMs: 600_000,
+    watch: [[watch, 0, 1]],
+  });
   server.start();
   parentPort!.on('message', async (m) => {
-    if (m === 'ping') { Atomics.store(watch, 1, Atomics.load(watch, 0)); parentPort!.postMessage('pong'); }
-    if (m === 'stop') { await server.stop(); parentPort!.postMessage({ served: server.served }); }
+    if (m === 'ping') {
+      Atomics.store(watch, 1, Atomics.load(watch, 0));
+      parentPort!.postMessage('pong');
+    }
+    if (m === 'stop') {
+      await server.stop();
+      parentPort!.postMessage({ served: server.served });
+    }
   });
 }
 if (!isMainThread && (workerData as { role?: string })?.role === 'nop-loop') {
   // NOPs back to back until word 0 of `stop` is set; reports how many.
   const job = workerData as { ring: SharedArrayBuffer; stop: SharedArrayBuffer };
-  const c = new RingClient(job.ring), stop = new Int32Array(job.stop);
+  const c = new RingClient(job.ring),
+    stop = new Int32Array(job.stop);
   let n = 0;
-  while (Atomics.load(stop, 0) === 0) { if (c.call(OP.NOP, 0, 0, 0) !== STATUS.OK) break; n++; }
+  while (Atomics.load(stop, 0) === 0) {
+    if (c.call(OP.NOP, 0, 0, 0) !== STATUS.OK) break;
+    n++;
+  }
   parentPort!.postMessage(n);
 }

@@ -2,19 +2,24 @@
 // state (so a restarted worker resumes it), 4-byte accesses only. Word 0x80 is a doorbell (a
 // write adds 1: a replayed write shows), a write to 0xfc hangs the handler (after flagging
 // HANG_SEEN in word 0xf8) until the worker is terminated.
+
+import { RESTORE, restoreViews } from '../../src/device/shared-state.js';
+import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
+import type { WorkerDeps, WorkerDevice } from '../../src/device/worker-main.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
 import type { Request } from '../../src/ring/server.js';
-import { RESTORE, restoreViews } from '../../src/device/shared-state.js';
-import type { WorkerDeps, WorkerDevice } from '../../src/device/worker-main.js';
-import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
 
-export const DOORBELL = 0x80, HANG = 0xfc, HANG_SEEN = 0xf8;
+export const DOORBELL = 0x80,
+  HANG = 0xfc,
+  HANG_SEEN = 0xf8;
 
 /** BAR0 as words, over the state buffer (the test reads HANG_SEEN through it too). */
-export const barWords = (state: SharedArrayBuffer): Int32Array => new Int32Array(state, RESTORE.FLAGS_BYTES, 64);
+export const barWords = (state: SharedArrayBuffer): Int32Array =>
+  new Int32Array(state, RESTORE.FLAGS_BYTES, 64);
 
 function open(data: DeviceWorkerData): WorkerDevice {
-  const flags = restoreViews(data.memory.state).flags, bar = barWords(data.memory.state);
+  const flags = restoreViews(data.memory.state).flags,
+    bar = barWords(data.memory.state);
   const restored = Atomics.load(flags, RESTORE.INITIALIZED) === 1;
   Atomics.store(flags, RESTORE.INITIALIZED, 1);
   const handle = (req: Request): number => {
@@ -24,7 +29,10 @@ function open(data: DeviceWorkerData): WorkerDevice {
     if (req.size !== 4) return STATUS.BAD_WIDTH;
     if (req.offset % 4 !== 0 || req.offset >= 256) return STATUS.OUT_OF_RANGE;
     const w = req.offset / 4;
-    if (req.op === OP.BAR_READ) { req.words![0] = Atomics.load(bar, w); return STATUS.OK; }
+    if (req.op === OP.BAR_READ) {
+      req.words![0] = Atomics.load(bar, w);
+      return STATUS.OK;
+    }
     if (req.offset === HANG) {
       Atomics.store(bar, HANG_SEEN / 4, 1);
       Atomics.wait(bar, HANG / 4, Atomics.load(bar, HANG / 4)); // until terminated
@@ -38,9 +46,25 @@ function open(data: DeviceWorkerData): WorkerDevice {
     handle,
     restored,
     describe: () => ({
-      name: data.name, path: restored ? 'synthetic (restored)' : 'synthetic', configSize: 256,
-      bars: [{ index: 0, size: '0x100', io: false, is64: false, prefetch: false, msixTable: false, msixPba: false }],
-      romSize: '0x0', capabilities: [], extendedCapabilities: [], irqs: [], emulatedConfig: [],
+      name: data.name,
+      path: restored ? 'synthetic (restored)' : 'synthetic',
+      configSize: 256,
+      bars: [
+        {
+          index: 0,
+          size: '0x100',
+          io: false,
+          is64: false,
+          prefetch: false,
+          msixTable: false,
+          msixPba: false,
+        },
+      ],
+      romSize: '0x0',
+      capabilities: [],
+      extendedCapabilities: [],
+      irqs: [],
+      emulatedConfig: [],
     }),
   };
 }

@@ -4,14 +4,14 @@
 // while memory decoding is off.
 import { isMainThread, parentPort, workerData } from 'node:worker_threads';
 import { OP, STATUS } from '../../src/ring/protocol.js';
-import { RingServer, type Request } from '../../src/ring/server.js';
+import { type Request, RingServer } from '../../src/ring/server.js';
 
 function fakeFunction(): (req: Request) => number {
   const cfg = new DataView(new ArrayBuffer(256));
   cfg.setUint32(0, 0x56781234, true);
   cfg.setUint32(0x10, 0, true); // BAR0: 32-bit memory
   cfg.setUint32(0x18, 1, true); // BAR2: I/O
-  const sizes: Record<number, number> = { 0x10: 0x1000, 0x18: 0x20 };
+  const sizes: Record<number, number> = { 16: 0x1000, 24: 0x20 };
   return (req) => {
     const d = new DataView(req.data.buffer, req.data.byteOffset, 8);
     if (req.op === OP.CFG_READ) {
@@ -40,5 +40,10 @@ function fakeFunction(): (req: Request) => number {
 if (!isMainThread && (workerData as { role?: string })?.role === 'fake-pci') {
   const server = new RingServer((workerData as { ring: SharedArrayBuffer }).ring, fakeFunction());
   server.start();
-  parentPort!.on('message', async (m) => { if (m === 'stop') { await server.stop(); parentPort!.postMessage('stopped'); } });
+  parentPort!.on('message', async (m) => {
+    if (m === 'stop') {
+      await server.stop();
+      parentPort!.postMessage('stopped');
+    }
+  });
 }

@@ -3,7 +3,13 @@
 // vIOMMU. Nothing here runs.
 import type { VDevice, VIommu } from '../../src/nesting/viommu.js';
 
-export function typeChecks(smmu: VIommu<'arm-smmuv3'>, smmuDev: VDevice<'arm-smmuv3'>, vtdDev: VDevice<'intel-vtd'>, mock: VIommu<'selftest'>, mockDev: VDevice<'selftest'>): void {
+export function typeChecks(
+  smmu: VIommu<'arm-smmuv3'>,
+  smmuDev: VDevice<'arm-smmuv3'>,
+  vtdDev: VDevice<'intel-vtd'>,
+  mock: VIommu<'selftest'>,
+  mockDev: VDevice<'selftest'>,
+): void {
   // Each type takes its own stage-1 data.
   smmuDev.install({ iommu: 'arm-smmuv3', ste: [0x9n, 0n] });
   vtdDev.install({ iommu: 'intel-vtd', pgtblAddr: 0x1000n, addrWidth: 48 });

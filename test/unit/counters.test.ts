@@ -3,9 +3,18 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createDeviceMemory } from '../../src/device/shared-state.js';
-import { SRC, irqViews, IRQ } from '../../src/irq/irq-state.js';
+import { IRQ, irqViews, SRC } from '../../src/irq/irq-state.js';
 import { readCounters, statsRecord } from '../../src/metrics/read-counters.js';
-import { C_BAR_READS, C_ERR_NOT_READY, C_LOST, C_SERVED, STATS, STATS_SLOTS, errorSlot, type CounterDecl } from '../../src/metrics/schema.js';
+import {
+  C_BAR_READS,
+  C_ERR_NOT_READY,
+  C_LOST,
+  C_SERVED,
+  type CounterDecl,
+  errorSlot,
+  STATS,
+  STATS_SLOTS,
+} from '../../src/metrics/schema.js';
 import { STATUS, statusName } from '../../src/ring/protocol.js';
 
 const decls: readonly CounterDecl[] = STATS;
@@ -13,14 +22,40 @@ const decls: readonly CounterDecl[] = STATS;
 test('every stats slot is declared once; the keys STAT had keep their slots', () => {
   const keys = decls.map((d) => d.key);
   assert.is(new Set(keys).size, keys.length, 'keys unique');
-  assert.is(decls.reduce((n, d) => n + (d.count ?? 1), 0), STATS_SLOTS);
-  const old = ['CFG_READ', 'CFG_WRITE', 'BAR_READ', 'BAR_WRITE', 'NOP', 'BYTES_READ', 'BYTES_WRITTEN', 'MSIX_TABLE', 'MSIX_PBA',
-    'ERR_BAD_OP', 'ERR_BAD_BAR', 'ERR_OUT_OF_RANGE', 'ERR_BAD_WIDTH', 'ERR_MISALIGNED', 'ERR_IO', 'ERR_NOT_READY', 'WORKER_STARTS'];
+  assert.is(
+    decls.reduce((n, d) => n + (d.count ?? 1), 0),
+    STATS_SLOTS,
+  );
+  const old = [
+    'CFG_READ',
+    'CFG_WRITE',
+    'BAR_READ',
+    'BAR_WRITE',
+    'NOP',
+    'BYTES_READ',
+    'BYTES_WRITTEN',
+    'MSIX_TABLE',
+    'MSIX_PBA',
+    'ERR_BAD_OP',
+    'ERR_BAD_BAR',
+    'ERR_OUT_OF_RANGE',
+    'ERR_BAD_WIDTH',
+    'ERR_MISALIGNED',
+    'ERR_IO',
+    'ERR_NOT_READY',
+    'WORKER_STARTS',
+  ];
   assert.equal(keys.slice(0, old.length), old);
   for (const d of decls) {
-    assert.ok(/^vfio_[a-z_]+$/.test(d.name) && !d.name.endsWith('_total'), `${d.key}: metric name ${d.name}`);
+    assert.ok(
+      /^vfio_[a-z_]+$/.test(d.name) && !d.name.endsWith('_total'),
+      `${d.key}: metric name ${d.name}`,
+    );
     assert.ok(d.help.length > 10, `${d.key} has help`);
-    assert.ok((d.count === undefined) === (d.indexLabel === undefined), `${d.key}: an array names its index label`);
+    assert.ok(
+      (d.count === undefined) === (d.indexLabel === undefined),
+      `${d.key}: an array names its index label`,
+    );
   }
 });
 
@@ -42,9 +77,13 @@ function bump(slot: number): SharedArrayBuffer {
 test('readCounters: rows by declaration, per-BAR labels, interrupt counters of the sources that counted', () => {
   const m = createDeviceMemory();
   const s = new Float64Array(m.stats);
-  s[C_BAR_READS + 2] = 7; s[C_SERVED] = 11; s[C_LOST] = 1;
+  s[C_BAR_READS + 2] = 7;
+  s[C_SERVED] = 11;
+  s[C_LOST] = 1;
   const v = irqViews(m.irq);
-  v.FIRED[SRC.MSIX + 3] = 5; v.PENDED[SRC.MSI + 1] = 2; v.hdr[IRQ.ROUTE_UPDATES] = 4;
+  v.FIRED[SRC.MSIX + 3] = 5;
+  v.PENDED[SRC.MSI + 1] = 2;
+  v.hdr[IRQ.ROUTE_UPDATES] = 4;
   const rows = readCounters(m);
   const find = (name: string, labels: Record<string, string>): number | undefined =>
     rows.find((r) => r.name === name && JSON.stringify(r.labels) === JSON.stringify(labels))?.value;
@@ -56,11 +95,18 @@ test('readCounters: rows by declaration, per-BAR labels, interrupt counters of t
   assert.is(find('vfio_irq_fired', { kind: 'msix', vector: '3' }), 5);
   assert.is(find('vfio_irq_pended', { kind: 'msi', vector: '1' }), 2);
   assert.is(find('vfio_irq_route_updates', {}), 4);
-  assert.is(rows.filter((r) => r.name === 'vfio_irq_fired').length, 1, 'sources that never fired have no row');
+  assert.is(
+    rows.filter((r) => r.name === 'vfio_irq_fired').length,
+    1,
+    'sources that never fired have no row',
+  );
   const rec = statsRecord(m.stats);
   assert.is(rec.BAR_READS_2, 7);
   assert.is(rec.SERVED, 11);
-  assert.throws(() => statsRecord(new SharedArrayBuffer(8)), /smaller than the schema's \d+ slots \(allocate it with createDeviceMemory\)/);
+  assert.throws(
+    () => statsRecord(new SharedArrayBuffer(8)),
+    /smaller than the schema's \d+ slots \(allocate it with createDeviceMemory\)/,
+  );
 });
 
 test.run();

@@ -1,39 +1,90 @@
 // Error kinds: stable codes and fields, `instanceof` for each kind and the base, and all of it
 // intact after the error crossed from a worker thread to this one through comlink.
+
+import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Worker } from 'node:worker_threads';
-import { SysError, errnoNumber } from '../../native/errno.js';
+import { errnoNumber, SysError } from '../../native/errno.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../../src/control/comlink-node.js';
-import {
-  ConflictError, ERR, ERROR_CLASSES, HostSetupError, InvalidSpecError, KernelError, NestingSetupError,
-  NotFoundError, PartialInvalidationError, RingClosedError, VfrError, WorkerExitedError, attributeKernelError, errnoNameOf, withHint,
-} from '../../src/errors.js';
 import { explainBindFailure, explainUnsafeInterrupts } from '../../src/dma/diagnose.js';
+import {
+  attributeKernelError,
+  ConflictError,
+  ERR,
+  ERROR_CLASSES,
+  errnoNameOf,
+  HostSetupError,
+  InvalidSpecError,
+  KernelError,
+  NestingSetupError,
+  NotFoundError,
+  PartialInvalidationError,
+  RingClosedError,
+  VfrError,
+  WorkerExitedError,
+  withHint,
+} from '../../src/errors.js';
+import { samples, type Thrower } from '../support/error-thrower.js';
 import { supportUrl } from '../support/threads.js';
-import { type Thrower, samples } from '../support/error-thrower.js';
 
 /** What each kind must carry: its class, code, and fields a caller branches on. */
-const expected: Record<string, { cls: abstract new (...a: never[]) => Error; code: string; fields: Record<string, unknown> }> = {
+const expected: Record<
+  string,
+  { cls: abstract new (...a: never[]) => Error; code: string; fields: Record<string, unknown> }
+> = {
   NotFoundError: { cls: NotFoundError, code: ERR.NOT_FOUND, fields: { resource: 'port', id: 'x' } },
   ConflictError: { cls: ConflictError, code: ERR.CONFLICT, fields: { resource: 'port', id: 'x' } },
-  InvalidSpecError: { cls: InvalidSpecError, code: ERR.INVALID_SPEC, fields: { field: 'vfio[0].bdf' } },
+  InvalidSpecError: {
+    cls: InvalidSpecError,
+    code: ERR.INVALID_SPEC,
+    fields: { field: 'vfio[0].bdf' },
+  },
   HostSetupError: { cls: HostSetupError, code: ERR.HOST_SETUP, fields: { bdf: '0000:00:04.0' } },
   KernelError: {
-    cls: KernelError, code: ERR.KERNEL,
-    fields: { errno: 22, errnoName: 'EINVAL', call: 'VFIO_DEVICE_BIND_IOMMUFD', target: '/dev/vfio/devices/vfio0', bdf: '0000:00:04.0', port: 'nvme0' },
+    cls: KernelError,
+    code: ERR.KERNEL,
+    fields: {
+      errno: 22,
+      errnoName: 'EINVAL',
+      call: 'VFIO_DEVICE_BIND_IOMMUFD',
+      target: '/dev/vfio/devices/vfio0',
+      bdf: '0000:00:04.0',
+      port: 'nvme0',
+    },
   },
-  WorkerExitedError: { cls: WorkerExitedError, code: ERR.WORKER_EXITED, fields: { worker: 'nvme0', exitCode: 1 } },
+  WorkerExitedError: {
+    cls: WorkerExitedError,
+    code: ERR.WORKER_EXITED,
+    fields: { worker: 'nvme0', exitCode: 1 },
+  },
   RingClosedError: { cls: RingClosedError, code: ERR.RING_CLOSED, fields: {} },
   PartialInvalidationError: {
-    cls: PartialInvalidationError, code: ERR.PARTIAL_INVALIDATION,
-    fields: { consumed: 1, entries: 2, errno: 22, errnoName: 'EINVAL', call: 'IOMMU_HWPT_INVALIDATE' },
+    cls: PartialInvalidationError,
+    code: ERR.PARTIAL_INVALIDATION,
+    fields: {
+      consumed: 1,
+      entries: 2,
+      errno: 22,
+      errnoName: 'EINVAL',
+      call: 'IOMMU_HWPT_INVALIDATE',
+    },
   },
   NestingSetupError: {
-    cls: NestingSetupError, code: ERR.NESTING_SETUP,
-    fields: { step: 'vIOMMU', undone: [{ what: 'nesting parent HWPT', id: 7 }], errno: 22, errnoName: 'EINVAL', call: 'IOMMU_VIOMMU_ALLOC' },
+    cls: NestingSetupError,
+    code: ERR.NESTING_SETUP,
+    fields: {
+      step: 'vIOMMU',
+      undone: [{ what: 'nesting parent HWPT', id: 7 }],
+      errno: 22,
+      errnoName: 'EINVAL',
+      call: 'IOMMU_VIOMMU_ALLOC',
+    },
   },
-  SysError: { cls: SysError, code: 'EBUSY', fields: { errno: 16, call: 'VFIO_DEVICE_BIND_IOMMUFD' } },
+  SysError: {
+    cls: SysError,
+    code: 'EBUSY',
+    fields: { errno: 16, call: 'VFIO_DEVICE_BIND_IOMMUFD' },
+  },
 };
 
 function check(kind: string, e: unknown, where: string): void {
@@ -43,13 +94,18 @@ function check(kind: string, e: unknown, where: string): void {
   assert.is((e as unknown as { code: string }).code, x.code, `${where}: ${kind} code`);
   assert.is((e as Error).name, kind, `${where}: ${kind} name`);
   assert.is((e as Error).message, samples[kind]!().message, `${where}: ${kind} message`);
-  for (const [k, v] of Object.entries(x.fields)) assert.equal((e as unknown as Record<string, unknown>)[k], v, `${where}: ${kind}.${k}`);
+  for (const [k, v] of Object.entries(x.fields))
+    assert.equal((e as unknown as Record<string, unknown>)[k], v, `${where}: ${kind}.${k}`);
   assert.is(e instanceof VfrError, kind !== 'SysError', `${where}: ${kind} instanceof VfrError`);
 }
 
 test('every code has a class, and every kind here has a code there', () => {
   for (const code of Object.values(ERR)) assert.ok(ERROR_CLASSES.has(code), code);
-  assert.is(Object.keys(samples).length, Object.values(ERR).length + 1, 'one sample per code, plus SysError');
+  assert.is(
+    Object.keys(samples).length,
+    Object.values(ERR).length + 1,
+    'one sample per code, plus SysError',
+  );
 });
 
 test('in the thread that threw: class, code, fields', () => {
@@ -59,7 +115,10 @@ test('in the thread that threw: class, code, fields', () => {
 test('a KernelError is still a SysError, names the device, and keeps the errno name apart', () => {
   const e = samples.KernelError!() as KernelError;
   assert.ok(e instanceof SysError);
-  assert.match(e.message, /^0000:00:04\.0, port nvme0: VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio0: EINVAL \(stop it\)$/);
+  assert.match(
+    e.message,
+    /^0000:00:04\.0, port nvme0: VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio0: EINVAL \(stop it\)$/,
+  );
   assert.is(errnoNameOf(e), 'EINVAL');
   const more = withHint(e, 'and more');
   assert.ok(more instanceof KernelError);
@@ -78,38 +137,67 @@ test('across a worker_threads boundary (comlink): class by code, code, fields, m
     const api = Comlink.wrap<Thrower>(nodeEndpoint(w));
     for (const kind of Object.keys(samples)) {
       let caught: unknown;
-      try { await api.throwKind(kind); } catch (e) { caught = e; }
+      try {
+        await api.throwKind(kind);
+      } catch (e) {
+        caught = e;
+      }
       assert.ok(caught !== undefined, `${kind} was thrown`);
       check(kind, caught, 'coordinator');
     }
-  } finally { await w.terminate(); }
+  } finally {
+    await w.terminate();
+  }
 });
 
-const bind = (code: string): SysError => new SysError('VFIO_DEVICE_BIND_IOMMUFD', '/dev/vfio/devices/vfio7 (fd 4)', errnoNumber(code));
+const bind = (code: string): SysError =>
+  new SysError('VFIO_DEVICE_BIND_IOMMUFD', '/dev/vfio/devices/vfio7 (fd 4)', errnoNumber(code));
 
 test('the hint of a refused cdev bind matches its errno', () => {
   const inval = explainBindFailure(bind('EINVAL'), '/dev/vfio/devices/vfio7 (fd 4)') as SysError;
   assert.is(inval.code, 'EINVAL', 'still the kernel errno');
   assert.match(inval.message, /already open and bound to an iommufd elsewhere: another process/);
-  assert.match(inval.message, /stop that holder, or have it hand this process its iommufd and cdev fds/);
+  assert.match(
+    inval.message,
+    /stop that holder, or have it hand this process its iommufd and cdev fds/,
+  );
   const busy = explainBindFailure(bind('EBUSY'), '/dev/vfio/devices/vfio7') as SysError;
   assert.match(busy.message, /legacy VFIO group .* is in use .*use the legacy path here too/);
   const perm = explainBindFailure(bind('EPERM'), '/dev/vfio/devices/vfio7') as SysError;
-  assert.match(perm.message, /cannot isolate this device's MSIs .*iommufd allow_unsafe_interrupts=1/);
+  assert.match(
+    perm.message,
+    /cannot isolate this device's MSIs .*iommufd allow_unsafe_interrupts=1/,
+  );
   const gone = explainBindFailure(bind('ENODEV'), '/dev/vfio/devices/vfio7') as SysError;
   assert.match(gone.message, /went away .*bind it to vfio-pci again/);
-  const setIommu = explainUnsafeInterrupts(new SysError('VFIO_SET_IOMMU', '/dev/vfio/vfio', errnoNumber('EPERM')), 'container') as SysError;
+  const setIommu = explainUnsafeInterrupts(
+    new SysError('VFIO_SET_IOMMU', '/dev/vfio/vfio', errnoNumber('EPERM')),
+    'container',
+  ) as SysError;
   assert.match(setIommu.message, /vfio_iommu_type1 allow_unsafe_interrupts=1/);
   const other = bind('EFAULT');
-  assert.is(explainBindFailure(other, '/dev/vfio/devices/vfio7'), other, 'no guess for an errno without a known cause');
+  assert.is(
+    explainBindFailure(other, '/dev/vfio/devices/vfio7'),
+    other,
+    'no guess for an errno without a known cause',
+  );
 });
 
 test('the runtime attributes a kernel error to its device, keeping call, node and errno readable', () => {
-  const e = attributeKernelError(withHint(bind('EINVAL'), 'held elsewhere'), { bdf: '0000:00:04.0', port: 'y' });
+  const e = attributeKernelError(withHint(bind('EINVAL'), 'held elsewhere'), {
+    bdf: '0000:00:04.0',
+    port: 'y',
+  });
   assert.ok(e instanceof KernelError && e instanceof SysError && e instanceof VfrError);
   const k = e as KernelError;
-  assert.equal([k.code, k.errnoName, k.errno, k.bdf, k.port], ['VFR_ERR_KERNEL', 'EINVAL', 22, '0000:00:04.0', 'y']);
-  assert.match(k.message, /VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio\d+ \(fd 4\): EINVAL \(held elsewhere\)$/);
+  assert.equal(
+    [k.code, k.errnoName, k.errno, k.bdf, k.port],
+    ['VFR_ERR_KERNEL', 'EINVAL', 22, '0000:00:04.0', 'y'],
+  );
+  assert.match(
+    k.message,
+    /VFIO_DEVICE_BIND_IOMMUFD on \/dev\/vfio\/devices\/vfio\d+ \(fd 4\): EINVAL \(held elsewhere\)$/,
+  );
   assert.ok(k.message.startsWith('0000:00:04.0, port y: '));
   assert.is(attributeKernelError(k, { bdf: 'other' }), k, 'attributed once');
   const plain = new Error('not a kernel error');

@@ -24,7 +24,10 @@ test('a message without fds, and too many fds for the receiver', () => {
   const r = recvFds(b);
   assert.equal([r.payload.toString(), r.fds.length], ['hello', 0]);
   const efds = [createEventfd(), createEventfd(), createEventfd()];
-  sendFds(a, efds.map((e) => e.fd));
+  sendFds(
+    a,
+    efds.map((e) => e.fd),
+  );
   assert.throws(() => recvFds(b, 1), /more than 1 fds were sent/);
   for (const f of [...efds, a, b]) f.close();
 });

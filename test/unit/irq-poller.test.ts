@@ -4,12 +4,15 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createEventfd, signalEventfd } from '../../src/irq/eventfd.js';
-import { IRQ, SRC, createIrqState, irqViews, takeBits } from '../../src/irq/irq-state.js';
-import { VmmIrqListener, IrqPoller, type InterruptEvent } from '../../src/irq/poller.js';
+import { createIrqState, IRQ, irqViews, SRC, takeBits } from '../../src/irq/irq-state.js';
+import { type InterruptEvent, IrqPoller, VmmIrqListener } from '../../src/irq/poller.js';
 
 const until = async (what: string, ok: () => boolean, ms = 3000): Promise<void> => {
   const end = Date.now() + ms;
-  while (!ok()) { if (Date.now() > end) throw new Error(`timed out waiting for ${what}`); await new Promise((r) => setTimeout(r, 2)); }
+  while (!ok()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 2));
+  }
 };
 
 test('firings reach the host callback (DIRECT) or the worker doorbell; new eventfds are adopted', async () => {
@@ -19,10 +22,15 @@ test('firings reach the host callback (DIRECT) or the worker doorbell; new event
   const poller = IrqPoller.start(sab, 'test');
   const listener = new VmmIrqListener(sab, (e) => events.push(e));
   const fds = [createEventfd(), createEventfd(), createEventfd()];
-  const publish = (): void => { Atomics.add(v.hdr, IRQ.GEN, 1); signalEventfd(Atomics.load(v.hdr, IRQ.CTL_FD)); };
+  const publish = (): void => {
+    Atomics.add(v.hdr, IRQ.GEN, 1);
+    signalEventfd(Atomics.load(v.hdr, IRQ.CTL_FD));
+  };
   try {
-    v.USER_FD[SRC.MSIX + 3] = fds[0]!.fd; v.DIRECT[SRC.MSIX + 3] = 1;
-    v.USER_FD[SRC.MSI + 0] = fds[1]!.fd; v.DIRECT[SRC.MSI + 0] = 1;
+    v.USER_FD[SRC.MSIX + 3] = fds[0]!.fd;
+    v.DIRECT[SRC.MSIX + 3] = 1;
+    v.USER_FD[SRC.MSI + 0] = fds[1]!.fd;
+    v.DIRECT[SRC.MSI + 0] = 1;
     publish();
     await until('the poller to adopt the eventfds', () => poller.current);
     signalEventfd(fds[0]!.fd);

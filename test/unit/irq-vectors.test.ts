@@ -8,9 +8,9 @@ import { VFIO_C } from '../../native/vfio.js';
 import type { ConfigSpace } from '../../src/device/config-space.js';
 import { MsixTableEmulator } from '../../src/device/msix-table.js';
 import type { MsiMessage, RouteChange, RouteResult } from '../../src/irq/gsi-router.js';
-import { IRQ, createIrqState, irqViews, takeBits, type IrqViews } from '../../src/irq/irq-state.js';
+import { createIrqState, IRQ, type IrqViews, irqViews, takeBits } from '../../src/irq/irq-state.js';
 import { MsixVectors } from '../../src/irq/sources.js';
-import { VectorSet, type IrqBackend, type IrqContext } from '../../src/irq/vector-set.js';
+import { type IrqBackend, type IrqContext, VectorSet } from '../../src/irq/vector-set.js';
 
 const X = VFIO_C.VFIO_PCI_MSIX_IRQ_INDEX;
 
@@ -19,12 +19,26 @@ class FakeVfio implements IrqBackend {
   next = 100;
   counts = new Map<number, number>();
   constructor(readonly resizable = true) {}
-  canResize(): boolean { return this.resizable; }
-  setTrigger(index: number, v: number, fd: number): void { this.calls.push(`trigger ${index}:${v}=${fd}`); }
-  setTriggers(index: number, fds: readonly number[]): void { this.calls.push(`enable ${index} [${fds.join(',')}]`); }
-  disable(index: number): void { this.calls.push(`disable ${index}`); }
-  newEventfd(): number { return this.next++; }
-  take(fd: number): number { const n = this.counts.get(fd) ?? 0; this.counts.delete(fd); return n; }
+  canResize(): boolean {
+    return this.resizable;
+  }
+  setTrigger(index: number, v: number, fd: number): void {
+    this.calls.push(`trigger ${index}:${v}=${fd}`);
+  }
+  setTriggers(index: number, fds: readonly number[]): void {
+    this.calls.push(`enable ${index} [${fds.join(',')}]`);
+  }
+  disable(index: number): void {
+    this.calls.push(`disable ${index}`);
+  }
+  newEventfd(): number {
+    return this.next++;
+  }
+  take(fd: number): number {
+    const n = this.counts.get(fd) ?? 0;
+    this.counts.delete(fd);
+    return n;
+  }
 }
 
 class FakeRoutes {
@@ -35,26 +49,50 @@ class FakeRoutes {
   }
 }
 
-interface Rig { set: VectorSet; table: MsixTableEmulator; cfg: { msixEnabled: boolean; msixFunctionMasked: boolean }; vfio: FakeVfio; v: IrqViews; msis: MsiMessage[]; routes: FakeRoutes; errors: string[]; vmm: () => number[] }
+interface Rig {
+  set: VectorSet;
+  table: MsixTableEmulator;
+  cfg: { msixEnabled: boolean; msixFunctionMasked: boolean };
+  vfio: FakeVfio;
+  v: IrqViews;
+  msis: MsiMessage[];
+  routes: FakeRoutes;
+  errors: string[];
+  vmm: () => number[];
+}
 
 function rig(opts: { kvm?: boolean; resizable?: boolean } = {}): Rig {
   const table = new MsixTableEmulator(5);
   const cfg = { msixEnabled: false, msixFunctionMasked: false };
   const vfio = new FakeVfio(opts.resizable ?? true);
   const v = irqViews(createIrqState());
-  const msis: MsiMessage[] = [], errors: string[] = [];
+  const msis: MsiMessage[] = [],
+    errors: string[] = [];
   const routes = new FakeRoutes();
-  const ctx: IrqContext = { views: v, backend: vfio, publish: () => { Atomics.add(v.hdr, IRQ.GEN, 1); }, error: (m) => errors.push(m) };
+  const ctx: IrqContext = {
+    views: v,
+    backend: vfio,
+    publish: () => {
+      Atomics.add(v.hdr, IRQ.GEN, 1);
+    },
+    error: (m) => errors.push(m),
+  };
   if (opts.kvm) ctx.kvm = { route: routes, signalMsi: (m) => msis.push({ ...m }) };
   const set = new VectorSet(new MsixVectors(table, cfg as unknown as ConfigSpace, 5), ctx);
   table.listener = { vectorChanged: (i) => set.sync(i) };
-  const vmm = (): number[] => { const out: number[] = []; takeBits(v.TO_VMM, (s) => out.push(s)); return out; };
+  const vmm = (): number[] => {
+    const out: number[] = [];
+    takeBits(v.TO_VMM, (s) => out.push(s));
+    return out;
+  };
   return { set, table, cfg, vfio, v, msis, routes, errors, vmm };
 }
 
 const le = (x: number): Uint8Array => new Uint8Array(new Uint32Array([x]).buffer);
 function program(t: MsixTableEmulator, i: number, lo: number, data: number): void {
-  t.writeTable(i * 16, le(lo), 4); t.writeTable(i * 16 + 4, le(0), 4); t.writeTable(i * 16 + 8, le(data), 4);
+  t.writeTable(i * 16, le(lo), 4);
+  t.writeTable(i * 16 + 4, le(0), 4);
+  t.writeTable(i * 16 + 8, le(data), 4);
 }
 const unmask = (t: MsixTableEmulator, i: number): void => t.writeTable(i * 16 + 12, le(0), 4);
 const mask = (t: MsixTableEmulator, i: number): void => t.writeTable(i * 16 + 12, le(1), 4);
@@ -76,10 +114,12 @@ test('relay: enable with no usable vector, then vectors are added as the guest u
 test('relay NORESIZE: a new vector beyond the enabled count disables and re-enables with more', () => {
   const r = rig({ resizable: false });
   r.cfg.msixEnabled = true;
-  program(r.table, 0, 0xfee00000, 0x40); unmask(r.table, 0);
+  program(r.table, 0, 0xfee00000, 0x40);
+  unmask(r.table, 0);
   r.set.enable();
   assert.equal(r.vfio.calls, ['enable 2 [100]']);
-  program(r.table, 3, 0xfee00000, 0x43); unmask(r.table, 3);
+  program(r.table, 3, 0xfee00000, 0x43);
+  unmask(r.table, 3);
   assert.equal(r.vfio.calls.slice(1), ['disable 2', 'enable 2 [100,-1,-1,101]']);
   assert.is(r.set.vfioCount, 4);
 });
@@ -88,7 +128,8 @@ test('relay: delivered when unmasked; while masked the PBA bit is set and it is 
   const r = rig();
   r.cfg.msixEnabled = true;
   r.set.enable();
-  program(r.table, 1, 0xfee00000, 0x41); unmask(r.table, 1);
+  program(r.table, 1, 0xfee00000, 0x41);
+  unmask(r.table, 1);
   r.set.fired(1);
   assert.equal(r.vmm(), [1]);
   assert.is(r.v.DELIVERED[1], 1);
@@ -126,14 +167,23 @@ test('KVM: unmask routes the message, then points VFIO at the irqfd; mask goes b
   const r = rig({ kvm: true });
   r.cfg.msixEnabled = true;
   r.set.enable();
-  program(r.table, 0, 0xfee00000, 0x30); program(r.table, 1, 0xfee01000, 0x31);
-  unmask(r.table, 0); unmask(r.table, 1);
+  program(r.table, 0, 0xfee00000, 0x30);
+  program(r.table, 1, 0xfee01000, 0x31);
+  unmask(r.table, 0);
+  unmask(r.table, 1);
   // Vector 0: user 100, kvm 101; vector 1: user 102, kvm 103. VFIO gets the userspace fds until KVM has the routes.
   assert.equal(r.vfio.calls.slice(1), [`trigger ${X}:0=100`, `trigger ${X}:1=102`]);
   await r.set.settled();
   assert.is(r.routes.updates.length, 1, 'two unmasks in one turn: one route update');
-  assert.equal(r.routes.updates[0], [{ key: 0, fd: 101, msi: { lo: 0xfee00000, hi: 0, data: 0x30 } }, { key: 1, fd: 103, msi: { lo: 0xfee01000, hi: 0, data: 0x31 } }]);
-  assert.equal(r.vfio.calls.slice(3), [`trigger ${X}:0=101`, `trigger ${X}:1=103`], 'then the irqfds');
+  assert.equal(r.routes.updates[0], [
+    { key: 0, fd: 101, msi: { lo: 0xfee00000, hi: 0, data: 0x30 } },
+    { key: 1, fd: 103, msi: { lo: 0xfee01000, hi: 0, data: 0x31 } },
+  ]);
+  assert.equal(
+    r.vfio.calls.slice(3),
+    [`trigger ${X}:0=101`, `trigger ${X}:1=103`],
+    'then the irqfds',
+  );
   assert.equal([r.v.GSI[0], r.v.GSI[1], r.v.ROUTED[0]], [24, 25, 1]);
   // Mask: back to the userspace eventfd synchronously (before the MMIO write completes), route removed after.
   mask(r.table, 1);
@@ -149,22 +199,36 @@ test('KVM: unmask routes the message, then points VFIO at the irqfd; mask goes b
   assert.equal(r.msis, [{ lo: 0xfee01000, hi: 0, data: 0x31 }]);
   assert.not.ok(r.table.pending(1));
   await r.set.settled();
-  assert.equal(r.routes.updates.at(-1), [{ key: 1, fd: 103, msi: { lo: 0xfee01000, hi: 0, data: 0x31 } }]);
+  assert.equal(r.routes.updates.at(-1), [
+    { key: 1, fd: 103, msi: { lo: 0xfee01000, hi: 0, data: 0x31 } },
+  ]);
   assert.equal(r.vfio.calls.at(-1), `trigger ${X}:1=103`);
   // A message change on an unmasked vector: userspace first, the new route, then the irqfd again.
   const n = r.vfio.calls.length;
   r.table.writeTable(0 * 16 + 8, le(0x35), 4);
   assert.equal(r.vfio.calls.slice(n), [`trigger ${X}:0=100`]);
   r.set.fired(0);
-  assert.equal(r.msis.at(-1), { lo: 0xfee00000, hi: 0, data: 0x35 }, 'meanwhile a firing is injected with the new message');
+  assert.equal(
+    r.msis.at(-1),
+    { lo: 0xfee00000, hi: 0, data: 0x35 },
+    'meanwhile a firing is injected with the new message',
+  );
   await r.set.settled();
-  assert.equal(r.routes.updates.at(-1), [{ key: 0, fd: 101, msi: { lo: 0xfee00000, hi: 0, data: 0x35 } }]);
+  assert.equal(r.routes.updates.at(-1), [
+    { key: 0, fd: 101, msi: { lo: 0xfee00000, hi: 0, data: 0x35 } },
+  ]);
   assert.equal(r.vfio.calls.slice(n + 1), [`trigger ${X}:0=101`]);
   // Disable removes every route in one update.
   r.cfg.msixEnabled = false;
   r.set.disable();
   await r.set.settled();
-  assert.equal(r.routes.updates.at(-1)!.map((c) => [c.key, 'msi' in c ? c.msi : 'intx']), [[0, null], [1, null]]);
+  assert.equal(
+    r.routes.updates.at(-1)!.map((c) => [c.key, 'msi' in c ? c.msi : 'intx']),
+    [
+      [0, null],
+      [1, null],
+    ],
+  );
   assert.equal(r.errors, []);
 });
 
@@ -172,7 +236,8 @@ test('KVM: rewriting an entry without changing it makes no route update', async 
   const r = rig({ kvm: true });
   r.cfg.msixEnabled = true;
   r.set.enable();
-  program(r.table, 4, 0xfee00000, 0x44); unmask(r.table, 4);
+  program(r.table, 4, 0xfee00000, 0x44);
+  unmask(r.table, 4);
   await r.set.settled();
   const updates = r.routes.updates.length;
   program(r.table, 4, 0xfee00000, 0x44);

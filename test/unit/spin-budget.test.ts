@@ -5,7 +5,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SpinBudget } from '../../src/ring/spin.js';
 
-const window = (b: SpinBudget, hits: number): void => { for (let i = 0; i < 64; i++) if (i < hits) b.hit(); else b.miss(); };
+const window = (b: SpinBudget, hits: number): void => {
+  for (let i = 0; i < 64; i++)
+    if (i < hits) b.hit();
+    else b.miss();
+};
 
 test('starts at the maximum; the minimum is a sixteenth of it unless given (at most the maximum)', () => {
   const b = new SpinBudget(200);
@@ -23,21 +27,33 @@ test('a window where spinning rarely pays drops to the minimum; each one where i
   window(b, 47); // fewer than 3 in 4
   assert.is(b.us, 5);
   const us: number[] = [];
-  for (let w = 0; w < 7; w++) { window(b, 48); us.push(b.us); } // 3 in 4 caught their event: spinning pays again
+  for (let w = 0; w < 7; w++) {
+    window(b, 48);
+    us.push(b.us);
+  } // 3 in 4 caught their event: spinning pays again
   assert.equal(us, [10, 20, 40, 80, 160, 200, 200]);
 });
 
 test('a budget that does not probe stays at its minimum while spinning does not pay', () => {
   const b = new SpinBudget(2000, 5, false);
   const us: number[] = [];
-  for (let w = 1; w <= 17; w++) { window(b, 10); us.push(b.us); }
-  assert.ok(us.every((u) => u === 5), us.join(' '));
+  for (let w = 1; w <= 17; w++) {
+    window(b, 10);
+    us.push(b.us);
+  }
+  assert.ok(
+    us.every((u) => u === 5),
+    us.join(' '),
+  );
 });
 
 test('at the minimum, every 8th window is a probe at the maximum', () => {
   const b = new SpinBudget(160);
   const us: number[] = [];
-  for (let w = 1; w <= 17; w++) { window(b, 0); us.push(b.us); }
+  for (let w = 1; w <= 17; w++) {
+    window(b, 0);
+    us.push(b.us);
+  }
   assert.equal(us, [10, 10, 10, 10, 10, 10, 10, 160, 10, 10, 10, 10, 10, 10, 10, 160, 10]);
 });
 

@@ -1,30 +1,46 @@
 // The VMM's PCI bus as a vCPU sees it, against a fake function served by a ring in another
 // thread: configuration mechanism #1, the host bridge, absent functions, BAR snooping (the BAR
 // map follows the guest's BAR and command writes) and a refused BAR access reading all ones.
+
+import { once } from 'node:events';
+import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Worker } from 'node:worker_threads';
-import { once } from 'node:events';
 import { RingClient } from '../../src/ring/client.js';
 import { createRingBuffer } from '../../src/ring/protocol.js';
 import { ExitDevices } from '../../src/vmm/devices.js';
 import { KIND_IO, KIND_MEM32, PciBus } from '../../src/vmm/pci-bus.js';
 import { BAR, BARS, CTL, MAX_DEVICES, STAT } from '../../src/vmm/shared.js';
-import { Uart, initUart } from '../../src/vmm/uart.js';
+import { initUart, Uart } from '../../src/vmm/uart.js';
 import { supportUrl } from '../support/threads.js';
 
 const ring = createRingBuffer();
-const worker = new Worker(supportUrl('vmm-device-thread.js'), { workerData: { role: 'fake-pci', ring } });
+const worker = new Worker(supportUrl('vmm-device-thread.js'), {
+  workerData: { role: 'fake-pci', ring },
+});
 const ctl = new Int32Array(new SharedArrayBuffer(CTL.COUNT * 4));
 const bars = new Float64Array(MAX_DEVICES * BARS * BAR.WORDS);
 const stats = new Float64Array(STAT.WORDS);
 initUart(ctl);
 const bus = new PciBus(ctl, bars, [new RingClient(ring)], stats, 0);
-const dev = new ExitDevices(ctl, new Uart(ctl, () => {}, () => {}), bus, stats, 0);
-bars[BAR.SIZE] = 0x1000; bars[BAR.KIND] = KIND_MEM32;
-bars[2 * BAR.WORDS + BAR.SIZE] = 0x20; bars[2 * BAR.WORDS + BAR.KIND] = KIND_IO;
+const dev = new ExitDevices(
+  ctl,
+  new Uart(
+    ctl,
+    () => {},
+    () => {},
+  ),
+  bus,
+  stats,
+  0,
+);
+bars[BAR.SIZE] = 0x1000;
+bars[BAR.KIND] = KIND_MEM32;
+bars[2 * BAR.WORDS + BAR.SIZE] = 0x20;
+bars[2 * BAR.WORDS + BAR.KIND] = KIND_IO;
 
-const addr = (slot: number, reg: number, fn = 0, bus = 0): number => (0x80000000 | (bus << 16) | (slot << 11) | (fn << 8) | reg) >>> 0;
+const addr = (slot: number, reg: number, fn = 0, bus = 0): number =>
+  (0x80000000 | (bus << 16) | (slot << 11) | (fn << 8) | reg) >>> 0;
 const cfgRead = (slot: number, reg: number, size: number, fn = 0, b = 0): number => {
   dev.outPort(0xcf8, 4, addr(slot, reg & 0xfc, fn, b));
   return dev.inPort(0xcfc + (reg & 3), size);
@@ -85,5 +101,9 @@ test('a BAR access the device refuses reads all ones, a write is dropped, both a
   assert.ok(stats[STAT.UNKNOWN_MMIO]! >= 1);
 });
 
-test.after(async () => { worker.postMessage('stop'); await once(worker, 'message'); await worker.terminate(); });
+test.after(async () => {
+  worker.postMessage('stop');
+  await once(worker, 'message');
+  await worker.terminate();
+});
 test.run();
