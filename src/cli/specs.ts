@@ -21,10 +21,7 @@ export type {
   IommuSpec,
   MemorySpec,
   RuntimeSpec,
-  VfioSpec,
 } from '../coordinator/spec.js';
-/** A bad option: exit 2 with the mistake named. The CLI's name for InvalidSpecError. */
-export { InvalidSpecError as SpecError } from '../errors.js';
 
 /** The CLI's keys for the spec's camelCase ones; host= is the spec's bdf (QEMU's -device vfio-pci,host=). */
 const CLI_KEYS: Record<string, string> = {

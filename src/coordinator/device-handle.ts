@@ -48,8 +48,6 @@ export interface DeviceHandleOptions {
   stopGraceMs?: number;
 }
 
-/** The error a control call to a dead worker rejects with (VFR_ERR_WORKER_EXITED); the old name stays. */
-export { WorkerExitedError as DeviceWorkerExit } from '../errors.js';
 export type { InterruptEvent };
 
 /**

@@ -40,7 +40,6 @@ export type {
   MemorySpec,
   RuntimeSpec,
   RuntimeSpecInput,
-  VfioSpec,
 } from './spec.js';
 
 /** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */

@@ -21,8 +21,6 @@ export interface DeviceSpec {
   fd?: number;
   groupFd?: number;
 }
-/** @deprecated the CLI's name for DeviceSpec. */
-export type VfioSpec = DeviceSpec;
 export interface MemorySpec {
   size: bigint;
   gpa: bigint;

@@ -2,7 +2,7 @@
 // JSON gives them): what they accept, and a clear error, naming the field, for each mistake.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { parseRuntimeArgs, SpecError } from '../../src/cli/specs.js';
+import { parseRuntimeArgs } from '../../src/cli/specs.js';
 import { normalizeRuntimeSpec, type RuntimeSpecInput } from '../../src/coordinator/spec.js';
 import { InvalidSpecError, NotFoundError } from '../../src/errors.js';
 import { cdevOf, driverOf, iommuGroupOf, sysfsDir } from '../../src/platform/pci-sysfs.js';
@@ -80,7 +80,7 @@ for (const [argv, re] of bad) {
   test(`rejects ${argv.join(' ')}`, () => {
     assert.throws(
       () => parseRuntimeArgs(argv),
-      (e: unknown) => e instanceof SpecError && re.test((e as Error).message),
+      (e: unknown) => e instanceof InvalidSpecError && re.test((e as Error).message),
     );
   });
 }

@@ -6,14 +6,11 @@ import { MessageChannel } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Comlink, nodeEndpoint } from '../../src/control/comlink-node.js';
-import {
-  DeviceHandle,
-  DeviceWorkerExit,
-  type DeviceWorkerExitEvent,
-} from '../../src/coordinator/device-handle.js';
+import { DeviceHandle, type DeviceWorkerExitEvent } from '../../src/coordinator/device-handle.js';
 import { createDeviceMemory } from '../../src/device/shared-state.js';
 import type { DeviceControl } from '../../src/device/worker-contract.js';
 import { startDeviceWorker } from '../../src/device/worker-main.js';
+import { WorkerExitedError } from '../../src/errors.js';
 import { createRingBuffer, OP, STATUS } from '../../src/ring/protocol.js';
 import { barWords, DOORBELL, HANG, HANG_SEEN, syntheticDeps } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -93,7 +90,7 @@ test('a worker that dies: state exited, an exit event, calls reject; respawn res
       await handle.stats();
       assert.unreachable();
     } catch (e) {
-      assert.instance(e, DeviceWorkerExit);
+      assert.instance(e, WorkerExitedError);
     }
 
     const description = await handle.respawn();
