@@ -9,6 +9,7 @@ import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
 import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { RingClient } from '../ring/client.js';
+import { ConsoleWriter } from './console-ring.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
 import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
@@ -26,6 +27,8 @@ export interface VcpuWorkerData {
   state: SharedArrayBuffer;
   tids: SharedArrayBuffer;
   rings: SharedArrayBuffer[];
+  /** The console ring (console-ring.ts), written under the UART's lock. */
+  console: SharedArrayBuffer;
 }
 
 const d = workerData as VcpuWorkerData;
@@ -52,18 +55,9 @@ const O = {
   exitWord: offsetOf(kvm.kvm_run, 'exit'),
 };
 
-// ---- console: bytes batched per line (a message per byte would cost more than the exit)
-const out = new Uint8Array(4096);
-let outLen = 0;
-function flush(): void {
-  if (outLen === 0) return;
-  parentPort!.postMessage({ type: 'console', bytes: out.slice(0, outLen) });
-  outLen = 0;
-}
-function putByte(b: number): void {
-  out[outLen++] = b;
-  if (b === 10 || outLen === out.length) flush();
-}
+// ---- console: into the shared ring, under the UART's lock, so both vCPUs' bytes keep their order
+const consoleOut = new ConsoleWriter(d.console);
+const putByte = (b: number): void => consoleOut.put(b);
 
 // ---- ISA IRQ line (KVM_IRQ_LINE on the VM fd); the buffer is reused
 const irqBuf = Buffer.alloc(kvm.kvm_irq_level.size);
@@ -102,7 +96,6 @@ if (runAddr === MAP_FAILED) {
   leaveThread(state, d.index);
   raw.munmap(runAddr, d.runSize);
 }
-flush();
 parentPort!.postMessage({ type: 'ports', top: topPorts(dev.unknownPorts, 12) });
 
 function loop(run: DataView): void {

@@ -20,6 +20,7 @@ import {
   readBootFiles,
 } from './boot.js';
 import { BootError } from './bzimage.js';
+import { createConsoleRing, drainConsole } from './console-ring.js';
 import { cpuSignature } from './cpuid.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
@@ -83,6 +84,8 @@ const MAX_CPUS = 32;
 const FIRST_PCI_PIN = 16,
   PCI_PINS = 8;
 const KICK_EVERY_MS = 20;
+/** How often the main thread prints what the guest wrote to its console. */
+const CONSOLE_DRAIN_MS = 20;
 const UNSTICK_AFTER_MS = 5000;
 const noop = (): void => {};
 
@@ -252,6 +255,12 @@ export class Vm {
       ((b: Uint8Array) => {
         process.stdout.write(b);
       });
+    const consoleRing = createConsoleRing();
+    const drain = (): void => {
+      const bytes = drainConsole(consoleRing);
+      if (bytes) onConsole(bytes);
+    };
+    const drainer = setInterval(drain, CONSOLE_DRAIN_MS);
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
     const rings = this.deviceNames.map((n) => this.runtime.device(n).ring);
@@ -267,13 +276,13 @@ export class Vm {
         state: state.buffer as SharedArrayBuffer,
         tids: tidBuf,
         rings,
+        console: consoleRing,
       };
       const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
       w.on(
         'message',
         (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
-          if (m.type === 'console') onConsole(m.bytes!);
-          else if (m.type === 'ports')
+          if (m.type === 'ports')
             for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
           else if (m.type === 'error') message ??= m.message;
         },
@@ -309,6 +318,8 @@ export class Vm {
       clearTimeout(unstick);
     } finally {
       if (timer) clearTimeout(timer);
+      clearInterval(drainer);
+      drain();
       process.off('SIGUSR2', noop);
     }
     const kind = Atomics.load(this.#ctl, CTL.END_KIND);
