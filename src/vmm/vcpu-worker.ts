@@ -9,6 +9,7 @@ import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
 import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { RingClient } from '../ring/client.js';
+import { BarSlots } from './bar-slots.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
 import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
@@ -22,6 +23,7 @@ export interface VcpuWorkerData {
   runSize: number;
   ctl: SharedArrayBuffer;
   bars: SharedArrayBuffer;
+  slots: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   state: SharedArrayBuffer;
   tids: SharedArrayBuffer;
@@ -80,7 +82,8 @@ function fail(message: string): void {
 }
 
 const clients = d.rings.map((r) => new RingClient(r));
-const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s);
+const slots = new BarSlots(ctl, new Float64Array(d.slots), d.vmFd);
+const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s, slots);
 const dev = new ExitDevices(ctl, new Uart(ctl, setIrq, putByte), pci, stats, s);
 
 // SIGUSR2 must reach this thread to end a blocking KVM_RUN: unblock it in case it was inherited blocked.
