@@ -10,6 +10,7 @@ import { offsetOf } from '../../native/layout.js';
 import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { RingClient } from '../ring/client.js';
 import { BarSlots } from './bar-slots.js';
+import { ConsoleWriter } from './console.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
 import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
@@ -28,6 +29,7 @@ export interface VcpuWorkerData {
   state: SharedArrayBuffer;
   tids: SharedArrayBuffer;
   rings: SharedArrayBuffer[];
+  console: SharedArrayBuffer;
 }
 
 const d = workerData as VcpuWorkerData;
@@ -54,18 +56,11 @@ const O = {
   exitWord: offsetOf(kvm.kvm_run, 'exit'),
 };
 
-// ---- console: bytes batched per line (a message per byte would cost more than the exit)
-const out = new Uint8Array(4096);
-let outLen = 0;
-function flush(): void {
-  if (outLen === 0) return;
-  parentPort!.postMessage({ type: 'console', bytes: out.slice(0, outLen) });
-  outLen = 0;
-}
-function putByte(b: number): void {
-  out[outLen++] = b;
-  if (b === 10 || outLen === out.length) flush();
-}
+// ---- console: bytes batched per line in the VM's shared console buffer (console.ts; a
+// message per byte would cost more than the exit)
+const consoleOut = new ConsoleWriter(d.console, (c) =>
+  parentPort!.postMessage({ type: 'console', seq: c.seq, bytes: c.bytes }),
+);
 
 // ---- ISA IRQ line (KVM_IRQ_LINE on the VM fd); the buffer is reused
 const irqBuf = Buffer.alloc(kvm.kvm_irq_level.size);
@@ -84,7 +79,8 @@ function fail(message: string): void {
 const clients = d.rings.map((r) => new RingClient(r));
 const slots = new BarSlots(ctl, new Float64Array(d.slots), d.vmFd);
 const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s, slots);
-const dev = new ExitDevices(ctl, new Uart(ctl, setIrq, putByte), pci, stats, s);
+const uart = new Uart(ctl, setIrq, (b) => consoleOut.put(b));
+const dev = new ExitDevices(ctl, uart, pci, stats, s);
 
 // SIGUSR2 must reach this thread to end a blocking KVM_RUN: unblock it in case it was inherited blocked.
 const set = Buffer.alloc(128);
@@ -105,7 +101,7 @@ if (runAddr === MAP_FAILED) {
   leaveThread(state, d.index);
   raw.munmap(runAddr, d.runSize);
 }
-flush();
+uart.locked(() => consoleOut.flush()); // a last line without its newline
 parentPort!.postMessage({ type: 'ports', top: topPorts(dev.unknownPorts, 12) });
 
 function loop(run: DataView): void {

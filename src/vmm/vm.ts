@@ -22,6 +22,7 @@ import {
   readBootFiles,
 } from './boot.js';
 import { BootError } from './bzimage.js';
+import { ConsoleSink, createConsoleBuffer } from './console.js';
 import { cpuSignature } from './cpuid.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
@@ -301,11 +302,13 @@ export class Vm {
       tids = new BigUint64Array(tidBuf);
     let message: string | undefined;
     const ports = new Map<number, number>();
-    const onConsole =
+    const sink = new ConsoleSink(
       this.opts.onConsole ??
-      ((b: Uint8Array) => {
-        process.stdout.write(b);
-      });
+        ((b: Uint8Array) => {
+          process.stdout.write(b);
+        }),
+    );
+    const consoleBuf = createConsoleBuffer();
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
     const rings = this.deviceNames.map((n) => this.runtime.device(n).ring);
@@ -322,12 +325,19 @@ export class Vm {
         state: state.buffer as SharedArrayBuffer,
         tids: tidBuf,
         rings,
+        console: consoleBuf,
       };
       const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
       w.on(
         'message',
-        (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
-          if (m.type === 'console') onConsole(m.bytes!);
+        (m: {
+          type: string;
+          seq?: number;
+          bytes?: Uint8Array;
+          message?: string;
+          top?: [number, number][];
+        }) => {
+          if (m.type === 'console') sink.take({ seq: m.seq!, bytes: m.bytes! });
           else if (m.type === 'ports')
             for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
           else if (m.type === 'error') message ??= m.message;
