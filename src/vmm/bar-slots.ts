@@ -14,15 +14,25 @@ export const FIRST_BAR_SLOT = 8;
 const PAGE = 4096;
 const NONE = SLOT_NONE;
 
+/** One KVM_SET_USER_MEMORY_REGION: size 0 deletes the slot. */
+export interface SlotRegion {
+  slot: number;
+  gpa: number;
+  size: number;
+  hva: number;
+}
+
 export class BarSlots {
   readonly #ctl: Int32Array;
   readonly #slots: Float64Array;
   readonly #buf = Buffer.alloc(kvm.kvm_userspace_memory_region.size);
 
+  /** `setRegion`: KVM_SET_USER_MEMORY_REGION on `vmFd` (a test passes its own); returns errno or 0. */
   constructor(
     ctl: Int32Array,
     slots: Float64Array,
     readonly vmFd: number,
+    private readonly setRegion: (r: SlotRegion) => number = (r) => this.#kvmSet(r),
   ) {
     this.#ctl = ctl;
     this.#slots = slots;
@@ -86,16 +96,27 @@ export class BarSlots {
   #set(r: number, gpa: number): void {
     const row = r * SLOT.WORDS,
       s = this.#slots;
-    encodeInto(kvm.kvm_userspace_memory_region, this.#buf, {
+    const e = this.setRegion({
       slot: FIRST_BAR_SLOT + r,
-      flags: 0,
-      guest_phys_addr: BigInt(gpa === NONE ? 0 : gpa),
-      memory_size: gpa === NONE ? 0n : BigInt(s[row + SLOT.SIZE]!),
-      userspace_addr: gpa === NONE ? 0n : BigInt(s[row + SLOT.HVA]!),
+      gpa: gpa === NONE ? 0 : gpa,
+      size: gpa === NONE ? 0 : s[row + SLOT.SIZE]!,
+      hva: gpa === NONE ? 0 : s[row + SLOT.HVA]!,
     });
-    const ok = raw.ioctlPtr(this.vmFd, kvm.KVM.KVM_SET_USER_MEMORY_REGION, this.#buf) === 0;
-    s[row + SLOT.ERRNO] = ok ? 0 : errno();
-    if (ok || gpa !== NONE) s[row + SLOT.GPA] = ok ? gpa : NONE;
+    s[row + SLOT.ERRNO] = e;
+    if (e === 0 || gpa !== NONE) s[row + SLOT.GPA] = e === 0 ? gpa : NONE;
+  }
+
+  #kvmSet(r: SlotRegion): number {
+    encodeInto(kvm.kvm_userspace_memory_region, this.#buf, {
+      slot: r.slot,
+      flags: 0,
+      guest_phys_addr: BigInt(r.gpa),
+      memory_size: BigInt(r.size),
+      userspace_addr: BigInt(r.hva),
+    });
+    return raw.ioctlPtr(this.vmFd, kvm.KVM.KVM_SET_USER_MEMORY_REGION, this.#buf) === 0
+      ? 0
+      : errno();
   }
 
   #locked(f: () => void): void {

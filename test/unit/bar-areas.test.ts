@@ -1,17 +1,19 @@
 // The BAR fast path's arithmetic (src/device/bar-areas.ts): which pages of a BAR a VMM may map
 // into the guest and which trap, from VFIO's mmap flag and sparse areas, with the MSI-X table and
-// PBA carved out page-rounded wherever they sit; and the slot table's fallback when KVM refuses.
+// PBA carved out page-rounded wherever they sit; and the KVM slots following the guest (a BAR
+// moved, decoding off, two BARs trading places) and falling back to trapping when KVM refuses.
 
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { barAreas } from '../../src/device/bar-areas.js';
-import { BarSlots } from '../../src/vmm/bar-slots.js';
+import { BarSlots, FIRST_BAR_SLOT, type SlotRegion } from '../../src/vmm/bar-slots.js';
 import {
   BAR,
   BAR_MEM,
   BARS,
   CTL,
   createShared,
+  MAX_AREAS,
   MAX_DEVICES,
   SLOT,
   SLOT_NONE,
@@ -133,6 +135,82 @@ test('slot table: a refused KVM slot leaves the area trapped, with its errno kep
   assert.is(slots[row + SLOT.ERRNO], 9);
   assert.equal(s.installed(), []);
   assert.is(new Int32Array(sh.ctl)[CTL.SLOT_LOCK], 0, 'the lock is released');
+});
+
+/** Two devices' BAR0s with one 8 KiB area each, and every KVM call the slot table makes. */
+function twoBars() {
+  const sh = createShared(1);
+  const slots = new Float64Array(sh.slots),
+    bars = new Float64Array(MAX_DEVICES * BARS * BAR.WORDS),
+    calls: SlotRegion[] = [];
+  for (const dev of [0, 1]) {
+    const row = slotRow(dev, 0, 0);
+    slots[row + SLOT.SIZE] = 0x2000;
+    slots[row + SLOT.HVA] = 0x7f0000000000 + dev * 0x10000;
+    const b = dev * BARS * BAR.WORDS;
+    bars[b + BAR.SIZE] = 0x4000;
+    bars[b + BAR.KIND] = BAR_MEM;
+  }
+  const place = (dev: number, base: number, on: boolean): void => {
+    const b = dev * BARS * BAR.WORDS;
+    bars[b + BAR.BASE] = base;
+    bars[b + BAR.ACTIVE] = on ? 1 : 0;
+  };
+  const s = new BarSlots(new Int32Array(sh.ctl), slots, -1, (r) => {
+    calls.push(r);
+    return 0;
+  });
+  const log = (): string[] =>
+    calls
+      .splice(0)
+      .map((c) => `${c.slot - FIRST_BAR_SLOT}:${c.size ? `0x${c.gpa.toString(16)}` : 'del'}`);
+  return { s, bars, place, log };
+}
+
+test('slots follow the guest: placed, moved (delete, then add), decoding off', () => {
+  const { s, bars, place, log } = twoBars();
+  s.sync(bars);
+  assert.equal(log(), [], 'decoding off: nothing installed');
+  place(0, 0xc0000000, true);
+  s.sync(bars);
+  assert.equal(log(), ['0:0xc0000000']);
+  s.sync(bars);
+  assert.equal(log(), [], 'no change, no call');
+  place(0, 0xd0000000, true);
+  s.sync(bars);
+  assert.equal(log(), ['0:del', '0:0xd0000000']);
+  assert.equal(
+    s.installed().map((i) => [i.device, i.bar, i.gpa]),
+    [[0, 0, 0xd0000000]],
+  );
+  place(0, 0xd0000000, false);
+  s.sync(bars);
+  assert.equal(log(), ['0:del']);
+  assert.equal(s.installed(), []);
+});
+
+test('two BARs trading addresses: both deletes come before either add', () => {
+  const { s, bars, place, log } = twoBars();
+  place(0, 0xc0000000, true);
+  place(1, 0xc0004000, true);
+  s.sync(bars);
+  log();
+  place(0, 0xc0004000, true);
+  place(1, 0xc0000000, true);
+  s.sync(bars);
+  const dev1 = MAX_AREAS * BARS;
+  assert.equal(log(), ['0:del', `${dev1}:del`, '0:0xc0004000', `${dev1}:0xc0000000`]);
+});
+
+test('clear() deletes every installed slot', () => {
+  const { s, bars, place, log } = twoBars();
+  place(0, 0xc0000000, true);
+  place(1, 0xc0004000, true);
+  s.sync(bars);
+  log();
+  s.clear();
+  assert.equal(log(), ['0:del', `${MAX_AREAS * BARS}:del`]);
+  assert.equal(s.installed(), []);
 });
 
 test.run();
