@@ -22,6 +22,7 @@ import {
 } from '../metrics/schema.js';
 import { OP, STATUS } from '../ring/protocol.js';
 import type { Request } from '../ring/server.js';
+import { type BarAreas, type BarRange, barAreas } from './bar-areas.js';
 import { type ConfigHooks, type ConfigIo, ConfigSpace } from './config-space.js';
 import { MsixTableEmulator } from './msix-table.js';
 import { type DeviceMemory, RESTORE, restoreViews } from './shared-state.js';
@@ -35,6 +36,8 @@ interface Bar {
   /** [start, end) of the MSI-X table / PBA inside this BAR, when they live here. */
   table?: [number, number];
   pba?: [number, number];
+  /** What a VMM may map into the guest and what must trap (bar-areas.ts). */
+  areas: BarAreas;
 }
 
 export interface DeviceDescription {
@@ -49,6 +52,12 @@ export interface DeviceDescription {
     prefetch: boolean;
     msixTable: boolean;
     msixPba: boolean;
+    /** Offset of the BAR's region in the device fd (hex), where an mmap of it starts. */
+    regionOffset: string;
+    /** [start, end) inside the BAR a VMM may mmap and give the guest (the BAR fast path)... */
+    mappable: BarRange[];
+    /** ...and what must still trap to the ring (the MSI-X table and PBA pages, at least). */
+    trapped: BarRange[];
   }[];
   romSize: string;
   capabilities: { id: number; offset: number }[];
@@ -126,12 +135,29 @@ export class AssignedDevice {
       : undefined;
     for (const b of this.config.bars) {
       const r = this.regions[b.index]!;
-      const bar: Bar = { size: Number(b.size), fdOffset: Number(r.offset) };
-      if (m && m.tableBar === b.index)
-        bar.table = [m.tableOffset, m.tableOffset + m.tableSize * 16];
-      if (m && m.pbaBar === b.index)
-        bar.pba = [m.pbaOffset, m.pbaOffset + MsixTableEmulator.pbaBytes(m.tableSize)];
-      this.#bars[b.index] = bar;
+      const table: BarRange | undefined =
+        m && m.tableBar === b.index ? [m.tableOffset, m.tableOffset + m.tableSize * 16] : undefined;
+      const pba: BarRange | undefined =
+        m && m.pbaBar === b.index
+          ? [m.pbaOffset, m.pbaOffset + MsixTableEmulator.pbaBytes(m.tableSize)]
+          : undefined;
+      const areas = barAreas({
+        size: Number(b.size),
+        mmap: !b.io && (r.flags & V.VFIO_REGION_INFO_FLAG_MMAP) !== 0,
+        ...(r.sparseMmap
+          ? {
+              sparse: r.sparseMmap.map((a) => ({ offset: Number(a.offset), size: Number(a.size) })),
+            }
+          : {}),
+        emulated: [table, pba].filter((x) => x !== undefined),
+      });
+      this.#bars[b.index] = {
+        size: Number(b.size),
+        fdOffset: Number(r.offset),
+        ...(table ? { table } : {}),
+        ...(pba ? { pba } : {}),
+        areas,
+      };
     }
     Atomics.store(views.flags, RESTORE.INITIALIZED, 1);
   }
@@ -258,6 +284,9 @@ export class AssignedDevice {
         prefetch: b.prefetch,
         msixTable: m?.tableBar === b.index,
         msixPba: m?.pbaBar === b.index,
+        regionOffset: `0x${this.#bars[b.index]!.fdOffset.toString(16)}`,
+        mappable: this.#bars[b.index]!.areas.mappable,
+        trapped: this.#bars[b.index]!.areas.trapped,
       })),
       romSize: `0x${c.romSize.toString(16)}`,
       capabilities: c.caps,

@@ -9,7 +9,8 @@ import { Vm, type VmResult } from './vm.js';
 
 export const VM_USAGE = `  vm        boot a Linux guest: --kernel <bzImage> [--initrd <img>] --memory size=<n>[M|G]
             [--cpus <n>] [--cmdline "<text>" | --append "<text>"] [--timeout <s>] [--iommu ...]
-            [--vfio ...] [--json]   (--append adds to the default kernel command line)`;
+            [--vfio ...] [--no-mmap <port>[,<port>...]] [--json]   (--append adds to the default
+            kernel command line; --no-mmap: those devices' BARs all trap, no BAR fast path)`;
 
 function value(rest: string[], name: string): string | undefined {
   const i = rest.findIndex((a) => a === name || a.startsWith(`${name}=`));
@@ -42,6 +43,13 @@ export async function vmCommand(argv: string[]): Promise<number> {
   }
   const cpus = int('--cpus', value(rest, '--cpus')),
     timeout = int('--timeout', value(rest, '--timeout'));
+  const noMmap = value(rest, '--no-mmap')?.split(',');
+  const ports = new Set(spec.vfio.map((v) => v.port));
+  const stray = noMmap?.filter((p) => !ports.has(p)) ?? [];
+  if (stray.length)
+    throw new InvalidSpecError(
+      `vm: --no-mmap ${stray.join(',')}: no --vfio with that port (give the ports of --vfio devices)`,
+    );
   const json = rest.includes('--json');
   const unknown = rest.filter((a) => a !== '--json');
   if (unknown.length) throw new InvalidSpecError(`vm: unknown argument(s) ${unknown.join(' ')}`);
@@ -60,6 +68,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
     ...(cmdline !== undefined ? { cmdline } : {}),
     ...(cpus !== undefined ? { cpus } : {}),
     ...(timeout !== undefined ? { timeoutMs: timeout * 1000 } : {}),
+    ...(noMmap ? { noMmap } : {}),
   });
   const stop = (): void => {
     void vm.close();

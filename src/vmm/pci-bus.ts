@@ -2,10 +2,13 @@
 // data), an emulated host bridge at 00:00.0 and the assigned devices at 00:01.0, 00:02.0...,
 // whose config space and BARs are reached through their rings, from the vCPU thread itself. The
 // BAR map (shared.ts) follows the guest: a config write to the command register or a BAR makes
-// the writing vCPU read them back through the ring and republish that device's rows.
+// the writing vCPU read them back through the ring and republish that device's rows, then move
+// the BAR fast path's KVM slots to match (bar-slots.ts): a moved BAR's slots follow it, memory
+// decoding off deletes them.
 
 import type { RingClient } from '../ring/client.js';
 import { OP, STATUS } from '../ring/protocol.js';
+import type { BarSlots } from './bar-slots.js';
 import { BAR, BAR_IO, BAR_MEM, BARS, CTL, STAT } from './shared.js';
 
 export const PCI_CONFIG_ADDRESS = 0xcf8;
@@ -36,6 +39,8 @@ export class PciBus {
     readonly clients: readonly RingClient[],
     stats: Float64Array,
     statBase: number,
+    /** The BAR fast path's slots (absent: every BAR access traps). */
+    readonly slots?: BarSlots,
   ) {
     this.#ctl = ctl;
     this.#bars = bars;
@@ -120,6 +125,7 @@ export class PciBus {
       b[row + BAR.BASE] = base;
       b[row + BAR.ACTIVE] = on && base !== 0 ? 1 : 0;
     }
+    this.slots?.sync(b);
   }
 
   // ---- BAR dispatch: the exit paths look up, then call the ring with hit*

@@ -1,6 +1,7 @@
 // The VM state every vCPU thread shares (one SharedArrayBuffer): how the VM ended, the 8250's
-// registers, the PCI address latch, the PCI BAR map the vCPUs dispatch by, and the per-vCPU
-// exit counters. Word indexes are constants so the exit path reads them without lookups.
+// registers, the PCI address latch, the PCI BAR map the vCPUs dispatch by, the BAR fast path's
+// slot table, and the per-vCPU exit counters. Word indexes are constants so the exit path reads
+// them without lookups.
 
 /** Control words (Int32Array). */
 export const CTL = {
@@ -14,6 +15,8 @@ export const CTL = {
   STARTED: 4,
   /** The RTC/CMOS register index (0x70). */
   CMOS_INDEX: 5,
+  /** Held (1) by whoever changes the BAR fast path's KVM slots (bar-slots.ts). */
+  SLOT_LOCK: 6,
   UART: 8, // UART words from here (uart.ts)
   COUNT: 32,
 } as const;
@@ -49,6 +52,18 @@ export const BAR = { BASE: 0, SIZE: 1, KIND: 2, ACTIVE: 3, WORDS: 4 } as const;
 export const BAR_MEM = 1,
   BAR_IO = 2;
 
+/**
+ * The BAR fast path's slot table (Float64Array, one row per device, BAR and mappable area, see
+ * bar-slots.ts): the area's offset in the BAR and size (0: unused row), the host address of its
+ * mmap, the guest address its KVM slot is at (SLOT_NONE: none) and the errno of a refused add.
+ */
+export const MAX_AREAS = 4;
+export const SLOT = { OFFSET: 0, SIZE: 1, HVA: 2, GPA: 3, ERRNO: 4, WORDS: 5 } as const;
+export const SLOT_ROWS = MAX_DEVICES * BARS * MAX_AREAS;
+export const SLOT_NONE = -1;
+export const slotRow = (device: number, bar: number, area: number): number =>
+  ((device * BARS + bar) * MAX_AREAS + area) * SLOT.WORDS;
+
 /** Per-vCPU counters (Float64Array rows; one writer each: its vCPU). */
 export const STAT = {
   EXITS: 0,
@@ -82,6 +97,7 @@ export const SAMPLE_EVERY = 16;
 export interface VmShared {
   ctl: SharedArrayBuffer;
   bars: SharedArrayBuffer;
+  slots: SharedArrayBuffer;
   stats: SharedArrayBuffer;
 }
 
@@ -89,8 +105,16 @@ export function createShared(cpus: number): VmShared {
   return {
     ctl: new SharedArrayBuffer(CTL.COUNT * 4),
     bars: new SharedArrayBuffer(MAX_DEVICES * BARS * BAR.WORDS * 8),
+    slots: slotTable(),
     stats: new SharedArrayBuffer(cpus * STAT.WORDS * 8),
   };
+}
+
+function slotTable(): SharedArrayBuffer {
+  const sab = new SharedArrayBuffer(SLOT_ROWS * SLOT.WORDS * 8);
+  const t = new Float64Array(sab);
+  for (let r = 0; r < SLOT_ROWS; r++) t[r * SLOT.WORDS + SLOT.GPA] = SLOT_NONE;
+  return sab;
 }
 
 /** End the VM once: the first caller's kind and value win. Returns whether this call ended it. */

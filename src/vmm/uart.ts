@@ -54,6 +54,16 @@ export class Uart {
     this.#c = ctl;
   }
 
+  /** Run `f` holding the UART's lock (the console's last flush). */
+  locked(f: () => void): void {
+    this.#lock();
+    try {
+      f();
+    } finally {
+      this.#unlock();
+    }
+  }
+
   #lock(): void {
     while (Atomics.compareExchange(this.#c, this.#b + W.LOCK, 0, 1) !== 0) {
       /* held for a few µs at most */

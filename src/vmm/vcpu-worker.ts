@@ -9,7 +9,8 @@ import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
 import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
 import { RingClient } from '../ring/client.js';
-import { ConsoleWriter } from './console-ring.js';
+import { BarSlots } from './bar-slots.js';
+import { ConsoleWriter } from './console.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
 import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
@@ -23,11 +24,11 @@ export interface VcpuWorkerData {
   runSize: number;
   ctl: SharedArrayBuffer;
   bars: SharedArrayBuffer;
+  slots: SharedArrayBuffer;
   stats: SharedArrayBuffer;
   state: SharedArrayBuffer;
   tids: SharedArrayBuffer;
   rings: SharedArrayBuffer[];
-  /** The console ring (console-ring.ts), written under the UART's lock. */
   console: SharedArrayBuffer;
 }
 
@@ -55,9 +56,11 @@ const O = {
   exitWord: offsetOf(kvm.kvm_run, 'exit'),
 };
 
-// ---- console: into the shared ring, under the UART's lock, so both vCPUs' bytes keep their order
-const consoleOut = new ConsoleWriter(d.console);
-const putByte = (b: number): void => consoleOut.put(b);
+// ---- console: bytes batched per line in the VM's shared console buffer (console.ts; a
+// message per byte would cost more than the exit)
+const consoleOut = new ConsoleWriter(d.console, (c) =>
+  parentPort!.postMessage({ type: 'console', seq: c.seq, bytes: c.bytes }),
+);
 
 // ---- ISA IRQ line (KVM_IRQ_LINE on the VM fd); the buffer is reused
 const irqBuf = Buffer.alloc(kvm.kvm_irq_level.size);
@@ -74,8 +77,10 @@ function fail(message: string): void {
 }
 
 const clients = d.rings.map((r) => new RingClient(r));
-const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s);
-const dev = new ExitDevices(ctl, new Uart(ctl, setIrq, putByte), pci, stats, s);
+const slots = new BarSlots(ctl, new Float64Array(d.slots), d.vmFd);
+const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s, slots);
+const uart = new Uart(ctl, setIrq, (b) => consoleOut.put(b));
+const dev = new ExitDevices(ctl, uart, pci, stats, s);
 
 // SIGUSR2 must reach this thread to end a blocking KVM_RUN: unblock it in case it was inherited blocked.
 const set = Buffer.alloc(128);
@@ -96,6 +101,7 @@ if (runAddr === MAP_FAILED) {
   leaveThread(state, d.index);
   raw.munmap(runAddr, d.runSize);
 }
+uart.locked(() => consoleOut.flush()); // a last line without its newline
 parentPort!.postMessage({ type: 'ports', top: topPorts(dev.unknownPorts, 12) });
 
 function loop(run: DataView): void {

@@ -12,6 +12,8 @@ import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
 import { closeRing } from '../ring/server.js';
+import { BarMapping } from './bar-mapping.js';
+import { BarSlots } from './bar-slots.js';
 import {
   type BootFiles,
   DEFAULT_CMDLINE,
@@ -20,7 +22,7 @@ import {
   readBootFiles,
 } from './boot.js';
 import { BootError } from './bzimage.js';
-import { createConsoleRing, drainConsole } from './console-ring.js';
+import { ConsoleSink, createConsoleBuffer } from './console.js';
 import { cpuSignature } from './cpuid.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
@@ -33,8 +35,11 @@ import {
   END_NAMES,
   type EndKind,
   endVm,
+  MAX_AREAS,
   MAX_DEVICES,
+  SLOT,
   STAT,
+  slotRow,
   type VmShared,
 } from './shared.js';
 import { collectStats, type VmStats } from './stats.js';
@@ -63,6 +68,12 @@ export interface VmOptions {
   tscDeadline?: boolean;
   /** End the VM (status 'timeout') after this long. */
   timeoutMs?: number;
+  /**
+   * Ports whose BARs all trap (as QEMU's x-no-mmap): no BAR fast path for them. Otherwise each
+   * mappable BAR area is an mmap of the device in a KVM slot, and only the rest (the MSI-X table
+   * and PBA pages) exits to the VMM.
+   */
+  noMmap?: string[];
 }
 
 export interface VmResult {
@@ -84,8 +95,6 @@ const MAX_CPUS = 32;
 const FIRST_PCI_PIN = 16,
   PCI_PINS = 8;
 const KICK_EVERY_MS = 20;
-/** How often the main thread prints what the guest wrote to its console. */
-const CONSOLE_DRAIN_MS = 20;
 const UNSTICK_AFTER_MS = 5000;
 const noop = (): void => {};
 
@@ -98,6 +107,8 @@ export class Vm {
   ram!: MemfdRegion;
   runtime!: Runtime;
   router: GsiRouter | undefined;
+  /** The BAR fast path's KVM slots (bar-slots.ts). */
+  slots: BarSlots | undefined;
   readonly vcpus: OwnedFd[] = [];
   readonly deviceNames: string[] = [];
   #runSize = 0;
@@ -211,6 +222,7 @@ export class Vm {
     const specs = this.opts.vfio ?? [];
     if (specs.length === 0) return [];
     this.router = new GsiRouter(this.vm);
+    this.#mapBarsUndo();
     const alloc = new BarAllocator(),
       bars = new Float64Array(this.shared.bars),
       out: MpPciIrq[] = [];
@@ -224,15 +236,55 @@ export class Vm {
         throw new Error(`${which}: ${(e as Error).message}`, { cause: e });
       }
       this.deviceNames.push(spec.port);
+      if (!this.opts.noMmap?.includes(spec.port)) this.#mapBars(d, i);
       const c = d.handle.client();
       const placed = placeDevice(c, d.handle.description, i, ioapicPin, alloc, bars);
       if (placed.pin) out.push({ slot: placed.slot, pin: placed.pin, ioapicPin });
     }
     // Publish the BAR map as the guest will first see it.
     const clients = specs.map((s) => this.runtime.device(s.port).client());
-    const bus = new PciBus(this.#ctl, bars, clients, new Float64Array(STAT.WORDS), 0);
+    const bus = new PciBus(this.#ctl, bars, clients, new Float64Array(STAT.WORDS), 0, this.slots);
     clients.forEach((_, i) => bus.refresh(i));
     return out;
+  }
+
+  readonly #barMappings: BarMapping[] = [];
+
+  /** Closing: every fast-path slot deleted, then the mappings unmapped, before the devices go. */
+  #mapBarsUndo(): void {
+    const table = new Float64Array(this.shared.slots);
+    this.slots = new BarSlots(this.#ctl, table, this.vm.fd);
+    this.#undo.push(() => {
+      this.slots?.clear();
+      table.fill(0);
+      for (const m of this.#barMappings.splice(0)) m.close();
+    });
+  }
+
+  /** mmap each mappable area of device `i`'s BARs into the slot table (installed by refresh). */
+  #mapBars(d: RuntimeDevice, i: number): void {
+    const table = new Float64Array(this.shared.slots);
+    for (const b of d.handle.description.bars) {
+      for (const [k, area] of b.mappable.slice(0, MAX_AREAS).entries()) {
+        const m = new BarMapping(d.device.fd, d.device.path, d.port, BigInt(b.regionOffset), area);
+        this.#barMappings.push(m);
+        const row = slotRow(i, b.index, k);
+        table[row + SLOT.OFFSET] = m.offset;
+        table[row + SLOT.SIZE] = m.size;
+        table[row + SLOT.HVA] = Number(m.hva);
+      }
+    }
+  }
+
+  /** The BAR areas the guest reaches without exits now, by port. */
+  mappedBars(): { port: string; bar: number; gpa: string; offset: number; size: number }[] {
+    return (this.slots?.installed() ?? []).map((s) => ({
+      port: this.deviceNames[s.device]!,
+      bar: s.bar,
+      gpa: `0x${s.gpa.toString(16)}`,
+      offset: s.offset,
+      size: s.size,
+    }));
   }
 
   /** Run the guest until it ends (debug-exit port, reset, triple fault, error, timeout or close()). */
@@ -250,17 +302,13 @@ export class Vm {
       tids = new BigUint64Array(tidBuf);
     let message: string | undefined;
     const ports = new Map<number, number>();
-    const onConsole =
+    const sink = new ConsoleSink(
       this.opts.onConsole ??
-      ((b: Uint8Array) => {
-        process.stdout.write(b);
-      });
-    const consoleRing = createConsoleRing();
-    const drain = (): void => {
-      const bytes = drainConsole(consoleRing);
-      if (bytes) onConsole(bytes);
-    };
-    const drainer = setInterval(drain, CONSOLE_DRAIN_MS);
+        ((b: Uint8Array) => {
+          process.stdout.write(b);
+        }),
+    );
+    const consoleBuf = createConsoleBuffer();
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
     const rings = this.deviceNames.map((n) => this.runtime.device(n).ring);
@@ -272,17 +320,25 @@ export class Vm {
         runSize: this.#runSize,
         ctl: this.shared.ctl,
         bars: this.shared.bars,
+        slots: this.shared.slots,
         stats: this.shared.stats,
         state: state.buffer as SharedArrayBuffer,
         tids: tidBuf,
         rings,
-        console: consoleRing,
+        console: consoleBuf,
       };
       const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
       w.on(
         'message',
-        (m: { type: string; bytes?: Uint8Array; message?: string; top?: [number, number][] }) => {
-          if (m.type === 'ports')
+        (m: {
+          type: string;
+          seq?: number;
+          bytes?: Uint8Array;
+          message?: string;
+          top?: [number, number][];
+        }) => {
+          if (m.type === 'console') sink.take({ seq: m.seq!, bytes: m.bytes! });
+          else if (m.type === 'ports')
             for (const [p, c] of m.top!) ports.set(p, (ports.get(p) ?? 0) + c);
           else if (m.type === 'error') message ??= m.message;
         },
@@ -318,8 +374,6 @@ export class Vm {
       clearTimeout(unstick);
     } finally {
       if (timer) clearTimeout(timer);
-      clearInterval(drainer);
-      drain();
       process.off('SIGUSR2', noop);
     }
     const kind = Atomics.load(this.#ctl, CTL.END_KIND);

@@ -1,8 +1,11 @@
 // The minimal VMM's pure parts: bzImage header checks, the zero page, the e820 map, the MP
-// table (checksums, entries), CPUID filtering and the 8250's register behaviour.
+// table (checksums, entries), CPUID filtering, the 8250's register behaviour and the vm
+// command's own flags.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { InvalidSpecError } from '../../src/errors.js';
 import { BootError, BP, fillZeroPage, parseBzImage } from '../../src/vmm/bzimage.js';
+import { vmCommand } from '../../src/vmm/cli.js';
 import { guestCpuid } from '../../src/vmm/cpuid.js';
 import { E820_RAM, E820_RESERVED, e820Map, ramRanges } from '../../src/vmm/memory-map.js';
 import { buildMpTable } from '../../src/vmm/mptable.js';
@@ -164,6 +167,17 @@ test('8250: transmit raises THRE as an edge, IIR read clears it, loopback MSR', 
   u.write(0, 0x01);
   u.write(3, 0x03);
   assert.equal(out, [0x41], 'a divisor write is not output');
+});
+
+test('vm --no-mmap: a port no --vfio names is refused before anything is opened', async () => {
+  const argv = ['--kernel', '/nonexistent', '--memory', 'size=64M', '--no-mmap', 'nvme0'];
+  try {
+    await vmCommand([...argv, '--vfio', 'host=0000:00:04.0,port=nic0']);
+    assert.unreachable('accepted');
+  } catch (e) {
+    assert.instance(e, InvalidSpecError);
+    assert.match((e as Error).message, '--no-mmap nvme0: no --vfio with that port');
+  }
 });
 
 test.run();
