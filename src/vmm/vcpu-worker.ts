@@ -137,7 +137,8 @@ function loop(run: DataView): void {
         const size = run.getUint8(O.ioSize),
           port = run.getUint16(O.ioPort, true),
           count = run.getUint32(O.ioCount, true);
-        let at = Number(run.getBigUint64(O.ioData, true));
+        // data_offset lies inside the kvm_run mapping: its low word is all of it (no BigInt per exit).
+        let at = run.getUint32(O.ioData, true);
         const write = run.getUint8(O.ioDir) === K.KVM_EXIT_IO_OUT;
         for (let i = 0; i < count; i++, at += size) {
           if (write) {
