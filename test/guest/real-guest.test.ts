@@ -10,8 +10,6 @@
 // same devices in the same lab run, and the three are printed side by side.
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- node dist/test/run.js guest
 
-import { createHash } from 'node:crypto';
-import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -21,7 +19,8 @@ import { DEFAULT_CMDLINE } from '../../src/vmm/boot.js';
 import { Vm, type VmResult } from '../../src/vmm/vm.js';
 import { type GuestConsole, parseGuestConsole } from '../support/guest-console.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
-import { NvmeAdmin } from '../support/nvme-admin.js';
+import { md5, NvmeAdmin } from '../support/nvme-admin.js';
+import { processState, settledState } from '../support/process-state.js';
 import {
   guestImageDir,
   type QemuReferenceResult,
@@ -32,10 +31,6 @@ import {
 const t = suite("a real guest: Debian's kernel drives the assigned NVMe and e1000e");
 const MiB = 1 << 20;
 const GUEST_PARAMS = 'guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8';
-const fds = (): string[] => readdirSync('/proc/self/fd').sort();
-const threads = (): number => readdirSync('/proc/self/task').length;
-const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface OurRun {
   r: VmResult;
@@ -78,8 +73,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
   const [n0, n1] = labDevices('nvme'),
     nic = labDevice('e1000e');
   assert.ok(n0 && n1, 'the lab needs two NVMe: lab/run --devices "nvme nvme e1000e"');
-  const fdsBefore = fds(),
-    threadsBefore = threads();
+  const before = processState();
   let text = '';
   const vm = await Vm.create({
     kernel: join(image, 'vmlinuz'),
@@ -250,14 +244,9 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     await vm.close();
   }
   assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');
-  for (
-    let i = 0;
-    i < 100 && (threads() !== threadsBefore || fds().join() !== fdsBefore.join());
-    i++
-  )
-    await sleep(50);
-  assert.equal(fds(), fdsBefore, 'the process holds the fds it held before the VMM started');
-  assert.is(threads(), threadsBefore, 'and the same number of threads');
+  const after = await settledState(before);
+  assert.equal(after.fds, before.fds, 'the process holds the fds it held before the VMM started');
+  assert.is(after.threads, before.threads, 'and the same number of threads');
   return ours;
 }
 

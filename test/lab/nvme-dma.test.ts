@@ -4,7 +4,7 @@
 // Also a kernel-chosen IOVA for the buffer, and a removed region that the device can no longer reach.
 
 import { execFileSync } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, openSync, writeSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -16,9 +16,7 @@ import { IommufdContext } from '../../src/dma/iommufd-context.js';
 import { MemfdRegion } from '../../src/memory/memfd-region.js';
 import { loud } from '../support/hooks.js';
 import { labDevice, requireLab } from '../support/lab.js';
-import { modelNumber, NvmeAdmin } from '../support/nvme-admin.js';
-
-const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
+import { md5, modelNumber, NvmeAdmin } from '../support/nvme-admin.js';
 
 /** DMAR fault lines in the kernel log (the IOMMU refusing a device access). */
 function dmarFaults(): string[] {

@@ -3,18 +3,17 @@
 // fds it held before the device came, its context's IOAS is gone with its mappings, and the same
 // device can be added again and answers.
 
-import { readdirSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Runtime } from '../../src/coordinator/runtime.js';
 import type { HammerResult } from '../support/hammer.js';
 import { labDevice, requireLab } from '../support/lab.js';
+import { openFds } from '../support/process-state.js';
 import { supportUrl } from '../support/threads.js';
 
 const t = suite('runtime: removing a device under load');
 const NVME_VS = 0x10400;
-const openFds = (): string[] => readdirSync('/proc/self/fd').sort((a, b) => Number(a) - Number(b));
 
 function hammer(
   ring: SharedArrayBuffer,

@@ -5,19 +5,17 @@
 // writes 0 to port 0x501 when its checks pass; VMM_EXPECT_CODE overrides 0; VMM_CMDLINE
 // replaces the default kernel command line).
 
-import { existsSync, readdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Vm, type VmResult } from '../../src/vmm/vm.js';
-import { sleep } from '../support/guest-irq.js';
 import { labDevice, requireLab } from '../support/lab.js';
+import { processState, settledState } from '../support/process-state.js';
 import { skipBecause } from '../support/skip.js';
 
 const t = suite('vmm: a Linux guest on the minimal VMM');
 t.before(() => requireLab());
 
-const fds = (): string[] => readdirSync('/proc/self/fd').sort();
-const threads = (): number => readdirSync('/proc/self/task').length;
 const kernel = process.env.VMM_KERNEL,
   initrd = process.env.VMM_INITRD;
 const NAME =
@@ -33,8 +31,7 @@ if (!kernel || !existsSync(kernel) || (initrd && !existsSync(initrd)) || !exists
   );
 } else {
   t(NAME, async () => {
-    const before = fds(),
-      threadsBefore = threads();
+    const before = processState();
     let console = '';
     const vm = await Vm.create({
       kernel,
@@ -67,10 +64,9 @@ if (!kernel || !existsSync(kernel) || (initrd && !existsSync(initrd)) || !exists
     assert.is(r.code, Number(process.env.VMM_EXPECT_CODE ?? 0), tail);
     assert.ok(r.stats.bar.nvme0! > 0, 'the guest reached the NVMe BAR');
     assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');
-    for (let i = 0; i < 100 && (threads() !== threadsBefore || fds().join() !== before.join()); i++)
-      await sleep(50);
-    assert.equal(fds(), before, 'the same fds as before');
-    assert.is(threads(), threadsBefore, 'the same number of threads as before');
+    const after = await settledState(before);
+    assert.equal(after.fds, before.fds, 'the same fds as before');
+    assert.is(after.threads, before.threads, 'the same number of threads as before');
   });
 }
 

@@ -1,5 +1,6 @@
 // A minimal NVMe admin-queue driver for lab tests, speaking to the controller only through a
 // device ring (as a guest would through MMIO) with its queues in guest RAM (DMA).
+import { createHash } from 'node:crypto';
 import type { RingClient } from '../../src/ring/client.js';
 
 const REG = { CAP: 0x0, CC: 0x14, CSTS: 0x1c, AQA: 0x24, ASQ: 0x28, ACQ: 0x30 } as const;
@@ -201,3 +202,6 @@ function waitCqe(cqe: DataView, phase: number, cid: number, ms: number): number 
 /** The model number (bytes 24..63) of an Identify Controller page. */
 export const modelNumber = (page: Uint8Array): string =>
   Buffer.from(page.subarray(24, 64)).toString('latin1').trim();
+
+/** The md5 of a data buffer, as the guest's md5sum prints it. */
+export const md5 = (b: Uint8Array): string => createHash('md5').update(b).digest('hex');
