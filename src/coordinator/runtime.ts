@@ -3,7 +3,7 @@
 // one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
 // pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
 import { readlinkSync } from 'node:fs';
-import type { Registry } from 'prom-client';
+import { collectDefaultMetrics, type Registry } from 'prom-client';
 import type { Target } from '../../native/libc.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
 import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
@@ -14,6 +14,7 @@ import { IommufdContext } from '../dma/iommufd-context.js';
 import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import { registerRuntimeMetrics } from '../metrics/exporter.js';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
 import {
@@ -316,9 +317,18 @@ export class Runtime {
     return viommu.addDevice(ctx.nestable(d.device), virtId);
   }
 
-  /** Export the runtime's metrics (nested translation, for now) on a prom-client registry. */
-  registerMetrics(registry: Registry): void {
+  /**
+   * Export the runtime's metrics on a prom-client registry (docs/metrics.md): devices, rings,
+   * interrupts, workers, BARs, DMA backends, vIOMMUs; read at scrape time. `process`: also
+   * prom-client's default process and Node.js metrics (a VMM with its own registry has them).
+   */
+  registerMetrics(registry: Registry, opts: { process?: boolean } = {}): void {
+    registerRuntimeMetrics(registry, {
+      devices: () => this.devices.values(),
+      backends: () => [...this.contexts.values(), ...(this.container ? [this.container] : [])],
+    });
     registerNestingMetrics(registry, () => this.viommus.values());
+    if (opts.process) collectDefaultMetrics({ register: registry });
   }
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */

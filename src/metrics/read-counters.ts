@@ -51,8 +51,10 @@ export function readCounters(memory: CounterMemory): CounterRow[] {
   const v = irqViews(memory.irq);
   for (const d of IRQ_COUNTERS) {
     const row = { name: d.name, help: d.help, type: d.type, unit: d.unit };
+    const scale = d.scale ?? 1;
     if ('word' in d.source) {
-      rows.push({ ...row, labels: {}, value: Atomics.load(v.hdr, IRQ[d.source.word]) >>> 0 });
+      const value = (Atomics.load(v.hdr, IRQ[d.source.word]) >>> 0) * scale;
+      rows.push({ ...row, labels: {}, value });
       continue;
     }
     const a = v[d.source.array];
@@ -60,7 +62,7 @@ export function readCounters(memory: CounterMemory): CounterRow[] {
       const value = Atomics.load(a, src) >>> 0;
       if (value === 0) continue;
       const { kind, vector } = sourceOf(src);
-      rows.push({ ...row, labels: { kind, vector: String(vector) }, value });
+      rows.push({ ...row, labels: { kind, vector: String(vector) }, value: value * scale });
     }
   }
   return rows;
