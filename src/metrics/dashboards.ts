@@ -12,7 +12,8 @@ import * as stat from '@grafana/grafana-foundation-sdk/stat';
 import * as statetimeline from '@grafana/grafana-foundation-sdk/statetimeline';
 import * as timeseries from '@grafana/grafana-foundation-sdk/timeseries';
 
-const DS = { type: 'prometheus', uid: '${datasource}' };
+/** Grafana's reference to the dashboard's datasource variable (Grafana syntax, not a JS template). */
+const DS = { type: 'prometheus', uid: ['$', '{datasource}'].join('') };
 const RATE = '$__rate_interval';
 
 const datasource = (): dashboard.DatasourceVariableBuilder =>
