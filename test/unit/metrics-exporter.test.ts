@@ -3,7 +3,7 @@
 // label, the ring's sampled latency histogram well formed, worker state and restarts, DMA
 // backend stats; promtool (Debian's prometheus package) checks the text.
 import { spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { Registry } from 'prom-client';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -120,6 +120,12 @@ test('exporter: schema rows, ring latency, worker and DMA metrics; promtool acce
   } finally {
     await fx.close();
   }
+});
+
+test('docs/metrics.md lists every exported family', () => {
+  const doc = readFileSync(new URL('../../../docs/metrics.md', import.meta.url), 'utf8');
+  for (const name of declaredFamilies().keys())
+    assert.ok(doc.includes(`\`${name}\``), `${name} is missing from docs/metrics.md`);
 });
 
 test('exporter: a scrape reads shared memory once and sees new counts on the next', async () => {
