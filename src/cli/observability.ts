@@ -5,7 +5,12 @@
 import type { Runtime } from '../coordinator/runtime.js';
 import { InvalidSpecError } from '../errors.js';
 import { createLogger, type RuntimeLogger } from '../log.js';
-import { type MetricsServer, parseListen, startMetricsServer } from '../metrics/server.js';
+import {
+  isLoopback,
+  type MetricsServer,
+  parseListen,
+  startMetricsServer,
+} from '../metrics/server.js';
 
 export const OBSERVABILITY_USAGE = `            --metrics-listen <addr:port>   serve Prometheus metrics at http://<addr:port>/metrics
                                            (loopback only; another address needs --metrics-allow-remote)
@@ -36,7 +41,15 @@ export function takeObservabilityArgs(rest: string[]): ObservabilityArgs {
   if (allowRemote) rest.splice(i, 1);
   if (allowRemote && metricsListen === undefined)
     throw new InvalidSpecError('--metrics-allow-remote needs --metrics-listen <addr:port>');
-  if (metricsListen !== undefined) parseListen(metricsListen); // a bad address fails before any setup
+  // A bad or refused address fails here, before any device is set up.
+  if (metricsListen !== undefined) {
+    const { host } = parseListen(metricsListen);
+    if (!allowRemote && !isLoopback(host))
+      throw new InvalidSpecError(
+        `--metrics-listen ${metricsListen}: ${host} is not a loopback address; metrics reveal the host's devices: add --metrics-allow-remote to serve them there, or listen on 127.0.0.1`,
+        'metrics-listen',
+      );
+  }
   const logLevel = take(rest, '--log-level') ?? 'info';
   createLogger(logLevel); // checks the level
   return { ...(metricsListen !== undefined ? { metricsListen } : {}), allowRemote, logLevel };

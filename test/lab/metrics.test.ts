@@ -132,7 +132,15 @@ if (!existsSync(PROMETHEUS)) {
     'Prometheus scrapes MMIO, config and interrupt series per device; dashboards return data',
     async () => {
       const t0 = Date.now();
-      const rt = await Runtime.start({ iommu: [{ id: 'ctx0' }], memory: [{ size: 16n << 20n }] });
+      const lines: Record<string, unknown>[] = [];
+      const rec = (o: Record<string, unknown>): void => {
+        lines.push(o);
+      };
+      const logger = { error: rec, warn: rec, info: rec, debug: rec };
+      const rt = await Runtime.start(
+        { iommu: [{ id: 'ctx0' }], memory: [{ size: 16n << 20n }] },
+        { logger },
+      );
       const dir = mkdtempSync(join(tmpdir(), 'vfr-prometheus-'));
       let prom: ChildProcess | undefined;
       let server: Awaited<ReturnType<typeof startMetricsServer>> | undefined;
@@ -242,8 +250,18 @@ if (!existsSync(PROMETHEUS)) {
           [['ctx0', 'map', 'EEXIST', '1']],
         );
 
-        // Every dashboard expression: its metrics are in the live /metrics, and it returns data.
+        // promtool on the live output of real devices.
         const live = await (await fetch(server.url)).text();
+        const pt = spawnSync('/usr/bin/promtool', ['check', 'metrics'], {
+          input: live,
+          encoding: 'utf8',
+        });
+        console.log(
+          `    promtool check metrics on the live /metrics (${live.length} bytes): exit ${pt.status}, '${`${pt.stdout}${pt.stderr}`.trim()}'`,
+        );
+        assert.is(`${pt.stdout}${pt.stderr}`.trim(), '', 'promtool: no problem');
+
+        // Every dashboard expression: its metrics are in the live /metrics, and it returns data.
         let n = 0;
         const empty: string[] = [];
         for (const file of readdirSync(DASHBOARDS).filter((f) => f.endsWith('.json'))) {
@@ -272,6 +290,22 @@ if (!existsSync(PROMETHEUS)) {
         await rt.shutdown();
         rmSync(dir, { recursive: true, force: true });
       }
+      // One log line per lifecycle event, none per request.
+      const events = lines.map((l) => `${l.event}${l.device ? ` ${l.device}` : ''}`);
+      console.log(`    log events: ${events.join(', ')}`);
+      for (const e of [
+        'context_opened',
+        'memory_mapped',
+        'device_attached nvme0',
+        'worker_started nvme0',
+        'device_attached nic0',
+        'worker_exited nic0',
+        'device_detached nic0',
+        'device_detached nvme0',
+        'context_closed',
+      ])
+        assert.ok(events.includes(e), `logged ${e}`);
+      assert.ok(lines.length < 40, `${lines.length} log lines: none per request`);
     },
   );
 }

@@ -6,6 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
+import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { takeObservabilityArgs } from '../../src/cli/observability.js';
@@ -17,6 +18,8 @@ import { registerProcessMetrics } from '../../src/metrics/process.js';
 import { parseListen, startMetricsServer } from '../../src/metrics/server.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
 import { metricsFixture } from '../support/metrics-fixture.js';
+
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 
 interface Res {
   status: number;
@@ -139,6 +142,23 @@ test('metrics listen: loopback unless allowed; addresses parsed; CLI options che
   });
   assert.equal(rest, ['--once']);
   assert.throws(() => takeObservabilityArgs(['--metrics-allow-remote']), /needs --metrics-listen/);
+  assert.throws(
+    () => takeObservabilityArgs(['--metrics-listen', '0.0.0.0:9464']),
+    /--metrics-allow-remote/,
+  );
+  assert.is(
+    takeObservabilityArgs(['--metrics-listen', '0.0.0.0:9464', '--metrics-allow-remote'])
+      .allowRemote,
+    true,
+  );
+  // The CLI refuses before setting anything up (exit 2, the mistake named).
+  const cli = spawnSync(
+    process.execPath,
+    [CLI, 'run', '--vfio', 'host=0000:00:01.0,port=a', '--metrics-listen', '0.0.0.0:9464'],
+    { encoding: 'utf8', timeout: 30_000 },
+  );
+  assert.is(cli.status, 2, cli.stderr);
+  assert.match(cli.stderr, /not a loopback address.*--metrics-allow-remote/);
   assert.throws(() => takeObservabilityArgs(['--log-level', 'loud']), /not a level/);
   assert.throws(() => takeObservabilityArgs(['--metrics-listen']), /needs a value/);
 });
