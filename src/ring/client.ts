@@ -209,7 +209,9 @@ export class RingClient {
       Atomics.notify(h, H_DOORBELL, 1);
       this.#woke[t & this.#mask] = 1;
     } else this.#woke[t & this.#mask] = 0;
-    if ((t & LAT_SAMPLE_MASK) === 0 && this.#sample) this.#t0[t & this.#mask] = performance.now();
+    // Stored for every ticket (0: not sampled), so a slot whose sampled request never got
+    // released (the ring closed under it) cannot pass its start time on to the next one.
+    this.#t0[t & this.#mask] = (t & LAT_SAMPLE_MASK) === 0 && this.#sample ? performance.now() : 0;
   }
 
   /** A sampled ticket's latency into the ring's histogram (its class from the slot's op/BAR). */
