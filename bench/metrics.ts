@@ -2,7 +2,8 @@
 // client samples latency into the ring's histogram, 1 in 16 tickets, and another thread scrapes
 // the device's counters every 100 ms, 10x Prometheus's usual rate) against none (sampling off,
 // no scrapes), in alternating rounds of the same run: metrics_overhead_ratio = collected / none
-// (target >= 0.97). (2) The time of one scrape (registry.metrics(), the text Prometheus reads)
+// (target >= 0.97); and the same comparison with producer and server in one thread (the CPU
+// cost of sampling alone, without two threads' scheduling). (2) The time of one scrape (registry.metrics(), the text Prometheus reads)
 // of a runtime with 16 devices, each with counters on interrupts and a latency histogram.
 import { once } from 'node:events';
 import { Worker } from 'node:worker_threads';
@@ -22,11 +23,12 @@ import {
   ringWords,
   STATUS,
 } from '../src/ring/protocol.js';
+import { RingServer } from '../src/ring/server.js';
 import { median, round } from './support.js';
 
 const BAR = 16384;
 const ROUNDS = 12,
-  PER_ROUND = 200_000,
+  PER_ROUND = 50_000,
   SCRAPE_MS = 100;
 
 /** Requests per second from one thread keeping a window of requests in flight. */
@@ -48,6 +50,51 @@ function throughput(c: RingClient, total: number, window = 64): number {
     c.release(t);
   }
   return total / ((performance.now() - t0) / 1000);
+}
+
+/**
+ * The ring path's CPU cost per request in one thread (producer and server alternate: submit a
+ * window, drain() it, await and release): what sampling adds to a request, free of the
+ * scheduling noise of two threads on a shared 2-core host.
+ */
+function sameThread(): Record<string, number> {
+  const ring = createRingBuffer({ capacity: 64, bulkBytes: 64 });
+  const bar = new Int32Array(64);
+  const server = new RingServer(ring, (req) => {
+    req.words![0] = bar[(req.offset >> 2) & 63]!;
+    return STATUS.OK;
+  });
+  const run = (c: RingClient, n: number): number => {
+    const tickets = new Int32Array(64);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i += 64) {
+      for (let k = 0; k < 64; k++) tickets[k] = c.submit(OP.BAR_READ, 0, k * 4, 4);
+      server.drain();
+      for (let k = 0; k < 64; k++) {
+        c.await(tickets[k]!);
+        c.release(tickets[k]!);
+      }
+    }
+    return n / ((performance.now() - t0) / 1000);
+  };
+  const plain = new RingClient(ring, { sampleLatency: false }),
+    sampled = new RingClient(ring);
+  run(plain, 200_000);
+  run(sampled, 200_000);
+  const a: number[] = [],
+    b: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    a.push(run(plain, 256_000));
+    b.push(run(sampled, 256_000));
+  }
+  const ratio = median(b) / median(a);
+  console.log(
+    `ring path in one thread: ${(median(a) / 1e6).toFixed(2)} M req/s without latency sampling, ${(median(b) / 1e6).toFixed(2)} M req/s with it: ratio ${ratio.toFixed(3)} (${(1e9 / median(b) - 1e9 / median(a)).toFixed(1)} ns per request)`,
+  );
+  return {
+    metrics_overhead_ratio_same_thread: round(ratio, 3),
+    ring_ops_per_s_same_thread: Math.round(median(a)),
+  };
 }
 
 async function overhead(): Promise<Record<string, number>> {
@@ -163,5 +210,5 @@ async function scrapeTime(n = 16): Promise<Record<string, number>> {
 }
 
 export async function benchMetrics(): Promise<Record<string, number>> {
-  return { ...(await overhead()), ...(await scrapeTime()) };
+  return { ...(await overhead()), ...sameThread(), ...(await scrapeTime()) };
 }
