@@ -4,11 +4,13 @@
 import { benchConfig } from './config.js';
 import { benchFfi } from './ffi.js';
 import { benchMap } from './map.js';
+import { benchMetrics } from './metrics.js';
 import { benchRing } from './ring.js';
 
 const all: Record<string, () => Record<string, number> | Promise<Record<string, number>>> = {
   ffi: () => benchFfi(),
   ring: () => benchRing(),
+  metrics: () => benchMetrics(),
 };
 
 /** Benchmarks that run only when named: the lab's devices (map), or a long check (config). */

@@ -15,7 +15,15 @@ export const PING = 0,
   ECHO = 16;
 
 const data = workerData as
-  | { role: 'ring'; ring: SharedArrayBuffer; fd: number; barSize: number; words: Int32Array }
+  | {
+      role: 'ring';
+      ring: SharedArrayBuffer;
+      fd: number;
+      barSize: number;
+      words: Int32Array;
+      /** A device's stats buffer for the server's counters (bench metrics); else private. */
+      counters?: SharedArrayBuffer;
+    }
   | { role: 'echo' };
 
 if (isMainThread) {
@@ -47,7 +55,11 @@ if (isMainThread) {
         : raw.pwrite(fd, req.data, size, offset);
     return n === size ? STATUS.OK : STATUS.IO_ERROR;
   };
-  const server = new RingServer(data.ring, handler);
+  const server = new RingServer(
+    data.ring,
+    handler,
+    data.counters ? { counters: new Float64Array(data.counters) } : {},
+  );
   server.start();
   parentPort!.on('message', async (m) => {
     if (m === 'stop') {

@@ -7,6 +7,12 @@ import { InvalidSpecError } from '../errors.js';
 import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
 import { validateHost } from '../platform/validate.js';
 import { VM_USAGE, vmCommand } from '../vmm/cli.js';
+import {
+  cliLogger,
+  OBSERVABILITY_USAGE,
+  startCliMetrics,
+  takeObservabilityArgs,
+} from './observability.js';
 import { parseRuntimeArgs } from './specs.js';
 
 const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> --help, -h: this text)
@@ -17,7 +23,9 @@ const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> 
             --vfio host=<bdf>,port=<name>[,iommu=<id>][,fd=<n>|,group_fd=<n>]
                                                                 a device (legacy container without iommu=)
             --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA
-${VM_USAGE}`;
+${VM_USAGE}
+  run, vm:
+${OBSERVABILITY_USAGE}`;
 
 const hex = (n: number, w: number): string => n.toString(16).padStart(w, '0');
 const size = (n: bigint): string => {
@@ -98,6 +106,7 @@ function printRuntime(d: RuntimeDescription, json: boolean): void {
 
 async function run(argv: string[], json: boolean): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
+  const obs = takeObservabilityArgs(rest);
   const unknown = rest.filter((a) => a !== '--once' && a !== '--json');
   if (unknown.length) throw new InvalidSpecError(`run: unknown argument(s) ${unknown.join(' ')}`);
   if (spec.vfio.length === 0)
@@ -105,15 +114,21 @@ async function run(argv: string[], json: boolean): Promise<number> {
       'run: assign at least one device with --vfio host=<bdf>,port=<name>',
       'vfio',
     );
-  const rt = await Runtime.start(spec);
-  printRuntime(rt.describe(), json);
-  if (!argv.includes('--once')) {
-    await new Promise<void>((resolve) => {
-      process.once('SIGINT', resolve);
-      process.once('SIGTERM', resolve);
-    });
+  const log = cliLogger(obs);
+  const rt = await Runtime.start(spec, { logger: log });
+  try {
+    const metrics = await startCliMetrics(obs, rt, log);
+    printRuntime(rt.describe(), json);
+    if (!argv.includes('--once')) {
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+    }
+    await metrics?.close();
+  } finally {
+    await rt.shutdown();
   }
-  await rt.shutdown();
   return 0;
 }
 

@@ -106,6 +106,11 @@ export class DeviceHandle {
     return handle;
   }
 
+  /** Workers started for this device so far (1 for the first; a respawn adds one). */
+  get incarnation(): number {
+    return this.#incarnation;
+  }
+
   /** Where the worker's lifecycle is (see DeviceHandleState). */
   get state(): DeviceHandleState {
     return this.#state;

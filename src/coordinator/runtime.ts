@@ -13,8 +13,11 @@ import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/gues
 import { IommufdContext } from '../dma/iommufd-context.js';
 import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
+import { errorFields, type RuntimeLogger, silentLogger } from '../log.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import { registerRuntimeMetrics } from '../metrics/exporter.js';
 import { registerNestingMetrics } from '../metrics/nesting.js';
+import { registerProcessMetrics } from '../metrics/process.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
 import {
   type AnyVIommu,
@@ -41,6 +44,11 @@ export type {
   RuntimeSpec,
   RuntimeSpecInput,
 } from './spec.js';
+
+/** How a runtime reports: `logger` gets one structured line per lifecycle event (src/log.ts). */
+export interface RuntimeOptions {
+  logger?: RuntimeLogger;
+}
 
 /** What a VMM gives a device beyond its spec: KVM mode (router, INTx GSI) or relay mode (onInterrupt), ring geometry, serve options. */
 export type DeviceAttachOptions = Omit<DeviceHandleOptions, 'name' | 'device'>;
@@ -106,6 +114,8 @@ export class Runtime {
   readonly viommus = new Map<string, AnyVIommu>();
   /** Guest RAM the runtime allocated itself (--memory), in spec order. */
   readonly ram: MemfdRegion[] = [];
+  /** Where lifecycle events go (Runtime.start's `logger`; silent by default). */
+  log: RuntimeLogger = silentLogger;
   #closed = false;
 
   private constructor() {}
@@ -114,9 +124,19 @@ export class Runtime {
    * Check the spec (InvalidSpecError naming the field), then open contexts, map guest memory,
    * attach devices and start their workers; undo it all on failure.
    */
-  static async start(input: RuntimeSpec | RuntimeSpecInput): Promise<Runtime> {
-    const spec = normalizeRuntimeSpec(input);
+  static async start(
+    input: RuntimeSpec | RuntimeSpecInput,
+    opts: RuntimeOptions = {},
+  ): Promise<Runtime> {
     const rt = new Runtime();
+    if (opts.logger) rt.log = opts.logger;
+    let spec: RuntimeSpec;
+    try {
+      spec = normalizeRuntimeSpec(input);
+    } catch (e) {
+      rt.log.error(errorFields(e), 'runtime spec refused');
+      throw e;
+    }
     try {
       for (const i of spec.iommu) {
         let ctx: IommufdContext;
@@ -127,6 +147,10 @@ export class Runtime {
         }
         rt.contexts.set(i.id, ctx);
         rt.memory.addBackend(ctx);
+        rt.log.info(
+          { event: 'context_opened', context: i.id, ioas: ctx.ioasId },
+          'iommufd context opened',
+        );
       }
       spec.memory.forEach((m, i) => {
         const region = new MemfdRegion(`guest-ram${i}`, Number(m.size));
@@ -141,6 +165,7 @@ export class Runtime {
       for (const v of spec.vfio) await rt.addDevice(v);
       return rt;
     } catch (e) {
+      rt.log.error(errorFields(e), 'runtime start failed; undoing');
       await rt.shutdown();
       throw e;
     }
@@ -166,10 +191,12 @@ export class Runtime {
     try {
       return await this.#attach(v, opts);
     } catch (e) {
-      throw attributeKernelError(e, {
+      const err = attributeKernelError(e, {
         bdf: v.bdf ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined),
         port: v.port,
       });
+      this.log.error({ ...errorFields(err), device: v.port }, 'device not attached');
+      throw err;
     }
   }
 
@@ -236,7 +263,29 @@ export class Runtime {
     }
     const d: RuntimeDevice = { port: v.port, bdf: v.bdf, backend, handle, detach, device, iommu };
     this.devices.set(v.port, d);
+    this.#logDevice(d, opts);
     return d;
+  }
+
+  /** Log the device's attach and its worker's start; its workers' exits as they come. */
+  #logDevice(d: RuntimeDevice, opts: DeviceAttachOptions): void {
+    const at = { device: d.port, bdf: d.bdf, backend: `${d.backend.kind}:${d.backend.name}` };
+    this.log.info({ event: 'device_attached', ...at }, 'device attached');
+    this.log.info(
+      { event: 'worker_started', device: d.port, incarnation: d.handle.incarnation },
+      'device worker started',
+    );
+    d.handle.onExit((e) =>
+      this.log[e.planned ? 'info' : 'error']({
+        event: 'worker_exited',
+        device: d.port,
+        code: e.code,
+        planned: e.planned,
+        incarnation: e.incarnation,
+        ...(e.error ? { err: { name: e.error.name, message: e.error.message } } : {}),
+      }),
+    );
+    if (opts.router && !opts.router.logger) opts.router.logger = this.log;
   }
 
   /**
@@ -252,6 +301,7 @@ export class Runtime {
       await d.handle.shutdown();
     } finally {
       d.detach();
+      this.log.info({ event: 'device_detached', device: port, bdf: d.bdf }, 'device detached');
     }
   }
 
@@ -316,24 +366,46 @@ export class Runtime {
     return viommu.addDevice(ctx.nestable(d.device), virtId);
   }
 
-  /** Export the runtime's metrics (nested translation, for now) on a prom-client registry. */
-  registerMetrics(registry: Registry): void {
+  /**
+   * Export the runtime's metrics on a prom-client registry (docs/metrics.md): devices, rings,
+   * interrupts, workers, BARs, DMA backends, vIOMMUs; read at scrape time. `process`: also
+   * prom-client's default process and Node.js metrics (a VMM with its own registry has them).
+   */
+  registerMetrics(registry: Registry, opts: { process?: boolean } = {}): void {
+    registerRuntimeMetrics(registry, {
+      devices: () => this.devices.values(),
+      backends: () => [...this.contexts.values(), ...(this.container ? [this.container] : [])],
+    });
     registerNestingMetrics(registry, () => this.viommus.values());
+    if (opts.process) registerProcessMetrics(registry);
   }
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
   addMemory(spec: GuestRegionSpec): GuestRegion {
     try {
-      return this.memory.addRegion(spec);
+      const r = this.memory.addRegion(spec);
+      this.log.info(
+        { event: 'memory_mapped', region: r.name, gpa: hex(r.iova), size: hex(r.length) },
+        'guest memory mapped for DMA',
+      );
+      return r;
     } catch (e) {
-      throw attributeKernelError(e, {});
+      const err = attributeKernelError(e, {});
+      this.log.error({ ...errorFields(err), region: spec.name }, 'guest memory not mapped');
+      throw err;
     }
   }
   removeMemory(region: GuestRegion): void {
     try {
       this.memory.removeRegion(region);
+      this.log.info(
+        { event: 'memory_unmapped', region: region.name, gpa: hex(region.iova) },
+        'guest memory unmapped',
+      );
     } catch (e) {
-      throw attributeKernelError(e, {});
+      const err = attributeKernelError(e, {});
+      this.log.error({ ...errorFields(err), region: region.name }, 'guest memory not unmapped');
+      throw err;
     }
   }
 
@@ -393,11 +465,15 @@ export class Runtime {
     for (const d of [...this.devices.values()].reverse()) {
       await d.handle.shutdown().catch(() => {});
       d.detach();
+      this.log.info({ event: 'device_detached', device: d.port, bdf: d.bdf }, 'device detached');
     }
     this.devices.clear();
     this.viommus.clear(); // each closed with its context's last device, above
     for (const r of [...this.memory.regions()]) this.memory.removeRegion(r);
-    for (const c of this.contexts.values()) c.close();
+    for (const c of this.contexts.values()) {
+      c.close();
+      this.log.info({ event: 'context_closed', context: c.name }, 'iommufd context closed');
+    }
     this.container?.close();
     for (const r of this.ram) r.close();
   }

@@ -5,6 +5,7 @@
 import type { Target } from '../../native/libc.js';
 import { withHint } from '../errors.js';
 import type { MemfdRegion } from '../memory/memfd-region.js';
+import type { DmaStats } from './dma-stats.js';
 import { hex, type IovaRange } from './iova-ranges.js';
 import type { MapRunner } from './map-offload.js';
 
@@ -115,6 +116,8 @@ export interface DmaBackend {
   attachPciDevice(bdf: string): AttachedDevice;
   /** Hear about device-set changes; returns the unsubscribe function. */
   subscribe(listener: BackendListener): () => void;
+  /** Map/unmap counts, latency and kernel failures (the metrics read them; both backends keep them). */
+  readonly stats?: DmaStats;
 }
 
 /**

@@ -24,6 +24,7 @@ import {
   explainMapFailure,
   explainUnsafeInterrupts,
 } from './diagnose.js';
+import { DmaStats } from './dma-stats.js';
 import {
   checkSpan,
   findFreeIova,
@@ -80,6 +81,8 @@ function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number 
 }
 
 export class ContainerBackend implements DmaBackend {
+  /** Map/unmap calls, latency and kernel failures by errno, read by the metrics. */
+  readonly stats = new DmaStats();
   readonly kind = 'container' as const;
   readonly #container: OwnedFd;
   readonly #groups = new Map<number, GroupState>();
@@ -164,7 +167,7 @@ export class ContainerBackend implements DmaBackend {
       );
   }
 
-  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  #mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
     const span = { iova, length };
     checkSpan(`map on ${this}`, span);
     this.#requireIommu(`map ${formatSpan(span)}`);
@@ -176,7 +179,7 @@ export class ContainerBackend implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async mapFixedOffloaded(
+  async #mapFixedOffloaded(
     iova: bigint,
     length: bigint,
     mem: GuestMemorySource,
@@ -224,7 +227,7 @@ export class ContainerBackend implements DmaBackend {
     return err;
   }
 
-  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  #mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     this.#requireIommu(`map ${formatSize(length)}`);
     // Alignment as the kernel's iommufd allocator picks it: the length rounded up to a power
@@ -238,11 +241,11 @@ export class ContainerBackend implements DmaBackend {
       throw new Error(
         `no free IOVA space for ${formatSize(length)} (aligned to ${hex(alignment)}) in ${this}: allowed ${formatRanges(this.#ranges)}, ${this.#log.size} mapping(s) in use`,
       );
-    this.mapFixed(iova, length, mem);
+    this.#mapFixed(iova, length, mem);
     return iova;
   }
 
-  unmap(iova: bigint, length: bigint): bigint {
+  #unmap(iova: bigint, length: bigint): bigint {
     const span = { iova, length };
     checkSpan(`unmap on ${this}`, span);
     if (!this.#iommuSet) return 0n;
@@ -258,7 +261,7 @@ export class ContainerBackend implements DmaBackend {
     return bytes;
   }
 
-  unmapAll(): bigint {
+  #unmapAll(): bigint {
     if (!this.#iommuSet) return 0n;
     let bytes: bigint;
     try {
@@ -270,6 +273,30 @@ export class ContainerBackend implements DmaBackend {
     }
     this.#log.clear();
     return bytes;
+  }
+  // ---- DMA calls, counted and timed for the metrics (stats)
+  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+    this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
+  }
+  mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    return this.stats.timedAsync('map', () =>
+      this.#mapFixedOffloaded(iova, length, mem, run, signal),
+    );
+  }
+  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+    return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
+  }
+  unmap(iova: bigint, length: bigint): bigint {
+    return this.stats.timed('unmap', () => this.#unmap(iova, length));
+  }
+  unmapAll(): bigint {
+    return this.stats.timed('unmap', () => this.#unmapAll());
   }
 
   /**

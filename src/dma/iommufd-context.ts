@@ -28,6 +28,7 @@ import {
   explainMapFailure,
   explainUnsafeInterrupts,
 } from './diagnose.js';
+import { DmaStats } from './dma-stats.js';
 import {
   checkSpan,
   formatRanges,
@@ -94,6 +95,8 @@ export interface NestableDevice {
 }
 
 export class IommufdContext implements DmaBackend {
+  /** Map/unmap calls, latency and kernel failures by errno, read by the metrics. */
+  readonly stats = new DmaStats();
   readonly kind = 'iommufd' as const;
   readonly #fd: OwnedFd;
   #ioas: number | undefined;
@@ -248,13 +251,13 @@ export class IommufdContext implements DmaBackend {
     }
   }
 
-  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  #mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
     checkSpan(`map on ${this}`, { iova, length });
     this.#map(length, mem, iova);
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async mapFixedOffloaded(
+  async #mapFixedOffloaded(
     iova: bigint,
     length: bigint,
     mem: GuestMemorySource,
@@ -285,14 +288,14 @@ export class IommufdContext implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  #mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     const iova = this.#map(length, mem);
     this.#log.add({ iova, length, memory: mem });
     return iova;
   }
 
-  unmap(iova: bigint, length: bigint): bigint {
+  #unmap(iova: bigint, length: bigint): bigint {
     const span = { iova, length };
     checkSpan(`unmap on ${this}`, span);
     if (this.#ioas === undefined) return 0n;
@@ -312,11 +315,35 @@ export class IommufdContext implements DmaBackend {
     return bytes;
   }
 
-  unmapAll(): bigint {
+  #unmapAll(): bigint {
     if (this.#ioas === undefined) return 0n;
     const bytes = iommufd.ioasUnmap(this.#fd, this.#ioas, 0n, U64_MAX); // iova 0, length 2^64-1: everything
     this.#log.clear();
     return bytes;
+  }
+  // ---- DMA calls, counted and timed for the metrics (stats)
+  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+    this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
+  }
+  mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    return this.stats.timedAsync('map', () =>
+      this.#mapFixedOffloaded(iova, length, mem, run, signal),
+    );
+  }
+  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+    return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
+  }
+  unmap(iova: bigint, length: bigint): bigint {
+    return this.stats.timed('unmap', () => this.#unmap(iova, length));
+  }
+  unmapAll(): bigint {
+    return this.stats.timed('unmap', () => this.#unmapAll());
   }
 
   /**

@@ -3,11 +3,13 @@
 // each route's eventfd with KVM_IRQFD, and coalesces the changes requested in one turn of the
 // event loop into one routing commit (a setImmediate: every message that arrived from any
 // worker in that turn is in it). Device workers reach it over a MessagePort.
+
 import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import type { Init } from '../../native/layout.js';
 import type { Target } from '../../native/libc.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
+import type { RuntimeLogger } from '../log.js';
 
 const K = kvm.KVM_C;
 type Entry = Init<kvm.RoutingEntry>;
@@ -100,6 +102,8 @@ export class GsiRouter {
   #scheduled = false;
   /** Successful KVM_SET_GSI_ROUTING calls made by this router. */
   commits = 0;
+  /** Gets a line per committed table (the runtime sets its logger here: src/log.ts). */
+  logger: RuntimeLogger | undefined;
   failedCommits = 0;
 
   constructor(
@@ -278,6 +282,10 @@ export class GsiRouter {
         this.#ops.setGsiRouting(entries);
         this.commits++;
         this.#committed = entries;
+        this.logger?.info(
+          { event: 'routes_committed', entries: entries.length, changes: batch.length },
+          'KVM GSI routing table committed',
+        );
       }
     } catch (e) {
       this.failedCommits++;

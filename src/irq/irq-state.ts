@@ -29,6 +29,8 @@ export const IRQ = {
   ROUTE_UPDATES: 8, // route changes committed by the GSI router for this device
   ERRORS: 9, // interrupt setup errors (the worker keeps their text)
   POLLER_ERRORS: 10,
+  ROUTE_COMMITS: 11, // route updates the GSI router committed (one KVM_SET_GSI_ROUTING each)
+  ROUTE_COMMIT_US: 12, // their summed latency, µs from staging to the router's answer
   WORKER_SEQ: 16, // poller → worker doorbell
   WORKER_SEEN: 17, // the WORKER_SEQ the worker has taken firings for (its ring server wants an event-loop turn while they differ)
   VMM_SEQ: 32, // poller/worker → VMM doorbell
@@ -49,6 +51,9 @@ const ARRAYS = [
   'FIRED',
   'DELIVERED',
   'PENDED',
+  'MASKS',
+  'UNMASKS',
+  'OPEN',
 ] as const;
 const BITMAP_WORDS = SRC.COUNT / 32;
 
@@ -74,6 +79,12 @@ export interface IrqViews {
   DELIVERED: Int32Array;
   /** Firings that arrived while the vector was masked (each set its pending bit). */
   PENDED: Int32Array;
+  /** Times the vector went from deliverable to masked (guest mask, function mask, disable). */
+  MASKS: Int32Array;
+  /** Times it went from masked (or not in use) to deliverable. */
+  UNMASKS: Int32Array;
+  /** 1 while the last sync saw the vector deliverable (what MASKS/UNMASKS count changes of). */
+  OPEN: Int32Array;
   TO_WORKER: Int32Array;
   TO_VMM: Int32Array;
 }

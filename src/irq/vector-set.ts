@@ -118,6 +118,10 @@ export class VectorSet {
     Atomics.store(v.hdr, this.#countWord, 0);
     for (let i = 0; i < this.src.size; i++) {
       const s = this.src.base + i;
+      if (v.OPEN[s] === 1) {
+        v.OPEN[s] = 0;
+        Atomics.add(v.MASKS, s, 1);
+      }
       if (v.TRIGGER[s]! >= 0) {
         v.TRIGGER[s] = -1;
         Atomics.store(v.DIRECT, s, 0);
@@ -141,6 +145,10 @@ export class VectorSet {
       s = src.base + i;
     if (this.vfioCount === 0) return;
     const want = src.enabled() && src.deliverable(i);
+    if ((want ? 1 : 0) !== v.OPEN[s]) {
+      v.OPEN[s] = want ? 1 : 0;
+      Atomics.add(want ? v.UNMASKS : v.MASKS, s, 1);
+    }
     if (want && v.TRIGGER[s]! < 0) this.#use(i);
     const trig = v.TRIGGER[s]!;
     if (kvm) {
@@ -314,8 +322,11 @@ export class VectorSet {
       }
       return { key: s, fd: v.KVM_FD[s]!, msi };
     });
+    const t0 = performance.now();
     const p = kvm.route.update(changes).then(
       (results) => {
+        Atomics.add(v.hdr, IRQ.ROUTE_COMMITS, 1);
+        Atomics.add(v.hdr, IRQ.ROUTE_COMMIT_US, Math.round((performance.now() - t0) * 1000));
         changes.forEach((c, k) => {
           const s = c.key;
           if ('msi' in c && c.msi) {

@@ -31,7 +31,7 @@ export function registerNestingMetrics(
     });
   };
   new Gauge({
-    name: 'vfio_viommu_hwpts',
+    name: 'vfio_runtime_viommu_hwpts',
     help: 'HWPTs a vIOMMU holds now (nesting parent, bypass/abort defaults, installed stage-1s)',
     labelNames: LABELS,
     registers: [registry],
@@ -41,7 +41,7 @@ export function registerNestingMetrics(
     },
   });
   new Gauge({
-    name: 'vfio_viommu_vdevices',
+    name: 'vfio_runtime_viommu_vdevices',
     help: 'vDevices under a vIOMMU, by translation mode',
     labelNames: [...LABELS, 'mode'],
     registers: [registry],
@@ -53,37 +53,37 @@ export function registerNestingMetrics(
     },
   });
   counter(
-    'vfio_viommu_hwpts_allocated_total',
+    'vfio_runtime_viommu_hwpts_allocated_total',
     'HWPTs a vIOMMU allocated',
     (d) => d.stats.hwptsAllocated,
   );
   counter(
-    'vfio_viommu_stage1_installs_total',
+    'vfio_runtime_viommu_stage1_installs_total',
     'Stage-1 HWPTs installed for the guest',
     (d) => d.stats.stage1Installs,
   );
   counter(
-    'vfio_viommu_stage1_uninstalls_total',
+    'vfio_runtime_viommu_stage1_uninstalls_total',
     'Stage-1 HWPTs uninstalled (device back to bypass or abort)',
     (d) => d.stats.stage1Uninstalls,
   );
   counter(
-    'vfio_viommu_invalidation_batches_total',
+    'vfio_runtime_viommu_invalidation_batches_total',
     'IOMMU_HWPT_INVALIDATE calls',
     (d) => d.stats.invalidationBatches,
   );
   counter(
-    'vfio_viommu_invalidation_entries_total',
+    'vfio_runtime_viommu_invalidation_entries_total',
     'Invalidation entries submitted',
     (d) => d.stats.invalidationEntries,
   );
   counter(
-    'vfio_viommu_invalidation_consumed_total',
+    'vfio_runtime_viommu_invalidation_consumed_total',
     'Invalidation entries the kernel consumed',
     (d) => d.stats.invalidationConsumed,
   );
   counter(
-    'vfio_viommu_invalidation_failures_total',
+    'vfio_runtime_viommu_invalidation_failures_total',
     'Invalidation batches the kernel refused (in whole or part)',
     (d) => d.stats.invalidationFailures,
   );

@@ -24,7 +24,11 @@ export interface CounterDecl {
     | 'turns'
     | 'interrupts'
     | 'updates'
-    | 'errors';
+    | 'errors'
+    | 'masks'
+    | 'commits'
+    | 'routes'
+    | 'seconds';
   /** Fixed labels of this slot (e.g. op="cfg_read"). */
   readonly labels: Readonly<Record<string, string>>;
   readonly count?: number;
@@ -34,7 +38,7 @@ export interface CounterDecl {
 
 const req = <K extends string>(key: K, op: string): CounterDecl & { key: K } => ({
   key,
-  name: 'vfio_ring_requests',
+  name: 'vfio_runtime_ring_requests',
   help: 'Ring requests handled by the device, by operation',
   type: 'counter',
   unit: 'requests',
@@ -42,7 +46,7 @@ const req = <K extends string>(key: K, op: string): CounterDecl & { key: K } => 
 });
 const err = <K extends string>(key: K, status: string): CounterDecl & { key: K } => ({
   key,
-  name: 'vfio_ring_errors',
+  name: 'vfio_runtime_ring_errors',
   help: 'Ring requests answered with an error status, by status',
   type: 'counter',
   unit: 'errors',
@@ -77,7 +81,7 @@ export const STATS = [
   req('NOP', 'nop'),
   {
     key: 'BYTES_READ',
-    name: 'vfio_ring_bytes',
+    name: 'vfio_runtime_ring_bytes',
     help: 'BAR bytes moved by ring requests, all BARs',
     type: 'counter',
     unit: 'bytes',
@@ -85,7 +89,7 @@ export const STATS = [
   },
   {
     key: 'BYTES_WRITTEN',
-    name: 'vfio_ring_bytes',
+    name: 'vfio_runtime_ring_bytes',
     help: 'BAR bytes moved by ring requests, all BARs',
     type: 'counter',
     unit: 'bytes',
@@ -93,7 +97,7 @@ export const STATS = [
   },
   {
     key: 'MSIX_TABLE',
-    name: 'vfio_msix_accesses',
+    name: 'vfio_runtime_msix_accesses',
     help: 'Guest accesses to the emulated MSI-X table and PBA',
     type: 'counter',
     unit: 'requests',
@@ -101,7 +105,7 @@ export const STATS = [
   },
   {
     key: 'MSIX_PBA',
-    name: 'vfio_msix_accesses',
+    name: 'vfio_runtime_msix_accesses',
     help: 'Guest accesses to the emulated MSI-X table and PBA',
     type: 'counter',
     unit: 'requests',
@@ -117,7 +121,7 @@ export const STATS = [
   err('ERR_NOT_READY', 'NOT_READY'),
   {
     key: 'WORKER_STARTS',
-    name: 'vfio_worker_starts',
+    name: 'vfio_runtime_worker_starts',
     help: 'Device worker incarnations started (a restart adds one)',
     type: 'counter',
     unit: 'starts',
@@ -125,28 +129,28 @@ export const STATS = [
   },
   perBar(
     'BAR_READS',
-    'vfio_bar_accesses',
+    'vfio_runtime_bar_accesses',
     'MMIO accesses through the ring, by BAR (MSI-X emulation included)',
     'requests',
     'read',
   ),
   perBar(
     'BAR_WRITES',
-    'vfio_bar_accesses',
+    'vfio_runtime_bar_accesses',
     'MMIO accesses through the ring, by BAR (MSI-X emulation included)',
     'requests',
     'write',
   ),
   perBar(
     'BAR_BYTES_READ',
-    'vfio_bar_bytes',
+    'vfio_runtime_bar_bytes',
     'BAR bytes moved to or from the device, by BAR',
     'bytes',
     'read',
   ),
   perBar(
     'BAR_BYTES_WRITTEN',
-    'vfio_bar_bytes',
+    'vfio_runtime_bar_bytes',
     'BAR bytes moved to or from the device, by BAR',
     'bytes',
     'write',
@@ -154,7 +158,7 @@ export const STATS = [
   // The ring server's own counts (src/ring/server.ts), over every worker incarnation.
   {
     key: 'SERVED',
-    name: 'vfio_ring_served',
+    name: 'vfio_runtime_ring_served',
     help: 'Requests the ring server completed (lost ones included)',
     type: 'counter',
     unit: 'requests',
@@ -162,7 +166,7 @@ export const STATS = [
   },
   {
     key: 'LOST',
-    name: 'vfio_ring_lost',
+    name: 'vfio_runtime_ring_lost',
     help: 'Requests a dead worker had taken, completed by its successor as WORKER_DIED (not replayed)',
     type: 'counter',
     unit: 'requests',
@@ -170,7 +174,7 @@ export const STATS = [
   },
   {
     key: 'SLEEPS',
-    name: 'vfio_worker_sleeps',
+    name: 'vfio_runtime_worker_sleeps',
     help: 'Times the worker slept on the ring doorbell (idle past its spin budget)',
     type: 'counter',
     unit: 'sleeps',
@@ -178,7 +182,7 @@ export const STATS = [
   },
   {
     key: 'WAKES',
-    name: 'vfio_worker_wakes',
+    name: 'vfio_runtime_worker_wakes',
     help: 'Sleeps that ended with a request waiting (woken by the doorbell)',
     type: 'counter',
     unit: 'wakes',
@@ -186,7 +190,7 @@ export const STATS = [
   },
   {
     key: 'TURNS',
-    name: 'vfio_worker_event_loop_turns',
+    name: 'vfio_runtime_worker_event_loop_turns',
     help: 'Event-loop turns the busy worker gave (asked for, or every yieldMs)',
     type: 'counter',
     unit: 'turns',
@@ -256,48 +260,86 @@ export interface IrqCounterDecl {
   readonly unit: CounterDecl['unit'];
   /** A per-source Int32 array in IrqViews, or a header word (IRQ.*). */
   readonly source:
-    | { array: 'FIRED' | 'DELIVERED' | 'PENDED' }
-    | { word: 'ROUTE_UPDATES' | 'ERRORS' | 'POLLER_ERRORS' };
+    | { array: 'FIRED' | 'DELIVERED' | 'PENDED' | 'MASKS' | 'UNMASKS' | 'ROUTED' }
+    | { word: 'ROUTE_UPDATES' | 'ROUTE_COMMITS' | 'ROUTE_COMMIT_US' | 'ERRORS' | 'POLLER_ERRORS' };
+  /** Multiplies the stored value (µs words exported in seconds). */
+  readonly scale?: number;
 }
 
 export const IRQ_COUNTERS: readonly IrqCounterDecl[] = [
   {
-    name: 'vfio_irq_fired',
+    name: 'vfio_runtime_irq_fired',
     help: "Firings userspace saw on a source's eventfd (wraps at 2^32)",
     type: 'counter',
     unit: 'interrupts',
     source: { array: 'FIRED' },
   },
   {
-    name: 'vfio_irq_delivered',
+    name: 'vfio_runtime_irq_delivered',
     help: 'Interrupts delivered by userspace (host callback or KVM_SIGNAL_MSI)',
     type: 'counter',
     unit: 'interrupts',
     source: { array: 'DELIVERED' },
   },
   {
-    name: 'vfio_irq_pended',
+    name: 'vfio_runtime_irq_pended',
     help: 'Firings that arrived while the vector was masked (pending bit set)',
     type: 'counter',
     unit: 'interrupts',
     source: { array: 'PENDED' },
   },
   {
-    name: 'vfio_irq_route_updates',
+    name: 'vfio_runtime_irq_masks',
+    help: 'Times a vector went from deliverable to masked (guest mask bit, function mask, disable)',
+    type: 'counter',
+    unit: 'masks',
+    source: { array: 'MASKS' },
+  },
+  {
+    name: 'vfio_runtime_irq_unmasks',
+    help: 'Times a vector went from masked (or unused) to deliverable',
+    type: 'counter',
+    unit: 'masks',
+    source: { array: 'UNMASKS' },
+  },
+  {
+    name: 'vfio_runtime_irq_kvm_routed',
+    help: 'Vectors whose route KVM has committed (1): delivered by irqfd in the kernel, not counted',
+    type: 'gauge',
+    unit: 'routes',
+    source: { array: 'ROUTED' },
+  },
+  {
+    name: 'vfio_runtime_irq_route_commits',
+    help: 'Route table commits the GSI router made for this device (one KVM_SET_GSI_ROUTING each)',
+    type: 'counter',
+    unit: 'commits',
+    source: { word: 'ROUTE_COMMITS' },
+  },
+  {
+    name: 'vfio_runtime_irq_route_commit_seconds',
+    help: "Time the device's route commits took, from staging to the router's answer",
+    type: 'counter',
+    unit: 'seconds',
+    source: { word: 'ROUTE_COMMIT_US' },
+    scale: 1e-6,
+  },
+  {
+    name: 'vfio_runtime_irq_route_updates',
     help: 'Route changes the GSI router committed for this device',
     type: 'counter',
     unit: 'updates',
     source: { word: 'ROUTE_UPDATES' },
   },
   {
-    name: 'vfio_irq_errors',
+    name: 'vfio_runtime_irq_errors',
     help: 'Interrupt setup errors in the device worker',
     type: 'counter',
     unit: 'errors',
     source: { word: 'ERRORS' },
   },
   {
-    name: 'vfio_irq_poller_errors',
+    name: 'vfio_runtime_irq_poller_errors',
     help: "Errors in the device's interrupt poller thread",
     type: 'counter',
     unit: 'errors',

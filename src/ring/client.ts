@@ -9,10 +9,17 @@ import {
   freeWord,
   H_DOORBELL,
   H_FULL_WAITERS,
+  H_FULL_WAITS,
   H_SLEEPING,
   H_STATE,
   H_TAIL,
   INLINE_BYTES,
+  LAT_BUCKETS,
+  LAT_CONFIG,
+  LAT_OTHER,
+  LAT_SAMPLE_MASK,
+  LAT_STRIDE,
+  latencyWord,
   OP,
   type Op,
   RING_STATE,
@@ -73,6 +80,11 @@ export interface RingClientOptions {
   minSpinUs?: number;
   /** How long one sleep lasts before the ring state is checked again (ms). */
   waitSliceMs?: number;
+  /**
+   * Sample request latency into the ring's histogram (1 in 16 tickets; default true). Off only
+   * to measure its cost (bench ring): a sample costs two clock reads and three Atomics.add.
+   */
+  sampleLatency?: boolean;
 }
 
 export class RingClient {
@@ -86,6 +98,11 @@ export class RingClient {
   readonly #slice: number;
   /** Per slot: 1 if publishing its request had to wake the worker (the wait includes its wake-up). */
   readonly #woke: Uint8Array;
+  /** Per slot: when a sampled ticket was published (performance.now(), ms); 0: not sampled. */
+  readonly #t0: Float64Array;
+  /** Whether this client samples latency (RingClientOptions.sampleLatency). */
+  readonly #sample: boolean;
+  readonly #lat: number;
   /** Results of the last completed call() (inline data words 0 and 1). */
   lo = 0;
   hi = 0;
@@ -102,6 +119,9 @@ export class RingClient {
     this.#await = new SpinBudget(opts.spinUs ?? 2000, opts.minSpinUs ?? 5, false);
     this.#slice = opts.waitSliceMs ?? 100;
     this.#woke = new Uint8Array(this.geometry.capacity);
+    this.#t0 = new Float64Array(this.geometry.capacity);
+    this.#sample = opts.sampleLatency ?? true;
+    this.#lat = latencyWord(this.geometry);
   }
 
   // ---- the three steps, public for pipelining (several requests in flight from one thread)
@@ -156,6 +176,7 @@ export class RingClient {
         if (now < until) continue;
         this.#checkOpen();
         Atomics.add(h, H_FULL_WAITERS, 1);
+        Atomics.add(h, H_FULL_WAITS, 1);
         if (Atomics.load(h, f) === free) Atomics.wait(h, f, free, this.#slice);
         Atomics.sub(h, H_FULL_WAITERS, 1);
         until = 0;
@@ -188,6 +209,33 @@ export class RingClient {
       Atomics.notify(h, H_DOORBELL, 1);
       this.#woke[t & this.#mask] = 1;
     } else this.#woke[t & this.#mask] = 0;
+    // Stored for every ticket (0: not sampled), so a slot whose sampled request never got
+    // released (the ring closed under it) cannot pass its start time on to the next one.
+    this.#t0[t & this.#mask] = (t & LAT_SAMPLE_MASK) === 0 && this.#sample ? performance.now() : 0;
+  }
+
+  /** A sampled ticket's latency into the ring's histogram (its class from the slot's op/BAR). */
+  #record(slot: number, w: number): void {
+    const us = (performance.now() - this.#t0[slot]!) * 1000;
+    this.#t0[slot] = 0;
+    const h = this.#i32,
+      op = h[w + S_OP]!,
+      bar = h[w + S_INDEX]!;
+    const cls =
+      op === OP.BAR_READ || op === OP.BAR_WRITE
+        ? bar >= 0 && bar < LAT_CONFIG
+          ? bar
+          : LAT_OTHER
+        : op === OP.CFG_READ || op === OP.CFG_WRITE
+          ? LAT_CONFIG
+          : LAT_OTHER;
+    const base = this.#lat + cls * LAT_STRIDE;
+    // Bucket k: (2^(k-1), 2^k] µs, from the bit length of ceil(us) - 1.
+    const k = Math.min(32 - Math.clz32(Math.max(Math.ceil(us), 1) - 1), LAT_BUCKETS - 1);
+    Atomics.add(h, base + k, 1);
+    const ns = Math.min(Math.round(us * 1000), 0x7fffffff);
+    const before = Atomics.add(h, base + LAT_BUCKETS, ns) >>> 0;
+    if (before + ns > 0xffffffff) Atomics.add(h, base + LAT_BUCKETS + 1, 1);
   }
 
   /** Wait for a ticket's completion; returns its status (data stays readable until release). */
@@ -235,6 +283,7 @@ export class RingClient {
     const w = slotWord(slot);
     this.lo = h[w + S_DATA]!;
     this.hi = h[w + S_DATA + 1]!;
+    if (this.#t0[slot] !== 0) this.#record(slot, w);
     const f = this.#free + slot;
     Atomics.store(h, f, (t + this.#mask + 1) | 0);
     if (Atomics.load(h, H_FULL_WAITERS) !== 0) Atomics.notify(h, f);

@@ -21,6 +21,7 @@ export const H_ATTENTION = 5; // bumped by whoever posts a message to the consum
 export const H_TAIL = 16; // next ticket a producer claims
 export const H_DOORBELL = 17; // bumped by a producer that finds the consumer sleeping; the consumer waits on it
 export const H_FULL_WAITERS = 18; // producers waiting for a free slot
+export const H_FULL_WAITS = 19; // times a producer slept on a full ring (back-pressure; metrics)
 // line 2: the consumer, written per request
 export const H_HEAD = 32; // next ticket the consumer serves
 export const H_TAKEN = 33; // ticket+1 of the request the consumer has taken (stored before its handler runs)
@@ -99,9 +100,35 @@ export const freeWord = (g: RingGeometry, slot: number): number =>
   (HEADER_BYTES + g.capacity * SLOT_BYTES) / 4 + slot;
 const freeBytes = (g: RingGeometry): number => Math.ceil((g.capacity * 4) / 64) * 64;
 
+const latencyByte = (g: RingGeometry): number =>
+  HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + g.capacity * g.bulkBytes;
+
 export function ringBytes(g: RingGeometry): number {
-  return HEADER_BYTES + g.capacity * SLOT_BYTES + freeBytes(g) + g.capacity * g.bulkBytes;
+  return latencyByte(g) + LAT_BYTES;
 }
+
+/**
+ * Request latency as producers see it (publish to completion), sampled 1 in LAT_SAMPLE_MASK+1
+ * tickets and pre-bucketed here, after the bulk area, by Atomics.add: the metrics read it at
+ * scrape time (src/metrics/ring-latency.ts), so the hot path makes no call into prom-client.
+ * Per class (BAR 0-5, config space, other ops): LAT_BUCKETS counts (bucket k holds latencies
+ * in (2^(k-1), 2^k] µs; the last is +Inf), then the sampled latencies' sum in ns as two words
+ * (low, high: a producer whose add carries out of the low word bumps the high one).
+ */
+export const LAT_SAMPLE_MASK = 15;
+export const LAT_BUCKETS = 16;
+/** Upper bounds of the finite buckets, in µs: 1, 2, 4, ... 16384. */
+export const LAT_BOUNDS_US: readonly number[] = Array.from(
+  { length: LAT_BUCKETS - 1 },
+  (_, k) => 2 ** k,
+);
+export const LAT_CLASSES = 8;
+export const LAT_CONFIG = 6;
+export const LAT_OTHER = 7;
+export const LAT_STRIDE = LAT_BUCKETS + 2;
+const LAT_BYTES = Math.ceil((LAT_CLASSES * LAT_STRIDE * 4) / 64) * 64;
+/** Word index (in ringWords) of the latency area's first class. */
+export const latencyWord = (g: RingGeometry): number => latencyByte(g) / 4;
 
 /**
  * A SharedArrayBuffer's memory is only 16-byte aligned, so a ring laid out from byte 0 would put

@@ -2,6 +2,7 @@
 // specs for assigned devices and --memory for its RAM. The guest's console goes to stdout, the
 // VMM's own report to stderr; the exit status is the guest's debug-exit byte.
 
+import { cliLogger, startCliMetrics, takeObservabilityArgs } from '../cli/observability.js';
 import { parseRuntimeArgs } from '../cli/specs.js';
 import { InvalidSpecError } from '../errors.js';
 import { DEFAULT_CMDLINE } from './boot.js';
@@ -10,7 +11,8 @@ import { Vm, type VmResult } from './vm.js';
 export const VM_USAGE = `  vm        boot a Linux guest: --kernel <bzImage> [--initrd <img>] --memory size=<n>[M|G]
             [--cpus <n>] [--cmdline "<text>" | --append "<text>"] [--timeout <s>] [--iommu ...]
             [--vfio ...] [--no-mmap <port>[,<port>...]] [--json]   (--append adds to the default
-            kernel command line; --no-mmap: those devices' BARs all trap, no BAR fast path)`;
+            kernel command line; --no-mmap: those devices' BARs all trap, no BAR fast path)
+            [--metrics-listen <addr:port>] [--log-level <level>] (as run)`;
 
 function value(rest: string[], name: string): string | undefined {
   const i = rest.findIndex((a) => a === name || a.startsWith(`${name}=`));
@@ -30,6 +32,7 @@ function int(name: string, v: string | undefined): number | undefined {
 
 export async function vmCommand(argv: string[]): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
+  const obs = takeObservabilityArgs(rest);
   const kernel = value(rest, '--kernel'),
     initrd = value(rest, '--initrd'),
     append = value(rest, '--append');
@@ -59,7 +62,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
       'vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)',
     );
   }
+  const logger = cliLogger(obs);
   const vm = await Vm.create({
+    logger,
     kernel,
     memory: Number(spec.memory[0]!.size),
     iommu: spec.iommu,
@@ -77,7 +82,12 @@ export async function vmCommand(argv: string[]): Promise<number> {
   process.once('SIGTERM', stop);
   let r: VmResult;
   try {
-    r = await vm.run();
+    const metrics = await startCliMetrics(obs, vm.runtime, logger);
+    try {
+      r = await vm.run();
+    } finally {
+      await metrics?.close();
+    }
   } finally {
     await vm.close();
     process.off('SIGINT', stop);

@@ -10,6 +10,7 @@ import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import { memfdRegionSource } from '../dma/backend.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
+import type { RuntimeLogger } from '../log.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
 import { closeRing } from '../ring/server.js';
 import { BarMapping } from './bar-mapping.js';
@@ -52,6 +53,8 @@ export type { VmStats };
 export { BootError };
 
 export interface VmOptions {
+  /** Where the runtime's lifecycle events go (src/log.ts; silent by default). */
+  logger?: RuntimeLogger;
   /** Path of a Linux bzImage. */
   kernel: string;
   /** Path of an initramfs (optional). */
@@ -150,7 +153,10 @@ export class Vm {
   async #build(files: BootFiles): Promise<void> {
     this.#openKvm();
     this.#makeRam();
-    this.runtime = await Runtime.start({ iommu: this.opts.iommu ?? [], vfio: [], memory: [] });
+    this.runtime = await Runtime.start(
+      { iommu: this.opts.iommu ?? [], vfio: [], memory: [] },
+      this.opts.logger ? { logger: this.opts.logger } : {},
+    );
     this.#undo.push(() => this.runtime.shutdown());
     ramRanges(this.opts.memory).forEach((r, i) => {
       this.runtime.addMemory({

@@ -116,15 +116,15 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       const rows = readCounters(vm.runtime.device(port).memory);
       counters[port] = {
         config:
-          total(rows, 'vfio_ring_requests', { op: 'cfg_read' }) +
-          total(rows, 'vfio_ring_requests', { op: 'cfg_write' }),
+          total(rows, 'vfio_runtime_ring_requests', { op: 'cfg_read' }) +
+          total(rows, 'vfio_runtime_ring_requests', { op: 'cfg_write' }),
         mmio:
-          total(rows, 'vfio_ring_requests', { op: 'bar_read' }) +
-          total(rows, 'vfio_ring_requests', { op: 'bar_write' }),
-        msix: total(rows, 'vfio_msix_accesses'),
-        routeUpdates: total(rows, 'vfio_irq_route_updates'),
-        relayed: total(rows, 'vfio_irq_delivered', { kind: 'msix' }),
-        fired: total(rows, 'vfio_irq_fired', { kind: 'msix' }),
+          total(rows, 'vfio_runtime_ring_requests', { op: 'bar_read' }) +
+          total(rows, 'vfio_runtime_ring_requests', { op: 'bar_write' }),
+        msix: total(rows, 'vfio_runtime_msix_accesses'),
+        routeUpdates: total(rows, 'vfio_runtime_irq_route_updates'),
+        relayed: total(rows, 'vfio_runtime_irq_delivered', { kind: 'msix' }),
+        fired: total(rows, 'vfio_runtime_irq_fired', { kind: 'msix' }),
       };
     }
     const guest = parseGuestConsole(text);

@@ -460,14 +460,14 @@ r(
       const text = await registry.metrics();
       const L = '{viommu="v0",iommu="selftest",context="ctx0"';
       for (const line of [
-        `vfio_viommu_hwpts${L}} 4`,
-        `vfio_viommu_vdevices${L},mode="stage1"} 1`,
-        `vfio_viommu_vdevices${L},mode="bypass"} 0`,
-        `vfio_viommu_stage1_installs_total${L}} 1`,
-        `vfio_viommu_invalidation_batches_total${L}} 1`,
-        `vfio_viommu_invalidation_entries_total${L}} 2`,
-        `vfio_viommu_invalidation_consumed_total${L}} 2`,
-        `vfio_viommu_invalidation_failures_total${L}} 0`,
+        `vfio_runtime_viommu_hwpts${L}} 4`,
+        `vfio_runtime_viommu_vdevices${L},mode="stage1"} 1`,
+        `vfio_runtime_viommu_vdevices${L},mode="bypass"} 0`,
+        `vfio_runtime_viommu_stage1_installs_total${L}} 1`,
+        `vfio_runtime_viommu_invalidation_batches_total${L}} 1`,
+        `vfio_runtime_viommu_invalidation_entries_total${L}} 2`,
+        `vfio_runtime_viommu_invalidation_consumed_total${L}} 2`,
+        `vfio_runtime_viommu_invalidation_failures_total${L}} 0`,
       ]) {
         assert.ok(text.includes(line), `metrics have ${line}\n${text}`);
       }

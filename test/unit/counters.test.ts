@@ -48,7 +48,7 @@ test('every stats slot is declared once; the keys STAT had keep their slots', ()
   assert.equal(keys.slice(0, old.length), old);
   for (const d of decls) {
     assert.ok(
-      /^vfio_[a-z_]+$/.test(d.name) && !d.name.endsWith('_total'),
+      /^vfio_runtime_[a-z_]+$/.test(d.name) && !d.name.endsWith('_total'),
       `${d.key}: metric name ${d.name}`,
     );
     assert.ok(d.help.length > 10, `${d.key} has help`);
@@ -87,16 +87,16 @@ test('readCounters: rows by declaration, per-BAR labels, interrupt counters of t
   const rows = readCounters(m);
   const find = (name: string, labels: Record<string, string>): number | undefined =>
     rows.find((r) => r.name === name && JSON.stringify(r.labels) === JSON.stringify(labels))?.value;
-  assert.is(find('vfio_bar_accesses', { direction: 'read', bar: '2' }), 7);
-  assert.is(find('vfio_bar_accesses', { direction: 'read', bar: '0' }), 0);
-  assert.is(find('vfio_ring_served', {}), 11);
-  assert.is(find('vfio_ring_lost', {}), 1);
-  assert.is(find('vfio_ring_requests', { op: 'cfg_read' }), 0);
-  assert.is(find('vfio_irq_fired', { kind: 'msix', vector: '3' }), 5);
-  assert.is(find('vfio_irq_pended', { kind: 'msi', vector: '1' }), 2);
-  assert.is(find('vfio_irq_route_updates', {}), 4);
+  assert.is(find('vfio_runtime_bar_accesses', { direction: 'read', bar: '2' }), 7);
+  assert.is(find('vfio_runtime_bar_accesses', { direction: 'read', bar: '0' }), 0);
+  assert.is(find('vfio_runtime_ring_served', {}), 11);
+  assert.is(find('vfio_runtime_ring_lost', {}), 1);
+  assert.is(find('vfio_runtime_ring_requests', { op: 'cfg_read' }), 0);
+  assert.is(find('vfio_runtime_irq_fired', { kind: 'msix', vector: '3' }), 5);
+  assert.is(find('vfio_runtime_irq_pended', { kind: 'msi', vector: '1' }), 2);
+  assert.is(find('vfio_runtime_irq_route_updates', {}), 4);
   assert.is(
-    rows.filter((r) => r.name === 'vfio_irq_fired').length,
+    rows.filter((r) => r.name === 'vfio_runtime_irq_fired').length,
     1,
     'sources that never fired have no row',
   );

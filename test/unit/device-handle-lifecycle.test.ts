@@ -110,8 +110,8 @@ test('a worker that dies: state exited, an exit event, calls reject; respawn res
     assert.is(st.WORKER_STARTS, 2);
     assert.is(st.LOST, 1);
     const rows = handle.counters();
-    assert.is(rows.find((r) => r.name === 'vfio_ring_lost')?.value, 1);
-    assert.is(rows.find((r) => r.name === 'vfio_worker_starts')?.value, 2);
+    assert.is(rows.find((r) => r.name === 'vfio_runtime_ring_lost')?.value, 1);
+    assert.is(rows.find((r) => r.name === 'vfio_runtime_worker_starts')?.value, 2);
   } finally {
     await handle.shutdown();
   }

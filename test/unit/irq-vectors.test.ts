@@ -160,7 +160,8 @@ test('relay: delivered when unmasked; while masked the PBA bit is set and it is 
   assert.equal(r.vfio.calls.at(-1), 'disable 2');
   assert.is(r.v.TRIGGER[1], -1);
   r.set.fired(1);
-  assert.equal(r.vmm(), [], 'a stale firing after disable is dropped');
+  assert.equal(r.vmm(), [], 'a stale firing after disable is dropped'); // Metrics: unmask, mask, unmask, function mask, function unmask, disable.
+  assert.equal([r.v.MASKS[1], r.v.UNMASKS[1]], [3, 3], 'mask and unmask transitions counted');
 });
 
 test('KVM: unmask routes the message, then points VFIO at the irqfd; mask goes back to userspace at once', async () => {
@@ -229,7 +230,8 @@ test('KVM: unmask routes the message, then points VFIO at the irqfd; mask goes b
       [1, null],
     ],
   );
-  assert.equal(r.errors, []);
+  assert.equal(r.errors, []); // Metrics: one commit counted per route update.
+  assert.is(Atomics.load(r.v.hdr, IRQ.ROUTE_COMMITS), r.routes.updates.length);
 });
 
 test('KVM: rewriting an entry without changing it makes no route update', async () => {
