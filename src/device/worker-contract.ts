@@ -6,6 +6,7 @@ import type { IrqStatus } from '../irq/device-interrupts.js';
 import type { StatKey } from '../metrics/schema.js';
 import type { RingServeTuning } from '../ring/server.js';
 import type { DeviceDescription } from './assigned-device.js';
+import type { FaultSpec } from './faults.js';
 import type { DeviceMemory } from './shared-state.js';
 
 export interface DeviceWorkerData {
@@ -23,6 +24,8 @@ export interface DeviceWorkerData {
   intx?: boolean;
   /** How the ring is served: spin budget and the longest stretch without an event-loop turn. */
   serve?: RingServeTuning;
+  /** Fault injection (src/device/faults.ts): what to inject and the shared control words. */
+  faults?: { spec: FaultSpec; ctl: SharedArrayBuffer };
 }
 
 /**

@@ -15,6 +15,7 @@ import { STATUS } from '../ring/protocol.js';
 import { type Handler, RingServer } from '../ring/server.js';
 import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
 import type { ConfigHooks } from './config-space.js';
+import { faultyHandler } from './faults.js';
 import { RESTORE, restoreViews } from './shared-state.js';
 import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';
 
@@ -71,9 +72,10 @@ export function startDeviceWorker(
   // While serving, the worker turns its event loop when the coordinator or the GSI router posts
   // to it (they bump the ring's attention word) and while the irq poller has handed it firings
   // its interrupt loop has not taken yet (WORKER_SEQ ahead of WORKER_SEEN).
+  const serve: Handler = (req) => (device ? device.handle(req) : STATUS.NOT_READY);
   const server = new RingServer(
     data.ring,
-    (req) => (device ? device.handle(req) : STATUS.NOT_READY),
+    data.faults ? faultyHandler(serve, data.faults.spec, data.faults.ctl, stats) : serve,
     {
       ...data.serve,
       watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ, IRQ.WORKER_SEEN]],
