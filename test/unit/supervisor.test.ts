@@ -10,6 +10,9 @@ import { DeviceHandle } from '../../src/coordinator/device-handle.js';
 import { Supervisor, type SupervisorEvent } from '../../src/coordinator/supervisor.js';
 import { DeviceFailedError } from '../../src/errors.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
+import { countRefused } from '../../src/vmm/pci-bus.js';
+import { STAT } from '../../src/vmm/shared.js';
+import { collectStats } from '../../src/vmm/stats.js';
 import { barWords, DOORBELL, HANG, HANG_SEEN } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
@@ -168,6 +171,15 @@ test('restarts are bounded: past maxRestarts in the window the device is failed'
     await sup.stop();
     await h.shutdown();
   }
+});
+
+test('the VMM counts a lost access and one to a failed device within the refused ones', () => {
+  const stats = new Float64Array(STAT.WORDS);
+  countRefused(stats, 0, STATUS.WORKER_DIED);
+  countRefused(stats, 0, STATUS.DEVICE_FAILED);
+  countRefused(stats, 0, STATUS.OUT_OF_RANGE);
+  const v = collectStats(stats, 1, []);
+  assert.equal([v.refused, v.lost, v.failed], [3, 1, 1]);
 });
 
 test.run();
