@@ -1,5 +1,6 @@
 // npm run stress [-- --seconds 60 --producers 4 --devices 4 --requests 2000000 --rate 0.0002
-//   --kinds kill+throw+crash+errno+delay+corrupt --seed 1 --watchdog-ms 1000 --max-restarts N]:
+//   --kinds kill+throw+crash+errno+delay+corrupt --seed 1 --watchdog-ms 1000 --max-restarts N
+//   --hung-ms 10000 --standby 1]:
 // M producer threads × N simulated devices (memfd-backed config and BAR0, supervised workers
 // with faults injected at `rate` per request) × up to K requests each, bounded in time. It ends
 // with one JSON line: requests, ok, errored, lost, duplicated, hung (all three must be 0),
@@ -37,6 +38,8 @@ interface Flags {
   maxRestarts: number;
   /** A request in flight longer than this is hung, ms. */
   hungMs: number;
+  /** Restart from warm standby workers (1) or cold (0). */
+  standby: number;
 }
 
 function parseFlags(argv: string[]): Flags {
@@ -51,6 +54,7 @@ function parseFlags(argv: string[]): Flags {
     watchdogMs: 1000,
     maxRestarts: 1_000_000,
     hungMs: 10_000,
+    standby: 1,
   };
   for (let i = 0; i < argv.length; i += 2) {
     const k = argv[i]!.replace(/^--/, ''),
@@ -108,6 +112,7 @@ async function main(): Promise<void> {
       ring: { capacity: 64, bulkBytes: 64 },
       faults: { rate: f.rate, kinds: f.kinds, seed: f.seed * 1000 + d },
       stopGraceMs: 500,
+      standby: f.standby !== 0,
     });
     handles.push(h);
     sups.push(
@@ -233,6 +238,7 @@ async function main(): Promise<void> {
       producers: f.producers,
       devices: f.devices,
       fault_rate: f.rate,
+      standby: f.standby !== 0,
       requests,
       ok,
       errored,

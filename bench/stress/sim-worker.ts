@@ -1,8 +1,7 @@
 // A device worker thread serving the stress harness's simulated device (sim-device.ts): the
 // real worker body, startDeviceWorker, with a memfd in place of a VFIO device.
 import { parentPort, workerData } from 'node:worker_threads';
-import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
-import { startDeviceWorker } from '../../src/device/worker-main.js';
+import { runDeviceWorker } from '../../src/device/worker-main.js';
 import { simDeps } from './sim-device.js';
 
-startDeviceWorker(workerData as DeviceWorkerData, parentPort!, simDeps);
+runDeviceWorker(workerData, parentPort!, simDeps);

@@ -30,6 +30,7 @@ import { type CounterRow, readCounters } from '../metrics/read-counters.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
 import { closeRing, type RingServeTuning } from '../ring/server.js';
+import { standbyPool } from './standby.js';
 import type { SupervisorOptions } from './supervisor.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
@@ -61,6 +62,12 @@ export interface DeviceHandleOptions {
    * the VFR_FAULTS environment variable asks for some (it applies when this is absent).
    */
   faults?: FaultSpec | false;
+  /**
+   * Start and restart the worker from a warm standby (src/coordinator/standby.ts): a thread that
+   * has loaded the worker's modules already, so a restart costs the device's setup, not a
+   * worker's start-up (default false; the Runtime turns it on for supervised devices).
+   */
+  standby?: boolean;
   /** Supervise the worker (src/coordinator/supervisor.ts); used by Runtime, not by the handle. */
   supervise?: SupervisorOptions | boolean;
 }
@@ -125,10 +132,12 @@ export class DeviceHandle {
     const handle = new DeviceHandle(opts);
     handle.#poller = IrqPoller.start(handle.memory.irq, opts.name);
     handle.#listener = new VmmIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
+    if (opts.standby) standbyPool.acquire(opts.workerUrl ?? WORKER_URL);
     try {
       await handle.#spawn();
     } catch (e) {
       await handle.#stopIrqs();
+      if (opts.standby) standbyPool.release(opts.workerUrl ?? WORKER_URL);
       throw e;
     }
     return handle;
@@ -269,11 +278,12 @@ export class DeviceHandle {
       data.vmFd = this.opts.router.vm.fd;
       transfer.push(this.#routerLink.port);
     }
-    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, {
-      workerData: data,
-      name: `device:${this.name}`,
-      transferList: transfer,
-    });
+    const url = this.opts.workerUrl ?? WORKER_URL;
+    const warm = this.opts.standby ? standbyPool.take(url) : undefined;
+    const worker =
+      warm ??
+      new Worker(url, { workerData: data, name: `device:${this.name}`, transferList: transfer });
+    warm?.postMessage({ activate: data }, transfer);
     const incarnation = ++this.#incarnation;
     this.#worker = worker;
     this.#exitCode = undefined;
@@ -398,6 +408,7 @@ export class DeviceHandle {
       });
     else if (this.#exitCode === undefined) await within(this.#worker.terminate(), 100);
     this.#state = 'stopped';
+    if (this.opts.standby) standbyPool.release(this.opts.workerUrl ?? WORKER_URL);
     await this.#stopIrqs();
     closeRing(this.ring);
   }

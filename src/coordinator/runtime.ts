@@ -232,7 +232,9 @@ export class Runtime {
     try {
       if (backend instanceof IommufdContext && devId !== undefined)
         iommu = deviceIommuInfo(backend.iommufd, devId);
-      handle = await DeviceHandle.start({ ...opts, name: v.port, device });
+      // A supervised device restarts from a warm standby worker unless told otherwise.
+      const standby = opts.standby ?? Boolean(opts.supervise);
+      handle = await DeviceHandle.start({ ...opts, standby, name: v.port, device });
     } catch (e) {
       detach();
       throw e;

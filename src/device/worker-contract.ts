@@ -1,6 +1,6 @@
 // The device worker's contract, shared by the worker (src/device/worker-main.ts) and the
 // coordinator (src/coordinator/device-handle.ts): what the worker is started with and what the
-// coordinator may ask of it. Types only, no side effects: importing it starts nothing.
+// coordinator may ask of it. Types (and one constant) only: importing it starts nothing.
 import type { MessagePort } from 'node:worker_threads';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import type { StatKey } from '../metrics/schema.js';
@@ -8,6 +8,9 @@ import type { RingServeTuning } from '../ring/server.js';
 import type { DeviceDescription } from './assigned-device.js';
 import type { FaultSpec } from './faults.js';
 import type { DeviceMemory } from './shared-state.js';
+
+/** The workerData of a warm standby worker (src/coordinator/standby.ts): activated by a message. */
+export const STANDBY = 'vfio-runtime:standby';
 
 export interface DeviceWorkerData {
   name: string;

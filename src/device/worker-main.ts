@@ -17,7 +17,7 @@ import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
 import type { ConfigHooks } from './config-space.js';
 import { faultyHandler } from './faults.js';
 import { RESTORE, restoreViews } from './shared-state.js';
-import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';
+import { type DeviceControl, type DeviceWorkerData, STANDBY } from './worker-contract.js';
 
 /** What the worker serves: an AssignedDevice, or a synthetic one in tests. */
 export interface WorkerDevice {
@@ -114,6 +114,22 @@ export function startDeviceWorker(
   };
   Comlink.expose(api, nodeEndpoint(port));
   return { api, server };
+}
+
+/**
+ * A device worker thread's entry: serve `data` now, or, for a warm standby (data is STANDBY),
+ * say so once everything is loaded (koffi, the bindings, comlink: most of a worker's start-up)
+ * and wait for the device's data in an `{ activate }` message on `port`.
+ */
+export function runDeviceWorker(data: unknown, port: MessagePort, deps?: WorkerDeps): void {
+  if (data !== STANDBY) {
+    startDeviceWorker(data as DeviceWorkerData, port, deps);
+    return;
+  }
+  port.once('message', (m: { activate: DeviceWorkerData }) => {
+    startDeviceWorker(m.activate, port, deps);
+  });
+  port.postMessage(STANDBY);
 }
 
 function interruptOptions(data: DeviceWorkerData): InterruptOptions {
