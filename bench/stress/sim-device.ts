@@ -5,6 +5,7 @@
 // written (a bit already set is a duplicate, counted); IRQ(p) raises producer p's simulated
 // interrupt (a word in the device's shared state, notified); the rest is plain memory.
 import { raw } from '../../native/libc.js';
+import { AccessGuard, CONFIG_WINDOW } from '../../src/device/access-guard.js';
 import type { DeviceDescription } from '../../src/device/assigned-device.js';
 import { RESTORE, restoreViews } from '../../src/device/shared-state.js';
 import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
@@ -46,17 +47,23 @@ function open(data: DeviceWorkerData): WorkerDevice {
     bitmap = bitmapOf(data.path),
     sim = simWords(data.memory.state);
   const byte = new Uint8Array(1);
-  const io = (write: boolean, buf: Uint8Array, size: number, at: number): number => {
+  // As AssignedDevice: every fd access names its window; the bitmaps are a window of their own.
+  const guard = new AccessGuard(new Float64Array(data.memory.stats));
+  guard.allow(0, BAR_BASE, BAR_SIZE);
+  guard.allow(CONFIG_WINDOW, CFG_BASE, CFG_SIZE);
+  guard.allow(1, BITMAP_BASE, MAX_PRODUCERS * bitmap);
+  const io = (w: number, write: boolean, buf: Uint8Array, size: number, at: number): number => {
+    if (!guard.inside(w, at, size)) return STATUS.OUT_OF_RANGE;
     const n = write ? raw.pwrite(fd, buf, size, at) : raw.pread(fd, buf, size, at);
     return n === size ? STATUS.OK : STATUS.IO_ERROR;
   };
   const mark = (p: number, v: number): number => {
     if (v < 0 || v >= bitmap * 8) return STATUS.OUT_OF_RANGE;
     const at = BITMAP_BASE + p * bitmap + (v >>> 3);
-    if (io(false, byte, 1, at) !== STATUS.OK) return STATUS.IO_ERROR;
+    if (io(1, false, byte, 1, at) !== STATUS.OK) return STATUS.IO_ERROR;
     if (byte[0]! & (1 << (v & 7))) Atomics.add(sim, SIM_DUPS, 1);
     byte[0] = byte[0]! | (1 << (v & 7));
-    return io(true, byte, 1, at);
+    return io(1, true, byte, 1, at);
   };
   const handle = (req: Request): number => {
     const { op, size, offset } = req;
@@ -66,7 +73,7 @@ function open(data: DeviceWorkerData): WorkerDevice {
     const write = op === OP.CFG_WRITE || op === OP.BAR_WRITE;
     if (op === OP.CFG_READ || op === OP.CFG_WRITE) {
       if (offset + size > CFG_SIZE || size === 8) return STATUS.OUT_OF_RANGE;
-      return io(write, req.data, size, CFG_BASE + offset);
+      return io(CONFIG_WINDOW, write, req.data, size, CFG_BASE + offset);
     }
     if (op !== OP.BAR_READ && op !== OP.BAR_WRITE) return STATUS.BAD_OP;
     if (req.index !== 0) return STATUS.BAD_BAR;
@@ -79,7 +86,7 @@ function open(data: DeviceWorkerData): WorkerDevice {
       Atomics.notify(sim, SIM_IRQ(p));
       return STATUS.OK;
     }
-    return io(write, req.data, size, BAR_BASE + offset);
+    return io(0, write, req.data, size, BAR_BASE + offset);
   };
   return { handle, restored, describe: () => describe(data, restored) };
 }

@@ -43,7 +43,12 @@ function traffic(ring: SharedArrayBuffer, offset: number) {
 }
 
 /** Kill the worker mid-traffic KILLS times; `check` must pass after each restart. */
-async function killLoop(h: DeviceHandle, sup: Supervisor, offset: number, check: () => Promise<void>) {
+async function killLoop(
+  h: DeviceHandle,
+  sup: Supervisor,
+  offset: number,
+  check: () => Promise<void>,
+) {
   const t = traffic(h.ring, offset);
   try {
     for (let i = 1; i <= KILLS; i++) {
