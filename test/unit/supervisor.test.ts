@@ -13,6 +13,7 @@ import { OP, STATUS } from '../../src/ring/protocol.js';
 import { countRefused } from '../../src/vmm/pci-bus.js';
 import { STAT } from '../../src/vmm/shared.js';
 import { collectStats } from '../../src/vmm/stats.js';
+import { processState, settledState } from '../support/process-state.js';
 import { barWords, DOORBELL, HANG, HANG_SEEN } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
@@ -171,6 +172,37 @@ test('restarts are bounded: past maxRestarts in the window the device is failed'
     await sup.stop();
     await h.shutdown();
   }
+});
+
+test('100 restarts (from warm standbys), then teardown: the fds and threads of before', async () => {
+  const before = processState();
+  const h = await DeviceHandle.start({
+    name: 'sup-leak',
+    device: { fd: -1, path: 'synthetic' },
+    workerUrl,
+    ring: { capacity: 8, bulkBytes: 64 },
+    standby: true,
+  });
+  const sup = Supervisor.watch(h, { maxRestarts: 1000 });
+  const c = h.client({ spinUs: 50, waitSliceMs: 20 });
+  try {
+    c.barWrite(0, 0x10, 4, 77);
+    for (let i = 1; i <= 100; i++) {
+      await h.worker.terminate(); // as a crash would end it
+      await until(() => sup.restarts === i && sup.state === 'running', `restart ${i}`);
+    }
+    assert.is(c.barRead(0, 0x10, 4), 77, 'state kept across 100 restarts');
+    const ms = [...sup.recoveries].sort((a, b) => a - b);
+    console.log(
+      `    100 restarts: recovery p50 ${ms[50]!.toFixed(1)} ms, p99 ${ms[98]!.toFixed(1)} ms`,
+    );
+  } finally {
+    await sup.stop();
+    await h.shutdown();
+  }
+  const after = await settledState(before);
+  assert.equal(after.fds, before.fds, 'fds');
+  assert.is(after.threads, before.threads, 'threads');
 });
 
 test('the VMM counts a lost access and one to a failed device within the refused ones', () => {
