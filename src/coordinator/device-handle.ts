@@ -65,7 +65,8 @@ export interface DeviceHandleOptions {
   /**
    * Start and restart the worker from a warm standby (src/coordinator/standby.ts): a thread that
    * has loaded the worker's modules already, so a restart costs the device's setup, not a
-   * worker's start-up (default false; the Runtime turns it on for supervised devices).
+   * worker's start-up. Default false: the standby costs a thread and its start-up CPU (~9 s in
+   * the lab's TCG guest), which a VM booting beside it would feel.
    */
   standby?: boolean;
   /** Supervise the worker (src/coordinator/supervisor.ts); used by Runtime, not by the handle. */
@@ -176,7 +177,7 @@ export class DeviceHandle {
     try {
       await this.#spawn();
     } catch (e) {
-      this.#state = 'exited';
+      if (!this.#failure) this.#state = 'exited';
       throw e;
     }
     return this.description;
@@ -253,6 +254,11 @@ export class DeviceHandle {
     armFault(this.#faults.ctl, kind);
   }
 
+  /** Is a loaded standby worker waiting for this device's restart (standby option)? */
+  get standbyWarm(): boolean {
+    return this.opts.standby === true && standbyPool.warm(this.opts.workerUrl ?? WORKER_URL);
+  }
+
   /** Let a worker blocked by a hang fault return from its kernel call (true if one was). */
   releaseHang(): boolean {
     return this.#faults ? releaseHang(this.#faults.ctl) : false;
@@ -316,7 +322,7 @@ export class DeviceHandle {
       }
       throw e;
     }
-    this.#state = 'running';
+    if (!this.#failure) this.#state = 'running';
   }
 
   /** A worker's 'exit': its state, then the listeners (after #call's rejections are queued). */

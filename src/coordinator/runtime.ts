@@ -232,9 +232,7 @@ export class Runtime {
     try {
       if (backend instanceof IommufdContext && devId !== undefined)
         iommu = deviceIommuInfo(backend.iommufd, devId);
-      // A supervised device restarts from a warm standby worker unless told otherwise.
-      const standby = opts.standby ?? Boolean(opts.supervise);
-      handle = await DeviceHandle.start({ ...opts, standby, name: v.port, device });
+      handle = await DeviceHandle.start({ ...opts, name: v.port, device });
     } catch (e) {
       detach();
       throw e;

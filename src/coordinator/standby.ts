@@ -8,6 +8,8 @@ import { STANDBY } from '../device/worker-contract.js';
 
 class StandbyPool {
   readonly #warm = new Map<string, Worker[]>();
+  /** Standbys that said they are loaded. */
+  readonly #loaded = new WeakSet<Worker>();
   readonly #users = new Map<string, number>();
 
   /** A handle using `url` starts: keep a standby for it. */
@@ -42,6 +44,11 @@ class StandbyPool {
     return w;
   }
 
+  /** Is a loaded standby waiting for `url`? (A restart now costs the device's setup only.) */
+  warm(url: URL): boolean {
+    return (this.#warm.get(url.href) ?? []).some((w) => this.#loaded.has(w));
+  }
+
   #fill(url: URL): void {
     const k = url.href;
     const list = this.#warm.get(k) ?? [];
@@ -54,7 +61,7 @@ class StandbyPool {
       const i = list.indexOf(w);
       if (i >= 0) list.splice(i, 1);
     };
-    w.on('message', () => {}); // its "loaded" note; a taken one's listeners are replaced
+    w.on('message', () => this.#loaded.add(w)); // its "loaded" note (taken: listeners replaced)
     w.once('error', drop);
     w.once('exit', drop);
   }

@@ -36,7 +36,10 @@ export interface SupervisorOptions {
   /** Restarts allowed within `windowMs` before the device is failed (default 5 in 60 s). */
   maxRestarts?: number;
   windowMs?: number;
-  /** Longest restart (spawn to ready) before the device is failed, in ms (default 10000). */
+  /**
+   * Longest restart (spawn to ready) before the device is failed, in ms (default 30000: a cold
+   * worker takes ~9 s to start in the lab's TCG guest).
+   */
   restartTimeoutMs?: number;
 }
 
@@ -84,7 +87,7 @@ export class Supervisor {
     this.#watchdogMs = opts.watchdogMs ?? 2000;
     this.#maxRestarts = opts.maxRestarts ?? 5;
     this.#windowMs = opts.windowMs ?? 60_000;
-    this.#restartTimeoutMs = opts.restartTimeoutMs ?? 10_000;
+    this.#restartTimeoutMs = opts.restartTimeoutMs ?? 30_000;
     this.#offExit = handle.onExit((e) => this.#onExit(e));
     this.#timer = setInterval(() => this.#check(), opts.checkMs ?? this.#watchdogMs / 4);
     this.#timer.unref();

@@ -80,6 +80,8 @@ export interface VmOptions {
    * with its device state; a device that keeps failing reads as all ones (default on; false: off).
    */
   supervise?: SupervisorOptions | boolean;
+  /** Restart supervised workers from a warm standby thread (fast restarts; one more thread). */
+  standby?: boolean;
 }
 
 export interface VmResult {
@@ -240,6 +242,7 @@ export class Vm {
           router: this.router,
           intxGsi: ioapicPin,
           supervise: this.opts.supervise ?? true,
+          standby: this.opts.standby ?? false,
         });
       } catch (e) {
         const which = `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`;

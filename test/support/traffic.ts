@@ -17,19 +17,24 @@ export interface TrafficResult {
   died: number;
   other: number;
   maxMs: number;
+  /** Counts of the other statuses, by STATUS value. */
+  statuses: Record<number, number>;
 }
 
 const job = workerData as TrafficJob;
 const c = new RingClient(job.ring, { spinUs: 200, waitSliceMs: 20 }),
   ctl = new Int32Array(job.ctl);
-const r: TrafficResult = { ok: 0, died: 0, other: 0, maxMs: 0 };
+const r: TrafficResult = { ok: 0, died: 0, other: 0, maxMs: 0, statuses: {} };
 while (Atomics.load(ctl, 0) === 0) {
   const t0 = performance.now();
   const s = c.call(OP.BAR_READ, job.bar, job.offset, 4);
   r.maxMs = Math.max(r.maxMs, performance.now() - t0);
   if (s === STATUS.OK) r.ok++;
   else if (s === STATUS.WORKER_DIED) r.died++;
-  else r.other++;
+  else {
+    r.other++;
+    r.statuses[s] = (r.statuses[s] ?? 0) + 1;
+  }
   Atomics.add(ctl, 1, 1);
 }
 parentPort!.postMessage(r);
