@@ -1,7 +1,7 @@
 // node dist/bench/stress/restart-cost.js [devices=16] [rounds=32]: the cost of restarting a
 // device worker on the host, with `devices` simulated devices up: each round ends one worker
 // (terminate, as a crash would) and times respawn() to ready(), cold (a new worker thread) and
-// from a warm standby (src/coordinator/standby.ts), the pool refilled between rounds. One JSON line.
+// from a warm standby (src/coordinator/standby.ts), loaded before each round. One JSON line.
 import { C, check, raw } from '../../native/libc.js';
 import { DeviceHandle } from '../../src/coordinator/device-handle.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
@@ -36,8 +36,11 @@ async function measure(standby: boolean): Promise<{ p50: number; p99: number; fi
   const times: number[] = [];
   for (let r = 0; r < rounds; r++) {
     const h = handles[r % devices]!;
+    // With standbys: the pool's next one is loaded first (what a restart after a quiet spell finds).
+    for (const t = Date.now(); standby && !h.standbyWarm && Date.now() - t < 60_000; )
+      await sleep(20);
     await h.worker.terminate();
-    await sleep(standby ? 400 : 50); // the pool's next standby loads meanwhile
+    await sleep(20);
     const t = performance.now();
     await h.respawn();
     times.push(performance.now() - t);
