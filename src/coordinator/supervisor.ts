@@ -22,6 +22,8 @@ import {
 import { H_HEAD, ringGeometry, ringWords, S_SEQ, slotWord } from '../ring/protocol.js';
 import type { DeviceHandle, DeviceWorkerExitEvent } from './device-handle.js';
 
+class RestartTimeout extends Error {}
+
 const FAILED_DEVICE_URL = new URL('../../workers/failed-device.js', import.meta.url);
 
 export interface SupervisorOptions {
@@ -210,39 +212,36 @@ export class Supervisor {
     });
   }
 
+  /**
+   * Restart within the budget (`maxRestarts` in `windowMs`): a restart whose new worker fails to
+   * start is tried again while the budget lasts; one that outlasts `restartTimeoutMs`, or a worker
+   * stuck in a kernel call, fails the device at once.
+   */
   async #restart(kind: FailureKind, detected: number): Promise<void> {
-    const now = performance.now();
-    while (this.#restartTimes.length && now - this.#restartTimes[0]! > this.#windowMs)
-      this.#restartTimes.shift();
-    if (this.#restartTimes.length >= this.#maxRestarts) {
-      await this.#fail(
-        'restarts',
-        `${this.#restartTimes.length} restarts within ${this.#windowMs} ms, and it failed again (${kind})`,
-      );
-      return;
-    }
-    this.#restartTimes.push(now);
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`the restart took over ${this.#restartTimeoutMs} ms`)),
-          this.#restartTimeoutMs,
+    for (let hang = kind === 'hang'; ; hang = false) {
+      const now = performance.now();
+      while (this.#restartTimes.length && now - this.#restartTimes[0]! > this.#windowMs)
+        this.#restartTimes.shift();
+      if (this.#restartTimes.length >= this.#maxRestarts) {
+        await this.#fail(
+          'restarts',
+          `${this.#restartTimes.length} restarts within ${this.#windowMs} ms, and it failed again (${kind})`,
         );
-      });
-      // A hung worker would not answer a shutdown call: terminate it at once.
-      await Promise.race([this.#handle.respawn(kind === 'hang' ? { graceMs: 0 } : {}), late]);
-    } catch (e) {
+        return;
+      }
+      this.#restartTimes.push(now);
+      const error = await this.#respawn(hang);
       if (this.#state === 'stopped') return;
-      const stuck = e instanceof DeviceFailedError && e.reason === 'stuck';
+      if (!error) break;
+      const stuck = error instanceof DeviceFailedError && error.reason === 'stuck';
+      const late = error instanceof RestartTimeout;
       this.#stats[C_FAIL_EXIT + FAIL_REASONS.indexOf(stuck ? 'stuck' : 'spawn')]!++;
-      this.#emit(stuck ? 'stuck' : 'spawn', (e as Error).message);
-      await this.#fail(stuck ? 'stuck' : 'spawn', (e as Error).message);
-      return;
-    } finally {
-      clearTimeout(timer);
+      this.#emit(stuck ? 'stuck' : 'spawn', error.message);
+      if (stuck || late) {
+        await this.#fail(stuck ? 'stuck' : 'spawn', error.message);
+        return;
+      }
     }
-    if (this.#state === 'stopped') return;
     this.#stats[C_RESTARTS]!++;
     const recoveryMs = performance.now() - detected;
     this.recoveries.push(recoveryMs);
@@ -250,6 +249,26 @@ export class Supervisor {
     this.#beatAt = performance.now();
     this.#setState('running');
     this.#emit('restarted', `incarnation ${this.#stats[C_RESTARTS]! + 1}`, recoveryMs);
+  }
+
+  /** One respawn, bounded by restartTimeoutMs; its error, if it failed. */
+  async #respawn(hang: boolean): Promise<Error | undefined> {
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new RestartTimeout(`the restart took over ${this.#restartTimeoutMs} ms`)),
+          this.#restartTimeoutMs,
+        );
+      });
+      // A hung worker would not answer a shutdown call: terminate it at once.
+      await Promise.race([this.#handle.respawn(hang ? { graceMs: 0 } : {}), late]);
+      return undefined;
+    } catch (e) {
+      return e instanceof Error ? e : new Error(String(e));
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /** Give the device up: the handle rejects calls, and this thread answers its ring. */
