@@ -14,7 +14,7 @@ import { countRefused } from '../../src/vmm/pci-bus.js';
 import { STAT } from '../../src/vmm/shared.js';
 import { collectStats } from '../../src/vmm/stats.js';
 import { processState, settledState } from '../support/process-state.js';
-import { barWords, DOORBELL, HANG, HANG_SEEN } from '../support/synthetic-device.js';
+import { barWords, DOORBELL, FAIL_SETUP, HANG, HANG_SEEN } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
 const workerUrl = supportUrl('synthetic-device-worker.js');
@@ -167,6 +167,31 @@ test('restarts are bounded: past maxRestarts in the window the device is failed'
     assert.is(sup.state, 'failed');
     assert.is(sup.restarts, 2);
     assert.is(h.failure?.reason, 'restarts');
+    assert.is(await write(h.ring, 0x40), STATUS.DEVICE_FAILED);
+  } finally {
+    await sup.stop();
+    await h.shutdown();
+  }
+});
+
+test('a restart whose worker fails to set up is tried again within the budget, then the device fails', async () => {
+  const h = await start('sup-retry');
+  const sup = Supervisor.watch(h, { maxRestarts: 3 });
+  const bar = barWords(h.memory.state);
+  try {
+    Atomics.store(bar, FAIL_SETUP / 4, 1); // the next setup fails once
+    await h.worker.terminate();
+    await until(() => sup.state === 'running' && sup.restarts === 1, 'the second try');
+    assert.equal(
+      sup.events.map((e) => e.kind),
+      ['exit', 'spawn', 'restarted'],
+    );
+    Atomics.store(bar, FAIL_SETUP / 4, 10); // every setup fails: the budget runs out
+    await h.worker.terminate();
+    await until(() => sup.state === 'failed', 'the device to fail');
+    assert.is(h.failure?.reason, 'restarts');
+    // Budget 3: the first restart took two tries, the second one try, then no more.
+    assert.is(row(h, 'vfio_worker_failures', { reason: 'spawn' }), 2);
     assert.is(await write(h.ring, 0x40), STATUS.DEVICE_FAILED);
   } finally {
     await sup.stop();
