@@ -204,13 +204,14 @@ export class DeviceHandle {
       );
       if (exited !== true) {
         this.#stuck = worker;
-        throw new DeviceFailedError(
+        this.#state = 'failed';
+        throw (this.#failure = new DeviceFailedError(
           `device worker ${this.name} did not end when terminated: it is stuck in a kernel call ` +
             '(a hung device); it ends when the call returns. Remove the device, then reset or ' +
             'unbind the function',
           this.name,
           'stuck',
-        );
+        ));
       }
     } finally {
       this.#planned = false;
