@@ -15,6 +15,7 @@ export const ERR = {
   RING_CLOSED: 'VFR_ERR_RING_CLOSED',
   PARTIAL_INVALIDATION: 'VFR_ERR_PARTIAL_INVALIDATION',
   NESTING_SETUP: 'VFR_ERR_NESTING_SETUP',
+  DEVICE_FAILED: 'VFR_ERR_DEVICE_FAILED',
 } as const;
 export type ErrorCode = (typeof ERR)[keyof typeof ERR];
 
@@ -196,6 +197,28 @@ export class RingClosedError extends VfrError {
   readonly code = ERR.RING_CLOSED;
 }
 
+/** Why a supervised device was given up: restarts exhausted, a worker stuck in a kernel call, a failed restart. */
+export type DeviceFailureReason = 'restarts' | 'stuck' | 'spawn' | 'unknown';
+
+/**
+ * The device has failed: its worker kept failing (more restarts than the supervisor allows in
+ * its window), is stuck in a kernel call, or could not be restarted. Its requests complete at
+ * once with STATUS.DEVICE_FAILED (this error from the ring's typed accessors) and its control
+ * calls reject with it. The fix: remove the device and add it again (a new worker, a fresh
+ * device state), after looking at why its worker failed (`reason`, the supervisor's report).
+ */
+export class DeviceFailedError extends VfrError {
+  override readonly name = 'DeviceFailedError';
+  readonly code = ERR.DEVICE_FAILED;
+  constructor(
+    message: string,
+    readonly device: string,
+    readonly reason: DeviceFailureReason,
+  ) {
+    super(message);
+  }
+}
+
 type AnyClass = abstract new (...a: never[]) => Error;
 /** Each code's class, for rebuilding an error that crossed a thread boundary. */
 export const ERROR_CLASSES: ReadonlyMap<string, AnyClass> = new Map<string, AnyClass>([
@@ -208,6 +231,7 @@ export const ERROR_CLASSES: ReadonlyMap<string, AnyClass> = new Map<string, AnyC
   [ERR.RING_CLOSED, RingClosedError],
   [ERR.PARTIAL_INVALIDATION, PartialInvalidationError],
   [ERR.NESTING_SETUP, NestingSetupError],
+  [ERR.DEVICE_FAILED, DeviceFailedError],
   ['SysError', SysError],
 ]);
 

@@ -2,9 +2,8 @@
 // startDeviceWorker (src/device/worker-main.ts) on the data and port the coordinator's
 // DeviceHandle started it with. The contract is in src/device/worker-contract.ts.
 import { parentPort, workerData } from 'node:worker_threads';
-import type { DeviceWorkerData } from '../src/device/worker-contract.js';
-import { startDeviceWorker } from '../src/device/worker-main.js';
+import { runDeviceWorker } from '../src/device/worker-main.js';
 
 if (!parentPort)
   throw new Error('device-worker must run as a worker thread (DeviceHandle starts it)');
-startDeviceWorker(workerData as DeviceWorkerData, parentPort);
+runDeviceWorker(workerData, parentPort);

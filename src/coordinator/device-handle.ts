@@ -9,9 +9,18 @@ import { type MessagePort, Worker } from 'node:worker_threads';
 import { close, type Target } from '../../native/libc.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
+import {
+  armFault,
+  closeHangFd,
+  createFaultCtl,
+  type FaultKind,
+  type FaultSpec,
+  parseFaultSpec,
+  releaseHang,
+} from '../device/faults.js';
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
 import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/worker-contract.js';
-import { WorkerExitedError } from '../errors.js';
+import { DeviceFailedError, WorkerExitedError } from '../errors.js';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import { signalEventfd } from '../irq/eventfd.js';
 import type { GsiRouter } from '../irq/gsi-router.js';
@@ -21,6 +30,8 @@ import { type CounterRow, readCounters } from '../metrics/read-counters.js';
 import { RingClient, type RingClientOptions } from '../ring/client.js';
 import { attentionSignal, createRingBuffer, type RingGeometry } from '../ring/protocol.js';
 import { closeRing, type RingServeTuning } from '../ring/server.js';
+import { standbyPool } from './standby.js';
+import type { SupervisorOptions } from './supervisor.js';
 
 const WORKER_URL = new URL('../../workers/device-worker.js', import.meta.url);
 
@@ -46,15 +57,31 @@ export interface DeviceHandleOptions {
    * it, in ms (default 2000): a worker stuck in a device call never answers.
    */
   stopGraceMs?: number;
+  /**
+   * Fault injection (src/device/faults.ts), off by default: a spec, or false for none even if
+   * the VFR_FAULTS environment variable asks for some (it applies when this is absent).
+   */
+  faults?: FaultSpec | false;
+  /**
+   * Start and restart the worker from a warm standby (src/coordinator/standby.ts): a thread that
+   * has loaded the worker's modules already, so a restart costs the device's setup, not a
+   * worker's start-up. Default false: the standby costs a thread and its start-up CPU (~9 s in
+   * the lab's TCG guest), which a VM booting beside it would feel.
+   */
+  standby?: boolean;
+  /** Supervise the worker (src/coordinator/supervisor.ts); used by Runtime, not by the handle. */
+  supervise?: SupervisorOptions | boolean;
 }
 
 export type { InterruptEvent };
 
 /**
  * starting: a worker is being started (start, respawn); running: it answered ready();
- * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown().
+ * exited: it exited or crashed on its own (respawn() starts another); stopped: shutdown();
+ * failed: given up (fail(), by its supervisor; a worker stuck in a kernel call is one): control
+ * calls and respawn() reject with DeviceFailedError, shutdown() still releases what it can.
  */
-export type DeviceHandleState = 'starting' | 'running' | 'exited' | 'stopped';
+export type DeviceHandleState = 'starting' | 'running' | 'exited' | 'stopped' | 'failed';
 
 /** A worker's end, as onExit reports it. */
 export interface DeviceWorkerExitEvent {
@@ -85,11 +112,20 @@ export class DeviceHandle {
   #poller: IrqPoller | undefined;
   #listener: VmmIrqListener | undefined;
   #routerLink: { port: MessagePort; close: () => void } | undefined;
+  /** Fault injection: the spec and the control words shared with each worker (undefined: off). */
+  readonly #faults: { spec: FaultSpec; ctl: SharedArrayBuffer } | undefined;
+  /** Set by fail(): why the device was given up. */
+  #failure: DeviceFailedError | undefined;
+  /** A worker that did not exit when terminated (stuck in a kernel call); it ends when the call returns. */
+  #stuck: Worker | undefined;
 
   private constructor(readonly opts: DeviceHandleOptions) {
     this.name = opts.name;
     this.ring = createRingBuffer(opts.ring);
     this.memory = createDeviceMemory();
+    const spec =
+      opts.faults === false ? undefined : (opts.faults ?? parseFaultSpec(process.env.VFR_FAULTS));
+    this.#faults = spec ? { spec, ctl: createFaultCtl() } : undefined;
   }
 
   static async start(opts: DeviceHandleOptions): Promise<DeviceHandle> {
@@ -97,10 +133,12 @@ export class DeviceHandle {
     const handle = new DeviceHandle(opts);
     handle.#poller = IrqPoller.start(handle.memory.irq, opts.name);
     handle.#listener = new VmmIrqListener(handle.memory.irq, (e) => handle.opts.onInterrupt?.(e));
+    if (opts.standby) standbyPool.acquire(opts.workerUrl ?? WORKER_URL);
     try {
       await handle.#spawn();
     } catch (e) {
       await handle.#stopIrqs();
+      if (opts.standby) standbyPool.release(opts.workerUrl ?? WORKER_URL);
       throw e;
     }
     return handle;
@@ -133,36 +171,103 @@ export class DeviceHandle {
    * resumes them). Requests it had taken but not completed are completed as
    * STATUS.WORKER_DIED by the new worker's ring server; queued ones are served once each.
    */
-  async respawn(): Promise<DeviceDescription> {
+  async respawn(opts: { graceMs?: number } = {}): Promise<DeviceDescription> {
+    if (this.#failure) throw this.#failure;
     if (this.#state === 'stopped')
       throw new Error(`device ${this.name} is shut down; add it again to start a new worker`);
     if (this.#state === 'starting')
       throw new Error(`device ${this.name}'s worker is starting; await start() or respawn() first`);
-    if (this.#exitCode === undefined) await this.#endWorker(false);
+    if (this.#exitCode === undefined) await this.#endWorker(false, opts.graceMs);
     this.#state = 'starting';
     try {
       await this.#spawn();
     } catch (e) {
-      this.#state = 'exited';
+      if (!this.#failure) this.#state = 'exited';
       throw e;
     }
     return this.description;
   }
 
-  /** End the current worker on purpose: a shutdown call (if it answers in time), then terminate. */
-  async #endWorker(quiesce: boolean): Promise<void> {
+  /**
+   * End the current worker on purpose: a shutdown call (if it answers within `graceMs`; 0 skips
+   * it), then terminate. A worker that has not exited `stopGraceMs` after terminate() is stuck in
+   * a kernel call (terminate() cannot interrupt one): DeviceFailedError 'stuck'; it ends by itself
+   * when the call returns (its requests are fenced off the ring: see RingServer #serveNext).
+   */
+  async #endWorker(quiesce: boolean, graceMs = this.opts.stopGraceMs ?? 2000): Promise<void> {
     this.#planned = true;
-    let timer: NodeJS.Timeout | undefined;
+    const worker = this.#worker;
     try {
-      const grace = new Promise<void>((r) => {
-        timer = setTimeout(r, this.opts.stopGraceMs ?? 2000);
-      });
-      await Promise.race([this.#call(() => this.#api.shutdown(quiesce)).catch(() => {}), grace]);
-      clearTimeout(timer);
-      await this.#worker.terminate();
+      if (graceMs > 0)
+        await within(
+          this.#call(() => this.#api.shutdown(quiesce)).catch(() => {}),
+          graceMs,
+        );
+      const exited = await within(
+        worker.terminate().then(() => true),
+        this.opts.stopGraceMs ?? 2000,
+      );
+      if (exited !== true) {
+        this.#stuck = worker;
+        this.#state = 'failed';
+        throw (this.#failure = new DeviceFailedError(
+          `device worker ${this.name} did not end when terminated: it is stuck in a kernel call ` +
+            '(a hung device); it ends when the call returns. Remove the device, then reset or ' +
+            'unbind the function',
+          this.name,
+          'stuck',
+        ));
+      }
     } finally {
       this.#planned = false;
     }
+  }
+
+  /**
+   * Give the device up (its supervisor does, after too many restarts or a stuck worker): state
+   * failed, control calls and respawn() reject with `error`, a live worker is terminated
+   * (resolves when it ended, or stopGraceMs later). The ring is the supervisor's to answer (it
+   * completes requests as DEVICE_FAILED); shutdown() still releases everything.
+   */
+  async fail(error: DeviceFailedError): Promise<void> {
+    if (this.#state === 'stopped') return;
+    this.#failure = error;
+    this.#state = 'failed';
+    if (this.#exitCode === undefined && !this.#stuck) {
+      // Resolves once it exited, or after stopGraceMs (then it is stuck and fenced off the ring).
+      this.#planned = true;
+      await within(this.#worker.terminate(), this.opts.stopGraceMs ?? 2000);
+      this.#planned = false;
+    }
+  }
+
+  /** Why the device was given up (fail()), if it was. */
+  get failure(): DeviceFailedError | undefined {
+    return this.#failure;
+  }
+
+  /** Fault injection is on for this device (DeviceHandleOptions.faults or VFR_FAULTS). */
+  get faultsEnabled(): boolean {
+    return this.#faults !== undefined;
+  }
+
+  /** Inject `kind` into the worker's next request (needs fault injection on: faults option). */
+  injectFault(kind: FaultKind): void {
+    if (!this.#faults)
+      throw new Error(
+        `${this.name}: fault injection is off; start the device with the faults option (or VFR_FAULTS)`,
+      );
+    armFault(this.#faults.ctl, kind);
+  }
+
+  /** Is a loaded standby worker waiting for this device's restart (standby option)? */
+  get standbyWarm(): boolean {
+    return this.opts.standby === true && standbyPool.warm(this.opts.workerUrl ?? WORKER_URL);
+  }
+
+  /** Let a worker blocked by a hang fault return from its kernel call (true if one was). */
+  releaseHang(): boolean {
+    return this.#faults ? releaseHang(this.#faults.ctl) : false;
   }
 
   async #spawn(): Promise<void> {
@@ -176,6 +281,7 @@ export class DeviceHandle {
     if (this.opts.intxGsi !== undefined) data.intxGsi = this.opts.intxGsi;
     if (this.opts.intx !== undefined) data.intx = this.opts.intx;
     if (this.opts.serve) data.serve = { ...this.opts.serve };
+    if (this.#faults) data.faults = { spec: { ...this.#faults.spec }, ctl: this.#faults.ctl };
     const transfer: MessagePort[] = [];
     if (this.opts.router) {
       this.#routerLink?.close();
@@ -184,11 +290,12 @@ export class DeviceHandle {
       data.vmFd = this.opts.router.vm.fd;
       transfer.push(this.#routerLink.port);
     }
-    const worker = new Worker(this.opts.workerUrl ?? WORKER_URL, {
-      workerData: data,
-      name: `device:${this.name}`,
-      transferList: transfer,
-    });
+    const url = this.opts.workerUrl ?? WORKER_URL;
+    const warm = this.opts.standby ? standbyPool.take(url) : undefined;
+    const worker =
+      warm ??
+      new Worker(url, { workerData: data, name: `device:${this.name}`, transferList: transfer });
+    warm?.postMessage({ activate: data }, transfer);
     const incarnation = ++this.#incarnation;
     this.#worker = worker;
     this.#exitCode = undefined;
@@ -197,6 +304,8 @@ export class DeviceHandle {
       const fail = (why: string, code?: number): void =>
         reject(new WorkerExitedError(`device worker ${this.name} ${why}`, this.name, code));
       worker.once('exit', (code) => {
+        if (this.#faults) closeHangFd(this.#faults.ctl);
+        if (this.#stuck === worker) this.#stuck = undefined;
         this.#exitCode = code;
         fail(`exited (code ${code})`, code);
         this.#exited({ code, ...(error ? { error } : {}), planned: this.#planned, incarnation });
@@ -219,12 +328,12 @@ export class DeviceHandle {
       }
       throw e;
     }
-    this.#state = 'running';
+    if (!this.#failure) this.#state = 'running';
   }
 
   /** A worker's 'exit': its state, then the listeners (after #call's rejections are queued). */
   #exited(e: DeviceWorkerExitEvent): void {
-    if (this.#state !== 'stopped' && this.#state !== 'starting') this.#state = 'exited';
+    if (this.#state === 'running') this.#state = 'exited';
     for (const cb of this.#exitListeners) {
       try {
         cb(e);
@@ -236,6 +345,7 @@ export class DeviceHandle {
 
   /** A control call that rejects if the worker exits before answering. */
   #call<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#failure) return Promise.reject(this.#failure);
     if (this.#exitCode !== undefined)
       return Promise.reject(
         new WorkerExitedError(
@@ -304,8 +414,13 @@ export class DeviceHandle {
   /** Stop the worker (interrupts off in VFIO and KVM), the poller, and close the ring (producers still waiting get RingClosedError). */
   async shutdown(): Promise<void> {
     if (this.#state === 'stopped') return;
-    if (this.#exitCode === undefined) await this.#endWorker(true);
+    if (this.#exitCode === undefined && !this.#stuck && !this.#failure)
+      await this.#endWorker(true).catch((e: unknown) => {
+        if (!(e instanceof DeviceFailedError)) throw e;
+      });
+    else if (this.#exitCode === undefined) await within(this.#worker.terminate(), 100);
     this.#state = 'stopped';
+    if (this.opts.standby) standbyPool.release(this.opts.workerUrl ?? WORKER_URL);
     await this.#stopIrqs();
     closeRing(this.ring);
   }
@@ -335,5 +450,18 @@ export class DeviceHandle {
     }
     this.#poller = undefined;
     this.#listener = undefined;
+  }
+}
+
+/** `p`'s value, or undefined if it takes longer than `ms`. */
+async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<undefined>((r) => {
+    timer = setTimeout(() => r(undefined), ms);
+  });
+  try {
+    return await Promise.race([p, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }

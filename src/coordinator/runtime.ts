@@ -36,6 +36,7 @@ import {
   type RuntimeSpec,
   type RuntimeSpecInput,
 } from './spec.js';
+import { Supervisor } from './supervisor.js';
 
 export type {
   DeviceSpec,
@@ -63,6 +64,8 @@ export interface RuntimeDevice {
   readonly device: Target;
   /** The physical IOMMU behind the device (IOMMU_GET_HW_INFO), for iommufd devices. */
   readonly iommu: DeviceIommuInfo | undefined;
+  /** Its worker's supervisor, if the device was added with `supervise` (the VMM's default). */
+  readonly supervisor: Supervisor | undefined;
 }
 
 /** One map call of guest memory into a backend: a region, or the piece of it between reserved windows. */
@@ -261,7 +264,17 @@ export class Runtime {
       detach();
       throw e;
     }
-    const d: RuntimeDevice = { port: v.port, bdf: v.bdf, backend, handle, detach, device, iommu };
+    const supervisor = superviseDevice(handle, opts);
+    const d: RuntimeDevice = {
+      port: v.port,
+      bdf: v.bdf,
+      backend,
+      handle,
+      detach,
+      device,
+      iommu,
+      supervisor,
+    };
     this.devices.set(v.port, d);
     this.#logDevice(d, opts);
     return d;
@@ -298,6 +311,7 @@ export class Runtime {
     if (!d) throw this.#noDevice(port, '');
     this.devices.delete(port);
     try {
+      await d.supervisor?.stop();
       await d.handle.shutdown();
     } finally {
       d.detach();
@@ -463,6 +477,7 @@ export class Runtime {
     if (this.#closed) return;
     this.#closed = true;
     for (const d of [...this.devices.values()].reverse()) {
+      await d.supervisor?.stop().catch(() => {});
       await d.handle.shutdown().catch(() => {});
       d.detach();
       this.log.info({ event: 'device_detached', device: d.port, bdf: d.bdf }, 'device detached');
@@ -477,4 +492,10 @@ export class Runtime {
     this.container?.close();
     for (const r of this.ram) r.close();
   }
+}
+
+/** A supervisor for the device if its options ask for one (`supervise`: true or its options). */
+function superviseDevice(handle: DeviceHandle, opts: DeviceAttachOptions): Supervisor | undefined {
+  if (!opts.supervise) return undefined;
+  return Supervisor.watch(handle, opts.supervise === true ? {} : opts.supervise);
 }

@@ -22,6 +22,7 @@ import {
 } from '../metrics/schema.js';
 import { OP, STATUS } from '../ring/protocol.js';
 import type { Request } from '../ring/server.js';
+import { AccessGuard, CONFIG_WINDOW, OutsideAccessError } from './access-guard.js';
 import { type BarAreas, type BarRange, barAreas } from './bar-areas.js';
 import { type ConfigHooks, type ConfigIo, ConfigSpace } from './config-space.js';
 import { MsixTableEmulator } from './msix-table.js';
@@ -85,6 +86,8 @@ export class AssignedDevice {
   readonly #bars: (Bar | undefined)[] = [];
   readonly #stats: Float64Array;
   readonly #cfgOffset: number;
+  /** Every device call's window check (BAR regions, the config region). */
+  readonly #guard: AccessGuard;
   /** The device fd number, read once (Target.fd may be a checking getter). */
   readonly #fd: number;
 
@@ -111,6 +114,8 @@ export class AssignedDevice {
     if (!cfgRegion || cfgRegion.size === 0n) throw new Error(`${dev.path} has no config region`);
     this.#cfgOffset = Number(cfgRegion.offset);
     const cfgSize = Math.min(Number(cfgRegion.size), 4096);
+    this.#guard = new AccessGuard(this.#stats);
+    this.#guard.allow(CONFIG_WINDOW, this.#cfgOffset, cfgSize);
 
     const phys = Buffer.alloc(cfgSize);
     this.#check(raw.pread(dev.fd, phys, cfgSize, this.#cfgOffset), cfgSize, 'pread config space');
@@ -118,7 +123,7 @@ export class AssignedDevice {
     const restore = Atomics.load(views.flags, RESTORE.INITIALIZED) === 1;
     this.restored = restore;
     this.config = new ConfigSpace(
-      configIo(this.#fd, this.#cfgOffset, dev.path),
+      configIo(this.#fd, this.#cfgOffset, dev.path, this.#guard),
       phys,
       this.regions.slice(0, 7),
       hooks,
@@ -151,6 +156,7 @@ export class AssignedDevice {
           : {}),
         emulated: [table, pba].filter((x) => x !== undefined),
       });
+      this.#guard.allow(b.index, Number(r.offset), Number(b.size));
       this.#bars[b.index] = {
         size: Number(b.size),
         fdOffset: Number(r.offset),
@@ -216,9 +222,11 @@ export class AssignedDevice {
       return this.#msix(req, write, bar.table, true);
     if (bar.pba && offset < bar.pba[1] && bar.pba[0] < offset + size)
       return this.#msix(req, write, bar.pba, false);
+    const at = bar.fdOffset + offset;
+    if (!this.#guard.inside(req.index, at, size)) return STATUS.OUT_OF_RANGE;
     const n = write
-      ? raw.pwrite(this.#fd, req.data, size, bar.fdOffset + offset)
-      : raw.pread(this.#fd, req.data, size, bar.fdOffset + offset);
+      ? raw.pwrite(this.#fd, req.data, size, at)
+      : raw.pread(this.#fd, req.data, size, at);
     if (n !== size) return this.#ioError(req);
     const s = this.#stats;
     s[write ? C_BYTES_WRITTEN : C_BYTES_READ]! += size;
@@ -253,7 +261,8 @@ export class AssignedDevice {
     try {
       if (write) this.config.write(req.offset, size, w[0]!);
       else w[0] = this.config.read(req.offset, size);
-    } catch {
+    } catch (e) {
+      if (e instanceof OutsideAccessError) return STATUS.OUT_OF_RANGE;
       return this.#ioError(req);
     }
     return STATUS.OK;
@@ -323,15 +332,23 @@ function checkIo(got: number, want: number, what: string, path: string): void {
  * error's text is built only on failure: a template string per access made 2 M config reads
  * cost 58 GC scavenges.
  */
-export function configIo(fd: number, base: number, path: string): ConfigIo {
+export function configIo(fd: number, base: number, path: string, guard?: AccessGuard): ConfigIo {
   const buf = Buffer.alloc(8);
+  const check = (offset: number, size: number): void => {
+    if (guard && !guard.inside(CONFIG_WINDOW, base + offset, size))
+      throw new OutsideAccessError(
+        `config access 0x${offset.toString(16)}/${size} outside ${path}'s config region`,
+      );
+  };
   return {
     read: (offset, size) => {
+      check(offset, size);
       const n = raw.pread(fd, buf, size, base + offset);
       if (n !== size) checkIo(n, size, `pread config 0x${offset.toString(16)}`, path);
       return size === 4 ? buf.readUInt32LE(0) : size === 2 ? buf.readUInt16LE(0) : buf[0]!;
     },
     write: (offset, size, value) => {
+      check(offset, size);
       if (size === 4) buf.writeUInt32LE(value >>> 0);
       else if (size === 2) buf.writeUInt16LE(value & 0xffff);
       else buf[0] = value & 0xff;

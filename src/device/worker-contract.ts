@@ -1,12 +1,16 @@
 // The device worker's contract, shared by the worker (src/device/worker-main.ts) and the
 // coordinator (src/coordinator/device-handle.ts): what the worker is started with and what the
-// coordinator may ask of it. Types only, no side effects: importing it starts nothing.
+// coordinator may ask of it. Types (and one constant) only: importing it starts nothing.
 import type { MessagePort } from 'node:worker_threads';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import type { StatKey } from '../metrics/schema.js';
 import type { RingServeTuning } from '../ring/server.js';
 import type { DeviceDescription } from './assigned-device.js';
+import type { FaultSpec } from './faults.js';
 import type { DeviceMemory } from './shared-state.js';
+
+/** The workerData of a warm standby worker (src/coordinator/standby.ts): activated by a message. */
+export const STANDBY = 'vfio-runtime:standby';
 
 export interface DeviceWorkerData {
   name: string;
@@ -23,6 +27,8 @@ export interface DeviceWorkerData {
   intx?: boolean;
   /** How the ring is served: spin budget and the longest stretch without an event-loop turn. */
   serve?: RingServeTuning;
+  /** Fault injection (src/device/faults.ts): what to inject and the shared control words. */
+  faults?: { spec: FaultSpec; ctl: SharedArrayBuffer };
 }
 
 /**

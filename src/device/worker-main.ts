@@ -15,8 +15,9 @@ import { STATUS } from '../ring/protocol.js';
 import { type Handler, RingServer } from '../ring/server.js';
 import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
 import type { ConfigHooks } from './config-space.js';
+import { faultyHandler } from './faults.js';
 import { RESTORE, restoreViews } from './shared-state.js';
-import type { DeviceControl, DeviceWorkerData } from './worker-contract.js';
+import { type DeviceControl, type DeviceWorkerData, STANDBY } from './worker-contract.js';
 
 /** What the worker serves: an AssignedDevice, or a synthetic one in tests. */
 export interface WorkerDevice {
@@ -71,9 +72,10 @@ export function startDeviceWorker(
   // While serving, the worker turns its event loop when the coordinator or the GSI router posts
   // to it (they bump the ring's attention word) and while the irq poller has handed it firings
   // its interrupt loop has not taken yet (WORKER_SEQ ahead of WORKER_SEEN).
+  const serve: Handler = (req) => (device ? device.handle(req) : STATUS.NOT_READY);
   const server = new RingServer(
     data.ring,
-    (req) => (device ? device.handle(req) : STATUS.NOT_READY),
+    data.faults ? faultyHandler(serve, data.faults.spec, data.faults.ctl, stats) : serve,
     {
       ...data.serve,
       watch: [[irqViews(data.memory.irq).hdr, IRQ.WORKER_SEQ, IRQ.WORKER_SEEN]],
@@ -112,6 +114,22 @@ export function startDeviceWorker(
   };
   Comlink.expose(api, nodeEndpoint(port));
   return { api, server };
+}
+
+/**
+ * A device worker thread's entry: serve `data` now, or, for a warm standby (data is STANDBY),
+ * say so once everything is loaded (koffi, the bindings, comlink: most of a worker's start-up)
+ * and wait for the device's data in an `{ activate }` message on `port`.
+ */
+export function runDeviceWorker(data: unknown, port: MessagePort, deps?: WorkerDeps): void {
+  if (data !== STANDBY) {
+    startDeviceWorker(data as DeviceWorkerData, port, deps);
+    return;
+  }
+  port.once('message', (m: { activate: DeviceWorkerData }) => {
+    startDeviceWorker(m.activate, port, deps);
+  });
+  port.postMessage(STANDBY);
 }
 
 function interruptOptions(data: DeviceWorkerData): InterruptOptions {

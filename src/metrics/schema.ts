@@ -28,7 +28,11 @@ export interface CounterDecl {
     | 'masks'
     | 'commits'
     | 'routes'
-    | 'seconds';
+    | 'seconds'
+    | 'heartbeats'
+    | 'faults'
+    | 'failures'
+    | 'states';
   /** Fixed labels of this slot (e.g. op="cfg_read"). */
   readonly labels: Readonly<Record<string, string>>;
   readonly count?: number;
@@ -67,6 +71,31 @@ const perBar = <K extends string>(
   labels: { direction },
   count: 6,
   indexLabel: 'bar',
+});
+
+const failure = <K extends string>(key: K, reason: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_runtime_supervisor_failures',
+  help: 'Device worker failures the supervisor saw, by kind (exit, crash, hang, stuck in a kernel call, failed restart)',
+  type: 'counter',
+  unit: 'failures',
+  labels: { reason },
+});
+const state = <K extends string>(key: K, value: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_runtime_supervisor_state',
+  help: 'The supervised device worker is in this state (1) or not (0)',
+  type: 'gauge',
+  unit: 'states',
+  labels: { state: value },
+});
+const fault = <K extends string>(key: K, kind: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_runtime_faults_injected',
+  help: 'Faults injected into the device worker (off unless enabled: VFR_FAULTS or DeviceHandleOptions.faults), by kind',
+  type: 'counter',
+  unit: 'faults',
+  labels: { kind },
 });
 
 /**
@@ -196,6 +225,47 @@ export const STATS = [
     unit: 'turns',
     labels: {},
   },
+  // Supervision (src/coordinator/supervisor.ts) and fault injection (src/device/faults.ts).
+  {
+    key: 'HEARTBEATS',
+    name: 'vfio_runtime_worker_heartbeats',
+    help: 'Heartbeats of the ring server while awake (every 256 idle polls, 64 requests or loop turn); the supervisor watches them',
+    type: 'counter',
+    unit: 'heartbeats',
+    labels: {},
+  },
+  err('ERR_DEVICE_FAILED', 'DEVICE_FAILED'),
+  {
+    key: 'RESTARTS',
+    name: 'vfio_runtime_supervisor_restarts',
+    help: 'Device workers the supervisor restarted (on the same ring, fd and shared state)',
+    type: 'counter',
+    unit: 'starts',
+    labels: {},
+  },
+  failure('FAIL_EXIT', 'exit'),
+  failure('FAIL_CRASH', 'crash'),
+  failure('FAIL_HANG', 'hang'),
+  failure('FAIL_STUCK', 'stuck'),
+  failure('FAIL_SPAWN', 'spawn'),
+  state('STATE_RUNNING', 'running'),
+  state('STATE_RESTARTING', 'restarting'),
+  state('STATE_FAILED', 'failed'),
+  fault('FAULT_KILL', 'kill'),
+  fault('FAULT_THROW', 'throw'),
+  fault('FAULT_CRASH', 'crash'),
+  fault('FAULT_HANG', 'hang'),
+  fault('FAULT_ERRNO', 'errno'),
+  fault('FAULT_DELAY', 'delay'),
+  fault('FAULT_CORRUPT', 'corrupt'),
+  {
+    key: 'OUTSIDE',
+    name: 'vfio_runtime_device_accesses_outside',
+    help: 'Device accesses the worker caught outside every BAR and the config region (a bug: refused, never issued)',
+    type: 'counter',
+    unit: 'errors',
+    labels: {},
+  },
 ] as const satisfies readonly CounterDecl[];
 
 type KeyOf<D> = D extends { key: infer K extends string; count: 6 }
@@ -245,6 +315,17 @@ export const C_SERVED = at('SERVED'),
   C_SLEEPS = at('SLEEPS'),
   C_WAKES = at('WAKES'),
   C_TURNS = at('TURNS');
+export const C_HEARTBEATS = at('HEARTBEATS'),
+  C_ERR_DEVICE_FAILED = at('ERR_DEVICE_FAILED'),
+  C_RESTARTS = at('RESTARTS'),
+  C_FAIL_EXIT = at('FAIL_EXIT'),
+  C_STATE_RUNNING = at('STATE_RUNNING'),
+  C_FAULT_KILL = at('FAULT_KILL'),
+  C_OUTSIDE = at('OUTSIDE');
+/** Slots after C_FAIL_EXIT, in declaration order; states after C_STATE_RUNNING; faults after C_FAULT_KILL. */
+export const FAIL_REASONS = ['exit', 'crash', 'hang', 'stuck', 'spawn'] as const;
+export const SUPERVISOR_STATES = ['running', 'restarting', 'failed'] as const;
+export const FAULT_KINDS = ['kill', 'throw', 'crash', 'hang', 'errno', 'delay', 'corrupt'] as const;
 
 /** The error slot of a non-OK STATUS from BAD_OP (-1) to NOT_READY (-7), in declaration order. */
 export const errorSlot = (status: number): number => C_ERR_BAD_OP - 1 - status;

@@ -3,7 +3,7 @@
 // Waiting spins (up to an adaptive budget in µs), then sleeps on the slot's sequence word, so a
 // busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
 // (back-pressure).
-import { RingClosedError } from '../errors.js';
+import { DeviceFailedError, RingClosedError } from '../errors.js';
 import {
   bulkOffset,
   freeWord,
@@ -375,7 +375,14 @@ export class RingClient {
   }
 
   #ok(status: number, op: number, index: number, offset: number, size: number): void {
-    if (status !== STATUS.OK) throw new RingError(status, describe(op, index, offset, size));
+    if (status === STATUS.OK) return;
+    if (status === STATUS.DEVICE_FAILED)
+      throw new DeviceFailedError(
+        `${describe(op, index, offset, size)}: ${statusText(status)}`,
+        '',
+        'unknown',
+      );
+    throw new RingError(status, describe(op, index, offset, size));
   }
 
   #checkOpen(): void {

@@ -68,6 +68,9 @@ export const STATUS = {
   // A worker died while handling the request: its effect on the device is unknown (it may have
   // happened), and it was not replayed. Set by the next server on the ring (see H_TAKEN).
   WORKER_DIED: -8,
+  // The device has failed: its worker kept failing (or is stuck in a kernel call) and its
+  // supervisor stopped restarting it. Completed at once by the coordinator, never by the device.
+  DEVICE_FAILED: -9,
 } as const;
 
 const STATUS_TEXT: Record<number, string> = {
@@ -80,6 +83,8 @@ const STATUS_TEXT: Record<number, string> = {
   [STATUS.NOT_READY]: 'device not ready',
   [STATUS.WORKER_DIED]:
     'lost: the device worker died while handling it; effect unknown, not replayed',
+  [STATUS.DEVICE_FAILED]:
+    'the device has failed (its worker kept failing or is stuck); remove and add it again',
 };
 export const statusText = (s: number): string => STATUS_TEXT[s] ?? (s === 0 ? 'ok' : `status ${s}`);
 export const statusName = (s: number): string =>

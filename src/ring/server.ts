@@ -4,9 +4,20 @@
 // that event loop only when asked (the ring's attention word, or a watched word, moved) or every
 // few ms, not every so many requests: each turn costs 7 µs typically and 100 µs at p90 here.
 // A server that starts after one died mid-request completes that request as WORKER_DIED without
-// serving it again (H_TAKEN, see #recover).
+// serving it again (H_TAKEN, see #recover), and a server that finds HEAD moved under it (it was
+// superseded while stuck in a handler) stops without touching the ring. While awake it beats a
+// heartbeat (C_HEARTBEATS, once per clock read: every 256 idle polls or 64 requests) that the
+// coordinator's supervisor watches.
 
-import { C_LOST, C_SERVED, C_SLEEPS, C_TURNS, C_WAKES, STATS_SLOTS } from '../metrics/schema.js';
+import {
+  C_HEARTBEATS,
+  C_LOST,
+  C_SERVED,
+  C_SLEEPS,
+  C_TURNS,
+  C_WAKES,
+  STATS_SLOTS,
+} from '../metrics/schema.js';
 import {
   bulkOffset,
   freeWord,
@@ -124,6 +135,7 @@ export class RingServer {
   readonly #c: Float64Array;
   readonly #servedBefore: number;
   #lost = 0;
+  #gone = false;
 
   constructor(
     readonly sab: SharedArrayBuffer,
@@ -158,6 +170,16 @@ export class RingServer {
     return this.#lost;
   }
 
+  /** true once another server took the ring over while this one's handler ran (see #serveNext). */
+  get superseded(): boolean {
+    return this.#gone;
+  }
+
+  #superseded(): void {
+    this.#gone = true;
+    this.#running = false;
+  }
+
   /** Serve every request that is ready now; returns how many. Synchronous. */
   drain(limit = Infinity): number {
     this.#recover();
@@ -186,7 +208,8 @@ export class RingServer {
     req.index = h[w + S_INDEX]!;
     req.size = size;
     req.offset = (h[w + S_OFF_HI]! >>> 0) * 0x100000000 + (h[w + S_OFF_LO]! >>> 0);
-    let status: number;
+    let status: number,
+      inline = false;
     const d = w + S_DATA,
       st = this.#stage;
     if (size >= 0 && size <= INLINE_BYTES) {
@@ -201,10 +224,7 @@ export class RingServer {
       } catch {
         status = STATUS.IO_ERROR;
       }
-      h[d] = st[0]!;
-      h[d + 1] = st[1]!;
-      h[d + 2] = st[2]!;
-      h[d + 3] = st[3]!;
+      inline = true;
     } else if (size > 0 && size <= this.geometry.bulkBytes) {
       req.data = this.#bulk[slot]!;
       req.words = undefined;
@@ -214,9 +234,23 @@ export class RingServer {
         status = STATUS.IO_ERROR;
       }
     } else status = STATUS.BAD_WIDTH;
+    // HEAD is the completion fence: moving it claims the completion. A server that finds it
+    // moved was superseded while its handler ran (stuck in a kernel call, the supervisor gave
+    // the ring to another server, which completed this request as WORKER_DIED): it must not
+    // touch the ring again, so it stops here. One lock cmpxchg on a line only this thread
+    // writes: a few ns against a ~0.6 µs round trip.
+    if (Atomics.compareExchange(h, H_HEAD, t, (t + 1) | 0) !== t) {
+      this.#superseded();
+      return false;
+    }
+    if (inline) {
+      h[d] = st[0]!;
+      h[d + 1] = st[1]!;
+      h[d + 2] = st[2]!;
+      h[d + 3] = st[3]!;
+    }
     h[w + S_STATUS] = status;
     this.#head = (t + 1) | 0;
-    h[H_HEAD] = this.#head;
     Atomics.store(h, w + S_SEQ, (t + 2) | 0);
     if (Atomics.load(h, w + S_WAITER) !== 0) Atomics.notify(h, w + S_SEQ, 1);
     this.#c[C_SERVED]!++;
@@ -236,9 +270,20 @@ export class RingServer {
       t = (taken - 1) | 0;
     const w = slotWord(t & this.#mask),
       head = Atomics.load(h, H_HEAD);
-    if (Atomics.load(h, w + S_SEQ) === taken && (head === t || head === taken)) {
+    if (Atomics.load(h, w + S_SEQ) !== taken) {
+      this.#head = head;
+      return;
+    }
+    // Claimed by moving HEAD (the fence #serveNext respects): a predecessor still alive in its
+    // handler (stuck in a kernel call) then finds HEAD moved and never completes it itself.
+    const claimed = head === t && Atomics.compareExchange(h, H_HEAD, t, taken) === t;
+    // HEAD already past it: its server claimed it and died before the completing store, or is
+    // alive and a few stores from it. Give a live one 5 ms, then complete it here.
+    if (!claimed && head === taken)
+      for (const until = performance.now() + 5; performance.now() < until; )
+        if (Atomics.load(h, w + S_SEQ) !== taken) break;
+    if ((claimed || head === taken) && Atomics.load(h, w + S_SEQ) === taken) {
       h[w + S_STATUS] = STATUS.WORKER_DIED;
-      Atomics.store(h, H_HEAD, taken);
       Atomics.store(h, w + S_SEQ, (t + 2) | 0);
       Atomics.notify(h, w + S_SEQ);
       this.#lost++;
@@ -276,11 +321,15 @@ export class RingServer {
           polls = 0;
           idleUntil = 0;
         }
-        if ((++served & 63) === 0 && (this.#attention() || performance.now() >= turnAt)) {
-          this.#idleUntil = 0;
-          return true;
+        if ((++served & 63) === 0) {
+          this.#c[C_HEARTBEATS]!++;
+          if (this.#attention() || performance.now() >= turnAt) {
+            this.#idleUntil = 0;
+            return true;
+          }
         }
       } else if ((++polls & (POLLS_PER_CLOCK - 1)) === 0) {
+        this.#c[C_HEARTBEATS]!++;
         const now = performance.now();
         if (idleUntil === 0) idleUntil = now + spin.ms;
         else if (now >= idleUntil) {
@@ -313,6 +362,7 @@ export class RingServer {
     this.#recover();
     this.#seenAttention = Atomics.load(h, H_ATTENTION);
     while (this.#running) {
+      c[C_HEARTBEATS]!++;
       if (this.#busy()) {
         // Posts flagged before this point are in the event loop's queue: this turn reads them.
         this.#seenAttention = Atomics.load(h, H_ATTENTION);
@@ -345,6 +395,7 @@ export class RingServer {
   /** Stop serving (requests stay queued for the next server on this ring). */
   async stop(): Promise<void> {
     this.#running = false;
+    if (this.#gone) return; // superseded: the ring is another server's now
     Atomics.add(this.#i32, H_DOORBELL, 1);
     Atomics.notify(this.#i32, H_DOORBELL);
     await this.#stopped;

@@ -3,7 +3,7 @@
 // rings). Anything else reads as all ones, drops writes and is counted.
 import { OP, STATUS } from '../ring/protocol.js';
 import { CMOS_DATA, CMOS_INDEX, cmosRead, cmosWrite } from './cmos.js';
-import type { PciBus } from './pci-bus.js';
+import { countRefused, type PciBus } from './pci-bus.js';
 import { END, endVm, STAT } from './shared.js';
 import { UART_BASE, type Uart } from './uart.js';
 
@@ -89,7 +89,11 @@ export class ExitDevices {
     return len >= 4 ? 0xffffffff : ONES[len]!;
   }
 
-  /** A BAR access through the device's ring; one the device refuses reads as all ones and is counted. */
+  /**
+   * A BAR access through the device's ring; one the device refuses reads as all ones and is
+   * counted, and so is one whose worker died with it or to a failed device (never retried: a
+   * doorbell written twice is a bug).
+   */
   #bar(op: number, size: number, lo: number, hi: number): number {
     const p = this.pci,
       c = p.clients[p.hitDevice]!;
@@ -98,7 +102,7 @@ export class ExitDevices {
     const status = c.call(op, p.hitBar, p.hitOffset, size, lo | 0, hi | 0);
     if (this.timing) this.#stats[this.#s + STAT.RING_MS]! += performance.now() - t0;
     if (status !== STATUS.OK) {
-      this.#stats[this.#s + STAT.REFUSED]!++;
+      countRefused(this.#stats, this.#s, status);
       this.hi = size === 8 ? 0xffffffff : 0;
       return size >= 4 ? 0xffffffff : ONES[size]!;
     }

@@ -21,6 +21,16 @@ export const KIND_MEM32 = BAR_MEM,
 const HOST_BRIDGE = [0x12378086, 0x00000006, 0x06000002, 0x00000000];
 const ONES = [0, 0xff, 0xffff, 0, 0xffffffff];
 
+/**
+ * Count a device access that did not complete OK (the caller reads all ones or drops the
+ * write): REFUSED, and LOST or FAILED for a worker that died with it or a failed device.
+ */
+export function countRefused(stats: Float64Array, base: number, status: number): void {
+  stats[base + STAT.REFUSED]!++;
+  if (status === STATUS.WORKER_DIED) stats[base + STAT.LOST]!++;
+  else if (status === STATUS.DEVICE_FAILED) stats[base + STAT.FAILED]!++;
+}
+
 export class PciBus {
   readonly #ctl: Int32Array;
   readonly #bars: Float64Array;
@@ -62,7 +72,10 @@ export class PciBus {
       return reg < 16 ? ((HOST_BRIDGE[reg >> 2]! >>> ((reg & 3) * 8)) & ONES[size]!) >>> 0 : 0;
     const c = this.clients[dev - 1]!;
     const status = this.#ring(c, OP.CFG_READ, reg, size, 0);
-    return status === STATUS.OK ? (c.lo & ONES[size]!) >>> 0 : ONES[size]!;
+    if (status === STATUS.OK) return (c.lo & ONES[size]!) >>> 0;
+    if (status === STATUS.WORKER_DIED || status === STATUS.DEVICE_FAILED)
+      countRefused(this.#stats, this.#statBase, status);
+    return ONES[size]!;
   }
 
   write(port: number, size: number, value: number): void {
@@ -76,8 +89,8 @@ export class PciBus {
       reg = this.#reg(port);
     if (dev <= 0) return; // the host bridge is read-only; absent functions ignore writes
     const c = this.clients[dev - 1]!;
-    if (this.#ring(c, OP.CFG_WRITE, reg, size, value) !== STATUS.OK)
-      this.#stats[this.#statBase + STAT.REFUSED]!++;
+    const status = this.#ring(c, OP.CFG_WRITE, reg, size, value);
+    if (status !== STATUS.OK) countRefused(this.#stats, this.#statBase, status);
     // Command register or a BAR changed: the decoding addresses may have moved.
     if ((reg < 0x06 && reg + size > 0x04) || (reg < 0x28 && reg + size > 0x10))
       this.refresh(dev - 1);

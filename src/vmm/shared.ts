@@ -89,7 +89,14 @@ export const STAT = {
   LAST_REASON: 13,
   LAST_ADDR: 14,
   DEVICE: 16, // then per device: BAR accesses, MAX_DEVICES of them
-  WORDS: 16 + MAX_DEVICES,
+  /**
+   * Device accesses whose worker died while handling them (WORKER_DIED: read as all ones, a
+   * write dropped, its effect unknown) and accesses to a failed device (DEVICE_FAILED), both
+   * also counted in REFUSED.
+   */
+  LOST: 16 + MAX_DEVICES,
+  FAILED: 17 + MAX_DEVICES,
+  WORDS: 18 + MAX_DEVICES,
 } as const;
 
 export const SAMPLE_EVERY = 16;

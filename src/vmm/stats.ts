@@ -15,6 +15,9 @@ export interface VmStats {
   unknownMmio: number;
   /** Device accesses the device refused (read as all ones / dropped). */
   refused: number;
+  /** Of those: accesses a dying worker had taken (WORKER_DIED), and ones to a failed device. */
+  lost: number;
+  failed: number;
   /** BAR accesses per device port. */
   bar: Record<string, number>;
   /**
@@ -47,6 +50,8 @@ export function collectStats(s: Float64Array, cpus: number, devices: readonly st
     unknownPio: sum(STAT.UNKNOWN_PIO),
     unknownMmio: sum(STAT.UNKNOWN_MMIO),
     refused: sum(STAT.REFUSED),
+    lost: sum(STAT.LOST),
+    failed: sum(STAT.FAILED),
     bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
     ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
     vcpus: Array.from({ length: cpus }, (_, i) => {

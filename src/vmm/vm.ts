@@ -7,6 +7,7 @@ import * as kvm from '../../native/kvm.js';
 import { C } from '../../native/libc.js';
 import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
 import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
+import type { SupervisorOptions } from '../coordinator/supervisor.js';
 import { memfdRegionSource } from '../dma/backend.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
@@ -77,6 +78,13 @@ export interface VmOptions {
    * and PBA pages) exits to the VMM.
    */
   noMmap?: string[];
+  /**
+   * Supervise the device workers (src/coordinator/supervisor.ts): restart one that dies or hangs,
+   * with its device state; a device that keeps failing reads as all ones (default on; false: off).
+   */
+  supervise?: SupervisorOptions | boolean;
+  /** Restart supervised workers from a warm standby thread (fast restarts; one more thread). */
+  standby?: boolean;
 }
 
 export interface VmResult {
@@ -236,7 +244,12 @@ export class Vm {
       const ioapicPin = FIRST_PCI_PIN + (i % PCI_PINS);
       let d: RuntimeDevice;
       try {
-        d = await this.runtime.addDevice(spec, { router: this.router, intxGsi: ioapicPin });
+        d = await this.runtime.addDevice(spec, {
+          router: this.router,
+          intxGsi: ioapicPin,
+          supervise: this.opts.supervise ?? true,
+          standby: this.opts.standby ?? false,
+        });
       } catch (e) {
         const which = `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`;
         throw new Error(`${which}: ${(e as Error).message}`, { cause: e });

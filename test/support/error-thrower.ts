@@ -5,6 +5,7 @@ import { errnoNumber, SysError } from '../../native/errno.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../../src/control/comlink-node.js';
 import {
   ConflictError,
+  DeviceFailedError,
   HostSetupError,
   InvalidSpecError,
   KernelError,
@@ -29,6 +30,8 @@ export const samples: Record<string, () => Error> = {
     new KernelError(sys('EINVAL'), { bdf: '0000:00:04.0', port: 'nvme0', hint: 'stop it' }),
   WorkerExitedError: () => new WorkerExitedError('device worker nvme0 exited (code 1)', 'nvme0', 1),
   RingClosedError: () => new RingClosedError('device ring is closed (device shut down)'),
+  DeviceFailedError: () =>
+    new DeviceFailedError('device nvme0 has failed: 6 restarts in 60 s', 'nvme0', 'restarts'),
   PartialInvalidationError: () =>
     new PartialInvalidationError(
       new SysError('IOMMU_HWPT_INVALIDATE', '/dev/iommu', errnoNumber('EINVAL')),

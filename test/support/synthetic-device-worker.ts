@@ -1,8 +1,7 @@
 // A device worker (DeviceHandleOptions.workerUrl) serving the synthetic device of
 // synthetic-device.ts: the real worker body, startDeviceWorker, with a device that needs no VFIO.
 import { parentPort, workerData } from 'node:worker_threads';
-import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
-import { startDeviceWorker } from '../../src/device/worker-main.js';
+import { runDeviceWorker } from '../../src/device/worker-main.js';
 import { syntheticDeps } from './synthetic-device.js';
 
-startDeviceWorker(workerData as DeviceWorkerData, parentPort!, syntheticDeps);
+runDeviceWorker(workerData, parentPort!, syntheticDeps);

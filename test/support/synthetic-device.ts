@@ -1,7 +1,7 @@
 // A synthetic device for worker lifecycle tests: BAR0 is 256 bytes kept in the device's shared
 // state (so a restarted worker resumes it), 4-byte accesses only. Word 0x80 is a doorbell (a
 // write adds 1: a replayed write shows), a write to 0xfc hangs the handler (after flagging
-// HANG_SEEN in word 0xf8) until the worker is terminated.
+// HANG_SEEN in word 0xf8) until the worker is terminated; word 0xf4 > 0 makes setup fail.
 
 import { RESTORE, restoreViews } from '../../src/device/shared-state.js';
 import type { DeviceWorkerData } from '../../src/device/worker-contract.js';
@@ -11,7 +11,9 @@ import type { Request } from '../../src/ring/server.js';
 
 export const DOORBELL = 0x80,
   HANG = 0xfc,
-  HANG_SEEN = 0xf8;
+  HANG_SEEN = 0xf8,
+  /** While this word is > 0, setting the device up fails (and takes one off it). */
+  FAIL_SETUP = 0xf4;
 
 /** BAR0 as words, over the state buffer (the test reads HANG_SEEN through it too). */
 export const barWords = (state: SharedArrayBuffer): Int32Array =>
@@ -20,6 +22,10 @@ export const barWords = (state: SharedArrayBuffer): Int32Array =>
 function open(data: DeviceWorkerData): WorkerDevice {
   const flags = restoreViews(data.memory.state).flags,
     bar = barWords(data.memory.state);
+  if (Atomics.load(bar, FAIL_SETUP / 4) > 0) {
+    Atomics.sub(bar, FAIL_SETUP / 4, 1);
+    throw new Error('synthetic device: setup failed (FAIL_SETUP)');
+  }
   const restored = Atomics.load(flags, RESTORE.INITIALIZED) === 1;
   Atomics.store(flags, RESTORE.INITIALIZED, 1);
   const handle = (req: Request): number => {

@@ -10,6 +10,7 @@ import { explainBindFailure, explainUnsafeInterrupts } from '../../src/dma/diagn
 import {
   attributeKernelError,
   ConflictError,
+  DeviceFailedError,
   ERR,
   ERROR_CLASSES,
   errnoNameOf,
@@ -58,6 +59,11 @@ const expected: Record<
     fields: { worker: 'nvme0', exitCode: 1 },
   },
   RingClosedError: { cls: RingClosedError, code: ERR.RING_CLOSED, fields: {} },
+  DeviceFailedError: {
+    cls: DeviceFailedError,
+    code: ERR.DEVICE_FAILED,
+    fields: { device: 'nvme0', reason: 'restarts' },
+  },
   PartialInvalidationError: {
     cls: PartialInvalidationError,
     code: ERR.PARTIAL_INVALIDATION,
