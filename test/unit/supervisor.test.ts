@@ -140,12 +140,12 @@ test('a worker stuck in a kernel call: the device fails, requests complete at on
     await until(() => ended, 'the stuck thread to end');
     for (let i = 0; i < 20; i++) assert.is(c.call(OP.NOP, 0, 0, 0), STATUS.DEVICE_FAILED);
     // Counted before each completion: exact. Served is counted just after it.
-    assert.is(row(h, 'vfio_ring_errors', { status: 'DEVICE_FAILED' }), 22);
+    assert.is(row(h, 'vfio_runtime_ring_errors', { status: 'DEVICE_FAILED' }), 22);
     // Only the failing server completed: 22 refused and the stuck one's request (lost).
-    await until(() => row(h, 'vfio_ring_served') === 23, 'served = 23', 1000);
+    await until(() => row(h, 'vfio_runtime_ring_served') === 23, 'served = 23', 1000);
     await new Promise((r) => setTimeout(r, 50));
-    assert.is(row(h, 'vfio_ring_served'), 23);
-    assert.is(row(h, 'vfio_ring_lost'), 1);
+    assert.is(row(h, 'vfio_runtime_ring_served'), 23);
+    assert.is(row(h, 'vfio_runtime_ring_lost'), 1);
     assert.is(row(h, 'vfio_runtime_supervisor_failures', { reason: 'stuck' }), 1);
     assert.is(row(h, 'vfio_runtime_supervisor_state', { state: 'failed' }), 1);
   } finally {
