@@ -5,6 +5,7 @@
 import { Worker } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import { C } from '../../native/libc.js';
+import type { DeviceHooks } from '../api/runtime-api.js';
 import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
 import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import { memfdRegionSource } from '../dma/backend.js';
@@ -285,6 +286,22 @@ export class Vm {
       offset: s.offset,
       size: s.size,
     }));
+  }
+
+  /**
+   * What the HTTP API (src/api/) may do to this VM's devices. Adding or removing a PCI function
+   * while the guest runs needs the bus to change under the vCPUs (not built yet): both are
+   * refused with 501; info and counters are served.
+   */
+  apiHooks(): DeviceHooks {
+    const why =
+      'the reference VMM does not hot-plug PCI functions yet; give devices with --vfio at boot';
+    return {
+      cannotAdd: why,
+      cannotRemove: why,
+      info: () => ({ cpus: this.cpus, ports: this.deviceNames, mappedBars: this.mappedBars() }),
+      counters: () => this.stats(),
+    };
   }
 
   /** Run the guest until it ends (debug-exit port, reset, triple fault, error, timeout or close()). */
