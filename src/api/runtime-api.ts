@@ -102,7 +102,7 @@ export class RuntimeApi implements ApiHost {
     port: string,
     iommu: string,
     bdf: string | undefined,
-    fds: { cdev?: number; iommufd?: number },
+    fds: SortedFds,
     received: ReceivedFds,
   ): Promise<ApiResponse> {
     const rt = this.runtime;
@@ -118,7 +118,7 @@ export class RuntimeApi implements ApiHost {
         'port',
         port,
       );
-    const cdevBdf = fds.cdev !== undefined ? bdfOfCdev(classifyFd(fds.cdev).link) : bdf;
+    const cdevBdf = fds.cdevLink !== undefined ? bdfOfCdev(fds.cdevLink) : bdf;
     if (bdf && fds.cdev !== undefined && cdevBdf && cdevBdf !== bdf)
       throw new InvalidSpecError(
         `bdf ${bdf} does not match the attached cdev, which is ${cdevBdf}: attach that device's cdev or drop bdf`,
@@ -339,9 +339,16 @@ function pciAddress(v: unknown): string {
   return bdf;
 }
 
+/** The arrival indexes of the attached cdev and /dev/iommu, and what the cdev fd points at. */
+interface SortedFds {
+  cdev?: number;
+  iommufd?: number;
+  cdevLink?: string;
+}
+
 /** Which attached fd is the cdev and which /dev/iommu; anything else is refused (400). */
-function sortFds(fds: ReceivedFds): { cdev?: number; iommufd?: number } {
-  const out: { cdev?: number; iommufd?: number } = {};
+function sortFds(fds: ReceivedFds): SortedFds {
+  const out: SortedFds = {};
   for (const { index, fd } of fds.held()) {
     const { kind, link } = classifyFd(fd);
     if (kind === 'other')
@@ -355,6 +362,7 @@ function sortFds(fds: ReceivedFds): { cdev?: number; iommufd?: number } {
         `two ${kind === 'cdev' ? 'VFIO cdevs' : '/dev/iommu fds'} attached: add one device per request`,
       );
     out[kind] = index;
+    if (kind === 'cdev') out.cdevLink = link;
   }
   return out;
 }
