@@ -75,7 +75,9 @@ async function settledFds(pid: number, want: number, ms = 3000): Promise<number>
   return n;
 }
 
+let restore = (): void => {};
 t.before(() => requireLab());
+t.after(() => restore());
 
 t(
   'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',
@@ -95,9 +97,22 @@ t(
     mkdirSync(sockDir, { mode: 0o700 });
     chownSync(sockDir, NOBODY, NOBODY);
     const sock = join(sockDir, 'api.sock');
-    const kvmGid = statSync('/dev/kvm').gid;
-    if ((statSync('/dev/kvm').mode & 0o060) !== 0o060) chmodSync('/dev/kvm', 0o660);
-    for (const p of ['/dev/iommu', cdevOf(n0), cdevOf(n1)])
+    // As an orchestrator arranges it: /dev/kvm for the VMM's group, the VFIO and iommufd nodes
+    // for root only (restored after the test).
+    const kvmGid = NOBODY;
+    const nodes = ['/dev/kvm', '/dev/iommu', cdevOf(n0), cdevOf(n1)];
+    const saved = nodes.map((p) => ({ p, st: statSync(p) }));
+    restore = () => {
+      for (const { p, st } of saved) {
+        chownSync(p, st.uid, st.gid);
+        chmodSync(p, st.mode & 0o7777);
+      }
+    };
+    chownSync('/dev/kvm', 0, kvmGid);
+    chmodSync('/dev/kvm', 0o660);
+    for (const p of nodes.slice(1)) chmodSync(p, statSync(p).mode & 0o7700);
+    assert.is(await deniedTo(NOBODY, kvmGid, '/dev/kvm'), 'OPEN', 'the VMM may open /dev/kvm');
+    for (const p of nodes.slice(1))
       assert.is(await deniedTo(NOBODY, kvmGid, p), 'EACCES', `uid ${NOBODY} cannot open ${p}`);
 
     // Boot: /dev/iommu and the first NVMe's cdev, opened here, inherited as fds 3 and 4.
