@@ -138,7 +138,7 @@ t(
           '240',
           '--append',
           'quiet loglevel=4 guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8 guest.hotplug=1 ' +
-            'guest.hotplug_wait_s=40 nvme_core.io_timeout=4 nvme_core.admin_timeout=4',
+            'guest.hotplug_wait_s=40',
           '--iommu',
           'id=ctx0,iommufd_fd=3',
           '--vfio',
