@@ -12,7 +12,7 @@ import { apiHandler } from './routes.js';
 import { type DeviceHooks, RuntimeApi } from './runtime-api.js';
 import { ApiServer, type ApiServerOptions } from './server.js';
 
-export const API_USAGE = `            [--api-socket <path> | --api-tcp <port>]   serve the HTTP API (docs/user-guide.md)
+export const API_USAGE = `  run, vm   [--api-socket <path> | --api-tcp <port>]: serve the HTTP API (docs/user-guide.md)
   remote    talk to a running runtime's API: --api-socket <path> (or --api-tcp <port>) and
             add-device port=<name>,iommu=<id>[,bdf=<bdf>] [--fd <n>]... [--new-context]
                                   (without --fd: opens the bdf's cdev and, with --new-context,
