@@ -3,10 +3,13 @@
 // socket. Add with a new context, the bad requests only a kernel can show (duplicate port, a
 // device assigned twice, a function not bound to vfio-pci), remove (waiting, and polled), and
 // 20 add/remove cycles: after every removal the process holds the fds it held before and the
-// IOAS has no mapping of the device's.
+// IOAS has no mapping of the device's; the remote client (`vfio-runtime remote`) adding a device
+// whose cdev it opened itself.
+import { execFile } from 'node:child_process';
 import { mkdtempSync, readlinkSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { C, close, open } from '../../native/libc.js';
@@ -20,6 +23,7 @@ import { type ProcessState, processState, settledState } from '../support/proces
 const t = suite('HTTP API: devices added and removed with fds passed by SCM_RIGHTS');
 const dir = mkdtempSync(join(tmpdir(), 'vfr-api-lab-'));
 const path = join(dir, 'api.sock');
+const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
 let rt: Runtime, server: ApiServer;
 
 /** What the fds this process opened since `before` point at (for a failure's message). */
@@ -136,6 +140,35 @@ t(
     assert.is(after.threads, before.threads, 'and its threads');
   },
 );
+
+/** The CLI as a child, asynchronously (this process serves its requests meanwhile). */
+function cli(...args: string[]): Promise<{ status: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], (e, stdout, stderr) =>
+      resolve({ status: e ? ((e as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+t('the remote client opens the cdev itself and passes it; remove-device through it', async () => {
+  const bdf = labDevice('nvme');
+  const before = processState();
+  const a = await cli(
+    'remote',
+    '--api-socket',
+    path,
+    'add-device',
+    `port=viacli,iommu=ctx0,bdf=${bdf}`,
+  );
+  assert.is(a.status, 0, a.stdout + a.stderr);
+  assert.is((JSON.parse(a.stdout) as { bdf: string }).bdf, bdf);
+  assert.ok(rt.devices.has('viacli'));
+  const r = await cli('remote', '--api-socket', path, 'remove-device', 'viacli');
+  assert.is(r.status, 0, r.stdout + r.stderr);
+  assert.is((JSON.parse(r.stdout) as { state: string }).state, 'removed');
+  const after = await settledState(before);
+  assert.equal(after.fds, before.fds, `nothing left (extra: ${extra(before, after)})`);
+});
 
 // 20 by default; each cycle costs ~7 s in the lab (a device worker's start under its slow CPU).
 const CYCLES = Number(process.env.API_CYCLES ?? 20);
