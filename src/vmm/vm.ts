@@ -365,7 +365,13 @@ export class Vm {
     this.deviceNames[i] = d.port;
     this.#publish(i, d.handle.ring);
     const guestBdf = `0000:00:${placed.slot.toString(16).padStart(2, '0')}.0`;
-    return { slot: placed.slot, guestBdf };
+    const placedBars = d.handle.description.bars
+      .filter((b) => Number(b.size) > 0)
+      .map((b) => ({
+        index: b.index,
+        gpa: `0x${bars[(i * BARS + b.index) * BAR.WORDS + BAR.BASE]!.toString(16)}`,
+      }));
+    return { slot: placed.slot, guestBdf, placedBars };
   }
 
   /**
