@@ -112,7 +112,6 @@ const ROUTES: Record<string, { method: string; fn: Route }> = {
   },
   'vm.info': { method: 'GET', fn: async (h) => ({ status: 200, body: await h.info() }) },
   'vm.counters': { method: 'GET', fn: async (h) => ({ status: 200, body: h.counters() }) },
-  ping: { method: 'GET', fn: async () => ({ status: 200, body: { ok: true } }) },
 };
 
 /** The handler for an ApiServer: route, call the host, turn errors into statuses. */
