@@ -185,7 +185,7 @@ class ServerThread {
       this.#reject(c, 400, `more than ${this.#d.maxFds} fds attached to one request`);
       return;
     }
-    this.#parse(c);
+    if (!c.waiting) this.#parse(c); // one request at a time: more bytes wait for the answer
   }
 
   #takeFds(controllen: bigint): number[] {
@@ -263,6 +263,7 @@ class ServerThread {
     }
     c.out = undefined;
     if (c.closeAfterWrite) this.#close(c);
+    else if (c.data.length && !c.waiting) this.#parse(c); // sent while the answer was due
   }
 
   /**
