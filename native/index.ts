@@ -9,4 +9,5 @@ export * as layout from './layout.js';
 export { structRegistry } from './layout.js';
 export * as libc from './libc.js';
 export { PCI } from './pci-regs.js';
+export * as socket from './socket.js';
 export * as vfio from './vfio.js';

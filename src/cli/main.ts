@@ -2,6 +2,7 @@
 // vfio-runtime command line: `devices` lists the host's assignable PCI functions, `check`
 // says whether the host is ready for device assignment, `run` assigns devices (one worker each),
 // `vm` boots a Linux guest on the minimal VMM (src/vmm/) with assigned devices.
+import { API_USAGE, remoteCommand, serveApi, takeApiOptions } from '../api/cli.js';
 import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
 import { InvalidSpecError } from '../errors.js';
 import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
@@ -25,7 +26,8 @@ const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> 
             --memory size=<n>[K|M|G][,gpa=<addr>]               guest RAM mapped for DMA at IOVA == GPA
 ${VM_USAGE}
   run, vm:
-${OBSERVABILITY_USAGE}`;
+${OBSERVABILITY_USAGE}
+${API_USAGE}`;
 
 const hex = (n: number, w: number): string => n.toString(16).padStart(w, '0');
 const size = (n: bigint): string => {
@@ -107,18 +109,22 @@ function printRuntime(d: RuntimeDescription, json: boolean): void {
 async function run(argv: string[], json: boolean): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
   const obs = takeObservabilityArgs(rest);
+  const apiOpts = takeApiOptions(rest);
   const unknown = rest.filter((a) => a !== '--once' && a !== '--json');
   if (unknown.length) throw new InvalidSpecError(`run: unknown argument(s) ${unknown.join(' ')}`);
-  if (spec.vfio.length === 0)
+  if (spec.vfio.length === 0 && !apiOpts)
     throw new InvalidSpecError(
-      'run: assign at least one device with --vfio host=<bdf>,port=<name>',
+      'run: assign at least one device with --vfio host=<bdf>,port=<name> (or serve --api-socket <path> to add them later)',
       'vfio',
     );
   const log = cliLogger(obs);
   const rt = await Runtime.start(spec, { logger: log });
+  let api: ReturnType<typeof serveApi> | undefined;
   try {
     const metrics = await startCliMetrics(obs, rt, log);
     printRuntime(rt.describe(), json);
+    api = apiOpts ? serveApi(rt, apiOpts) : undefined;
+    if (api) console.error(`run: API on ${api.server.address}`);
     if (!argv.includes('--once')) {
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
@@ -127,6 +133,7 @@ async function run(argv: string[], json: boolean): Promise<number> {
     }
     await metrics?.close();
   } finally {
+    await api?.server.close();
     await rt.shutdown();
   }
   return 0;
@@ -150,6 +157,8 @@ async function main(argv: string[]): Promise<number> {
       return run(argv.slice(argv.indexOf('run') + 1), json);
     case 'vm':
       return vmCommand(argv.slice(argv.indexOf('vm') + 1));
+    case 'remote':
+      return remoteCommand(argv.slice(argv.indexOf('remote') + 1));
     case undefined:
       console.error(USAGE);
       return 2;

@@ -31,6 +31,7 @@ import {
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import {
   type DeviceSpec,
+  type IommuSpec,
   normalizeDeviceSpec,
   normalizeRuntimeSpec,
   type RuntimeSpec,
@@ -317,6 +318,48 @@ export class Runtime {
       d.detach();
       this.log.info({ event: 'device_detached', device: port, bdf: d.bdf }, 'device detached');
     }
+  }
+
+  /**
+   * Open one more iommufd context while the runtime runs (the HTTP API's add-device with a
+   * /dev/iommu fd for a context that does not exist yet); guest memory is mapped into it once a
+   * device attaches. A taken id is a ConflictError.
+   */
+  addContext(spec: IommuSpec): IommufdContext {
+    if (this.contexts.has(spec.id))
+      throw new ConflictError(`iommufd context '${spec.id}' exists already`, 'context', spec.id);
+    let ctx: IommufdContext;
+    try {
+      ctx = IommufdContext.open(
+        spec.id,
+        spec.iommufdFd !== undefined ? { fd: spec.iommufdFd } : {},
+      );
+    } catch (e) {
+      throw attributeKernelError(e, {});
+    }
+    try {
+      this.memory.addBackend(ctx);
+    } catch (e) {
+      ctx.close();
+      throw attributeKernelError(e, {});
+    }
+    this.contexts.set(spec.id, ctx);
+    return ctx;
+  }
+
+  /** Close a context that has no devices left (its IOAS and iommufd go). */
+  removeContext(id: string): void {
+    const ctx = this.contexts.get(id);
+    if (!ctx) throw new NotFoundError(`no iommufd context '${id}'`, 'context', id);
+    if (ctx.deviceCount)
+      throw new ConflictError(
+        `iommufd context '${id}' still has ${ctx.deviceCount} device(s): remove them first`,
+        'context',
+        id,
+      );
+    this.memory.removeBackend(ctx);
+    this.contexts.delete(id);
+    ctx.close();
   }
 
   device(port: string): DeviceHandle {

@@ -2,6 +2,7 @@
 // specs for assigned devices and --memory for its RAM. The guest's console goes to stdout, the
 // VMM's own report to stderr; the exit status is the guest's debug-exit byte.
 
+import { serveApi, takeApiOptions } from '../api/cli.js';
 import { cliLogger, startCliMetrics, takeObservabilityArgs } from '../cli/observability.js';
 import { parseRuntimeArgs } from '../cli/specs.js';
 import { InvalidSpecError } from '../errors.js';
@@ -33,6 +34,7 @@ function int(name: string, v: string | undefined): number | undefined {
 export async function vmCommand(argv: string[]): Promise<number> {
   const { spec, rest } = parseRuntimeArgs(argv);
   const obs = takeObservabilityArgs(rest);
+  const apiOpts = takeApiOptions(rest);
   const kernel = value(rest, '--kernel'),
     initrd = value(rest, '--initrd'),
     append = value(rest, '--append');
@@ -75,6 +77,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
     ...(timeout !== undefined ? { timeoutMs: timeout * 1000 } : {}),
     ...(noMmap ? { noMmap } : {}),
   });
+  const api = apiOpts ? serveApi(vm.runtime, apiOpts, vm.apiHooks()) : undefined;
+  if (api) console.error(`vm: API on ${api.server.address}`);
   const stop = (): void => {
     void vm.close();
   };
@@ -89,6 +93,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
       await metrics?.close();
     }
   } finally {
+    await api?.server.close();
     await vm.close();
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);

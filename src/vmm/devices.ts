@@ -3,7 +3,7 @@
 // rings). Anything else reads as all ones, drops writes and is counted.
 import { OP, STATUS } from '../ring/protocol.js';
 import { CMOS_DATA, CMOS_INDEX, cmosRead, cmosWrite } from './cmos.js';
-import { countRefused, type PciBus } from './pci-bus.js';
+import { callOrGone, countRefused, type PciBus } from './pci-bus.js';
 import { END, endVm, STAT } from './shared.js';
 import { UART_BASE, type Uart } from './uart.js';
 
@@ -96,12 +96,13 @@ export class ExitDevices {
    */
   #bar(op: number, size: number, lo: number, hi: number): number {
     const p = this.pci,
-      c = p.clients[p.hitDevice]!;
+      c = p.clients[p.hitDevice];
     this.#stats[this.#s + STAT.DEVICE + p.hitDevice]!++;
     const t0 = this.timing ? performance.now() : 0;
-    const status = c.call(op, p.hitBar, p.hitOffset, size, lo | 0, hi | 0);
+    // A device unplugged (or surprise-removed) under this vCPU answers all ones.
+    const status = c ? callOrGone(c, op, p.hitBar, p.hitOffset, size, lo | 0, hi | 0) : -1;
     if (this.timing) this.#stats[this.#s + STAT.RING_MS]! += performance.now() - t0;
-    if (status !== STATUS.OK) {
+    if (status !== STATUS.OK || !c) {
       countRefused(this.#stats, this.#s, status);
       this.hi = size === 8 ? 0xffffffff : 0;
       return size >= 4 ? 0xffffffff : ONES[size]!;

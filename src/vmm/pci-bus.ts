@@ -5,7 +5,10 @@
 // the writing vCPU read them back through the ring and republish that device's rows, then move
 // the BAR fast path's KVM slots to match (bar-slots.ts): a moved BAR's slots follow it, memory
 // decoding off deletes them.
+// Functions come and go while the guest runs (hot-plug, vm.ts): an empty slot reads as all ones,
+// and a device whose ring closed under a vCPU (a surprise removal) answers all ones too.
 
+import { RingClosedError } from '../errors.js';
 import type { RingClient } from '../ring/client.js';
 import { OP, STATUS } from '../ring/protocol.js';
 import type { BarSlots } from './bar-slots.js';
@@ -46,7 +49,8 @@ export class PciBus {
   constructor(
     ctl: Int32Array,
     bars: Float64Array,
-    readonly clients: readonly RingClient[],
+    /** Per slot (index = slot - 1); undefined: nothing plugged there. */
+    readonly clients: (RingClient | undefined)[],
     stats: Float64Array,
     statBase: number,
     /** The BAR fast path's slots (absent: every BAR access traps). */
@@ -105,7 +109,7 @@ export class PciBus {
       fn = (a >> 8) & 7;
     if (bus !== 0 || fn !== 0) return -1;
     if (slot === 0) return 0;
-    return slot <= this.clients.length ? slot : -1;
+    return this.clients[slot - 1] ? slot : -1;
   }
 
   #reg(port: number): number {
@@ -114,15 +118,24 @@ export class PciBus {
 
   #ring(c: RingClient, op: number, reg: number, size: number, value: number): number {
     const t0 = this.timing ? performance.now() : 0;
-    const s = c.call(op, 0, reg, size, value | 0);
+    const s = callOrGone(c, op, 0, reg, size, value | 0, 0);
     if (this.timing) this.#stats[this.#statBase + STAT.RING_MS]! += performance.now() - t0;
     return s;
   }
 
   /** Read device `i`'s command register and BARs back through its ring and republish its BAR rows. */
   refresh(i: number): void {
-    const c = this.clients[i]!,
+    const c = this.clients[i],
       b = this.#bars;
+    if (!c) return;
+    try {
+      this.#refresh(i, c, b);
+    } catch (e) {
+      if (!(e instanceof RingClosedError)) throw e; // removed under us: its rows go with it
+    }
+  }
+
+  #refresh(i: number, c: RingClient, b: Float64Array): void {
     const cmd = c.call(OP.CFG_READ, 0, 0x04, 2) === STATUS.OK ? c.lo & 0xffff : 0;
     for (let n = 0; n < BARS; n++) {
       const row = (i * BARS + n) * BAR.WORDS,
@@ -163,5 +176,23 @@ export class PciBus {
       }
     }
     return false;
+  }
+}
+
+/** A ring call whose device may have been removed under the vCPU: a closed ring is a refusal. */
+export function callOrGone(
+  c: RingClient,
+  op: number,
+  bar: number,
+  offset: number,
+  size: number,
+  lo: number,
+  hi: number,
+): number {
+  try {
+    return c.call(op, bar, offset, size, lo, hi);
+  } catch (e) {
+    if (e instanceof RingClosedError) return STATUS.IO_ERROR;
+    throw e;
   }
 }

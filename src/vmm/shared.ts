@@ -17,6 +17,11 @@ export const CTL = {
   CMOS_INDEX: 5,
   /** Held (1) by whoever changes the BAR fast path's KVM slots (bar-slots.ts). */
   SLOT_LOCK: 6,
+  /**
+   * Bumped by the main thread when a PCI function comes or goes while the guest runs (hot-plug,
+   * vm.ts): each vCPU compares it after every exit and takes the new ring list from its port.
+   */
+  PCI_GEN: 7,
   UART: 8, // UART words from here (uart.ts)
   COUNT: 32,
 } as const;

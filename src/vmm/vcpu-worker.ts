@@ -3,7 +3,12 @@
 // page, and takes the fds (process-wide) by number. The main thread kicks it out of a blocking
 // KVM_RUN (halted, or an AP waiting for SIPI) with SIGUSR2 through pthread_kill; the per-vCPU
 // state word makes sure no kick can reach a thread that has left (see vcpu-threads.ts).
-import { parentPort, workerData } from 'node:worker_threads';
+import {
+  type MessagePort,
+  parentPort,
+  receiveMessageOnPort,
+  workerData,
+} from 'node:worker_threads';
 import { errnoName } from '../../native/errno.js';
 import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
@@ -13,7 +18,7 @@ import { BarSlots } from './bar-slots.js';
 import { ConsoleWriter } from './console.js';
 import { ExitDevices, topPorts } from './devices.js';
 import { PciBus } from './pci-bus.js';
-import { END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
+import { CTL, END, endVm, SAMPLE_EVERY, STAT } from './shared.js';
 import { UART_IRQ, Uart } from './uart.js';
 import { leaveThread, VCPU_STATE } from './vcpu-threads.js';
 
@@ -28,8 +33,11 @@ export interface VcpuWorkerData {
   stats: SharedArrayBuffer;
   state: SharedArrayBuffer;
   tids: SharedArrayBuffer;
-  rings: SharedArrayBuffer[];
+  /** Per PCI slot (index = slot - 1); null: empty. */
+  rings: (SharedArrayBuffer | null)[];
   console: SharedArrayBuffer;
+  /** Where the main thread sends {index, ring} when a function is hot-plugged or removed. */
+  plug?: MessagePort;
 }
 
 const d = workerData as VcpuWorkerData;
@@ -76,7 +84,17 @@ function fail(message: string): void {
   endVm(ctl, END.ERROR, d.index);
 }
 
-const clients = d.rings.map((r) => new RingClient(r));
+const clients = d.rings.map((r) => (r ? new RingClient(r) : undefined));
+let pciGen = Atomics.load(ctl, CTL.PCI_GEN);
+
+/** Hot-plug: take the slots that changed since the last look (one load per exit otherwise). */
+function replug(): void {
+  pciGen = Atomics.load(ctl, CTL.PCI_GEN);
+  for (let m = d.plug && receiveMessageOnPort(d.plug); m; m = receiveMessageOnPort(d.plug!)) {
+    const { index, ring } = m.message as { index: number; ring: SharedArrayBuffer | null };
+    clients[index] = ring ? new RingClient(ring) : undefined;
+  }
+}
 const slots = new BarSlots(ctl, new Float64Array(d.slots), d.vmFd);
 const pci = new PciBus(ctl, new Float64Array(d.bars), clients, stats, s, slots);
 const uart = new Uart(ctl, setIrq, (b) => consoleOut.put(b));
@@ -122,6 +140,7 @@ function loop(run: DataView): void {
       return;
     }
     stats[s + STAT.EXITS]!++;
+    if (Atomics.load(ctl, CTL.PCI_GEN) !== pciGen) replug();
     const reason = run.getUint32(O.reason, true);
     stats[s + STAT.BUSY] = 1;
     stats[s + STAT.LAST_REASON] = reason;

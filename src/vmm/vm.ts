@@ -2,17 +2,20 @@
 // its RAM (a memfd, also mapped for DMA at IOVA == GPA through the runtime), the assigned devices
 // (one runtime device worker each, interrupts through the VM's GsiRouter), loads a Linux bzImage,
 // and `run()` starts one worker thread per vCPU until the guest ends it. `close()` undoes it all.
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import { C } from '../../native/libc.js';
+import type { DeviceHooks } from '../api/runtime-api.js';
 import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
 import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import type { SupervisorOptions } from '../coordinator/supervisor.js';
 import { memfdRegionSource } from '../dma/backend.js';
+import { ConflictError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import type { RuntimeLogger } from '../log.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import type { RingClient } from '../ring/client.js';
 import { closeRing } from '../ring/server.js';
 import { BarMapping } from './bar-mapping.js';
 import { BarSlots } from './bar-slots.js';
@@ -31,6 +34,8 @@ import type { MpPciIrq } from './mptable.js';
 import { PciBus } from './pci-bus.js';
 import { BarAllocator, placeDevice } from './pci-firmware.js';
 import {
+  BAR,
+  BARS,
   CTL,
   createShared,
   END,
@@ -237,7 +242,7 @@ export class Vm {
     if (specs.length === 0) return [];
     this.router = new GsiRouter(this.vm);
     this.#mapBarsUndo();
-    const alloc = new BarAllocator(),
+    const alloc = this.#alloc,
       bars = new Float64Array(this.shared.bars),
       out: MpPciIrq[] = [];
     for (const [i, spec] of specs.entries()) {
@@ -268,6 +273,12 @@ export class Vm {
   }
 
   readonly #barMappings: BarMapping[] = [];
+  /** The BAR fast path's mappings by port (a removed device's go with it). */
+  readonly #mappingsOf = new Map<string, BarMapping[]>();
+  /** Where BARs go, at boot and for hot-added devices (firmware style, never reused). */
+  readonly #alloc = new BarAllocator();
+  /** One port per running vCPU: hot-plug sends it the slot's new ring (vcpu-worker.ts replug). */
+  readonly #plugPorts: MessagePort[] = [];
 
   /** Closing: every fast-path slot deleted, then the mappings unmapped, before the devices go. */
   #mapBarsUndo(): void {
@@ -287,6 +298,7 @@ export class Vm {
       for (const [k, area] of b.mappable.slice(0, MAX_AREAS).entries()) {
         const m = new BarMapping(d.device.fd, d.device.path, d.port, BigInt(b.regionOffset), area);
         this.#barMappings.push(m);
+        this.#mappingsOf.set(d.port, [...(this.#mappingsOf.get(d.port) ?? []), m]);
         const row = slotRow(i, b.index, k);
         table[row + SLOT.OFFSET] = m.offset;
         table[row + SLOT.SIZE] = m.size;
@@ -304,6 +316,105 @@ export class Vm {
       offset: s.offset,
       size: s.size,
     }));
+  }
+
+  // ---- hot-plug: PCI functions added and removed while the guest runs (the HTTP API's hooks)
+
+  /**
+   * What the HTTP API (src/api/) does to this VM's devices: a device added is placed on the next
+   * free slot of bus 0 (BARs in free window space, as firmware would; INTx line written; the
+   * guest finds it by rescanning), one removed leaves its slot reading all ones.
+   */
+  apiHooks(): DeviceHooks {
+    return {
+      attachOptions: () => ({
+        router: this.#ensureRouter(),
+        intxGsi: FIRST_PCI_PIN + (this.#freeSlot() % PCI_PINS),
+      }),
+      plugged: (d) => this.#plug(d),
+      unplugging: (port) => this.#unplug(port),
+      info: () => ({
+        cpus: this.cpus,
+        slots: this.deviceNames.map((port, i) => ({ slot: i + 1, port: port || undefined })),
+        mappedBars: this.mappedBars(),
+      }),
+      counters: () => this.stats(),
+    };
+  }
+
+  #ensureRouter(): GsiRouter {
+    this.router ??= new GsiRouter(this.vm);
+    return this.router;
+  }
+
+  /** The first empty slot index (slot = index + 1). */
+  #freeSlot(): number {
+    const i = this.deviceNames.findIndex((n) => !n);
+    return i < 0 ? this.deviceNames.length : i;
+  }
+
+  #ringOf(i: number): SharedArrayBuffer | null {
+    const n = this.deviceNames[i];
+    return n ? this.runtime.device(n).ring : null;
+  }
+
+  /** Tell every running vCPU that slot index `i` now holds `ring` (null: empty). */
+  #publish(i: number, ring: SharedArrayBuffer | null): void {
+    for (const p of this.#plugPorts) p.postMessage({ index: i, ring });
+    Atomics.add(this.#ctl, CTL.PCI_GEN, 1);
+  }
+
+  /** A hot-added device (no BAR fast path: its BARs trap): placed, published, on the bus. */
+  #plug(d: RuntimeDevice): Record<string, unknown> {
+    const i = this.#freeSlot();
+    if (i >= MAX_DEVICES)
+      throw new ConflictError(
+        `all ${MAX_DEVICES} PCI slots of the VM are taken: remove a device first`,
+        'port',
+        d.port,
+      );
+    const bars = new Float64Array(this.shared.bars);
+    bars.fill(0, i * BARS * BAR.WORDS, (i + 1) * BARS * BAR.WORDS);
+    const c = d.handle.client();
+    const pin = FIRST_PCI_PIN + (i % PCI_PINS);
+    const placed = placeDevice(c, d.handle.description, i, pin, this.#alloc, bars);
+    const clients: (RingClient | undefined)[] = [];
+    clients[i] = c;
+    new PciBus(this.#ctl, bars, clients, new Float64Array(STAT.WORDS), 0).refresh(i);
+    this.deviceNames[i] = d.port;
+    this.#publish(i, d.handle.ring);
+    const guestBdf = `0000:00:${placed.slot.toString(16).padStart(2, '0')}.0`;
+    const placedBars = d.handle.description.bars
+      .filter((b) => Number(b.size) > 0)
+      .map((b) => ({
+        index: b.index,
+        gpa: `0x${bars[(i * BARS + b.index) * BAR.WORDS + BAR.BASE]!.toString(16)}`,
+      }));
+    return { slot: placed.slot, guestBdf, placedBars };
+  }
+
+  /**
+   * Before the runtime lets the device go: its BARs stop decoding for every vCPU (all ones from
+   * here), its fast-path KVM slots are deleted and their mappings unmapped, and the vCPUs drop
+   * its ring. Requests in flight end when the runtime closes the ring (they read all ones).
+   */
+  #unplug(port: string): void {
+    const i = this.deviceNames.indexOf(port);
+    if (i < 0) return;
+    const bars = new Float64Array(this.shared.bars);
+    for (let n = 0; n < BARS; n++) bars[(i * BARS + n) * BAR.WORDS + BAR.ACTIVE] = 0;
+    const table = new Float64Array(this.shared.slots);
+    for (let n = 0; n < BARS; n++)
+      for (let k = 0; k < MAX_AREAS; k++) table[slotRow(i, n, k) + SLOT.SIZE] = 0;
+    this.slots?.sync(bars);
+    for (const m of this.#mappingsOf.get(port) ?? []) {
+      m.close();
+      this.#barMappings.splice(this.#barMappings.indexOf(m), 1);
+    }
+    this.#mappingsOf.delete(port);
+    bars.fill(0, i * BARS * BAR.WORDS, (i + 1) * BARS * BAR.WORDS);
+    this.deviceNames[i] = '';
+    this.#publish(i, null);
   }
 
   /** Run the guest until it ends (debug-exit port, reset, triple fault, error, timeout or close()). */
@@ -330,8 +441,10 @@ export class Vm {
     const consoleBuf = createConsoleBuffer();
     // SIGUSR2 ends a blocking KVM_RUN; without a listener it would kill the process.
     process.on('SIGUSR2', noop);
-    const rings = this.deviceNames.map((n) => this.runtime.device(n).ring);
+    const rings = this.deviceNames.map((_, i) => this.#ringOf(i));
     const workers = this.vcpus.map((fd, index) => {
+      const { port1, port2 } = new MessageChannel();
+      this.#plugPorts.push(port1);
       const data: VcpuWorkerData = {
         index,
         vcpuFd: fd.fd,
@@ -345,8 +458,13 @@ export class Vm {
         tids: tidBuf,
         rings,
         console: consoleBuf,
+        plug: port2,
       };
-      const w = new Worker(WORKER_URL, { workerData: data, name: `vcpu${index}` });
+      const w = new Worker(WORKER_URL, {
+        workerData: data,
+        name: `vcpu${index}`,
+        transferList: [port2],
+      });
       w.on(
         'message',
         (m: {
@@ -386,12 +504,16 @@ export class Vm {
       // A vCPU waiting on a device that no longer answers is not in KVM_RUN: closing the rings
       // ends its wait (RingClosedError). The VM is over, so the devices have no more users.
       const unstick = setTimeout(() => {
-        for (const r of rings) closeRing(r);
+        for (const [i] of this.deviceNames.entries()) {
+          const r = this.#ringOf(i);
+          if (r) closeRing(r);
+        }
       }, UNSTICK_AFTER_MS);
       await Promise.all(workers);
       clearInterval(kicker);
       clearTimeout(unstick);
     } finally {
+      for (const p of this.#plugPorts.splice(0)) p.close();
       if (timer) clearTimeout(timer);
       process.off('SIGUSR2', noop);
     }

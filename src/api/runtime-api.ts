@@ -1,0 +1,368 @@
+// What the API routes do to a Runtime: add a device from the fds a client attached (a VFIO cdev,
+// and /dev/iommu to create a new context), remove one in order and report when it is gone,
+// describe everything (contexts and IOAS mappings, devices with BARs, MSI-X and routes, worker
+// state) and read the counters. A VMM hosting the runtime plugs in through DeviceHooks (its KVM
+// interrupt options, putting a device on its PCI bus and taking it off); `run` uses none.
+//
+// Fds are judged by what they point at (/proc/self/fd), never by numbers in the body: a body
+// with `fd` in it is refused. A context the API made for a device (from its /dev/iommu fd) is
+// closed with that device, so after a removal the process holds the fds it held before.
+import { readlinkSync } from 'node:fs';
+import type { DeviceAttachOptions, Runtime, RuntimeDevice } from '../coordinator/runtime.js';
+import { bdfOfCdev } from '../dma/diagnose.js';
+import { ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
+import { normalizeBdf } from '../platform/pci-sysfs.js';
+import { ApiError, type ApiHost, errorBody } from './routes.js';
+import type { ApiRequest, ApiResponse, ApiServerStats, ReceivedFds } from './server.js';
+
+export interface DeviceHooks {
+  /** A host that cannot add (remove) devices while it runs says why (the answer is 501). */
+  cannotAdd?: string;
+  cannotRemove?: string;
+  /** Worker options for a new device (a VMM's KVM router and INTx GSI). */
+  attachOptions?(port: string): DeviceAttachOptions;
+  /** The device is attached and its worker runs: put it where the guest finds it. */
+  plugged?(d: RuntimeDevice): Promise<Record<string, unknown>> | Record<string, unknown>;
+  /** Before the runtime lets the device go: take it away from the guest (BARs, slots, routes). */
+  unplugging?(port: string): Promise<void> | void;
+  info?(): unknown;
+  counters?(): unknown;
+}
+
+export type FdKind = 'cdev' | 'iommufd' | 'other';
+
+const CDEV = /^\/dev\/vfio\/devices\/vfio\d+$/;
+
+/** What an fd of this process points at, and which kind the API sees in it. */
+export function classifyFd(fd: number): { kind: FdKind; link: string } {
+  let link: string;
+  try {
+    link = readlinkSync(`/proc/self/fd/${fd}`);
+  } catch {
+    return { kind: 'other', link: 'a closed fd' };
+  }
+  return { kind: CDEV.test(link) ? 'cdev' : link === '/dev/iommu' ? 'iommufd' : 'other', link };
+}
+
+function kindOf(link: string): string {
+  if (link.startsWith('anon_inode:')) return `an ${link.slice(11).replace(/[[\]]/g, '')}`;
+  if (link.startsWith('socket:')) return 'a socket';
+  if (link.startsWith('pipe:')) return 'a pipe';
+  if (link.startsWith('/dev/')) return 'another device node';
+  return 'a regular file or directory';
+}
+
+const ADD_KEYS = ['port', 'id', 'iommu', 'bdf'];
+const REMOVE_KEYS = ['port', 'id', 'wait'];
+const MAX_REMOVALS = 32;
+
+export interface Removal {
+  id: string;
+  state: 'removing' | 'removed' | 'failed';
+  ms?: number;
+  error?: unknown;
+}
+
+export class RuntimeApi implements ApiHost {
+  /** Ports with an add or remove under way: a second request on one is 409. */
+  readonly #busy = new Set<string>();
+  /** Contexts the API opened for a device (from its /dev/iommu fd): they go with it. */
+  readonly #ownedContexts = new Map<string, string>();
+  readonly #removals = new Map<string, Removal>();
+  /** The server's own counters, once it runs (for vm.counters). */
+  serverStats: (() => ApiServerStats) | undefined;
+
+  constructor(
+    readonly runtime: Runtime,
+    readonly hooks: DeviceHooks = {},
+  ) {}
+
+  async addDevice(body: Record<string, unknown>, req: ApiRequest): Promise<ApiResponse> {
+    checkKeys(body, ADD_KEYS, 'vm.add-device');
+    if (this.hooks.cannotAdd) throw new ApiError(501, this.hooks.cannotAdd);
+    const port = name(body.port ?? body.id, 'port');
+    const iommu = name(body.iommu, 'iommu');
+    const bdf = body.bdf === undefined ? undefined : pciAddress(body.bdf);
+    const fds = sortFds(req.fds);
+    if (this.#busy.has(port))
+      throw new ConflictError(
+        `port ${port} is busy with another request: retry when it completes`,
+        'port',
+        port,
+      );
+    this.#busy.add(port);
+    try {
+      return await this.#add(port, iommu, bdf, fds, req.fds);
+    } finally {
+      this.#busy.delete(port);
+    }
+  }
+
+  async #add(
+    port: string,
+    iommu: string,
+    bdf: string | undefined,
+    fds: SortedFds,
+    received: ReceivedFds,
+  ): Promise<ApiResponse> {
+    const rt = this.runtime;
+    // Checked here, before any fd is handed over, so an fd is either taken or closed by us.
+    if (fds.cdev === undefined && bdf === undefined)
+      throw new ApiError(
+        400,
+        `missing fd: attach the device's VFIO cdev (/dev/vfio/devices/vfioN) to the request by SCM_RIGHTS, or give bdf for the runtime to open it itself`,
+      );
+    if (rt.devices.has(port))
+      throw new ConflictError(
+        `port ${port} already has a device: remove it first or pick another port`,
+        'port',
+        port,
+      );
+    const cdevBdf = fds.cdevLink !== undefined ? bdfOfCdev(fds.cdevLink) : bdf;
+    if (bdf && fds.cdev !== undefined && cdevBdf && cdevBdf !== bdf)
+      throw new InvalidSpecError(
+        `bdf ${bdf} does not match the attached cdev, which is ${cdevBdf}: attach that device's cdev or drop bdf`,
+        'bdf',
+      );
+    const holder = cdevBdf && [...rt.devices.values()].find((d) => d.bdf === cdevBdf);
+    if (holder)
+      throw new ConflictError(
+        `${cdevBdf} is assigned already, on port ${holder.port}`,
+        'device',
+        cdevBdf,
+      );
+    const exists = rt.contexts.has(iommu);
+    if (exists && fds.iommufd !== undefined)
+      throw new InvalidSpecError(
+        `iommufd context '${iommu}' exists already: attach /dev/iommu only to create a new context`,
+        'iommu',
+      );
+    if (!exists && fds.iommufd === undefined)
+      throw new NotFoundError(
+        `no iommufd context '${iommu}' (contexts: ${[...rt.contexts.keys()].join(', ') || 'none'}): use one of them, or attach an fd opened on /dev/iommu to create it`,
+        'context',
+        iommu,
+      );
+    let newContext = false;
+    if (!exists) {
+      rt.addContext({ id: iommu, iommufdFd: received.take(fds.iommufd!) });
+      this.#ownedContexts.set(iommu, port);
+      newContext = true;
+    }
+    const t0 = performance.now();
+    let d: RuntimeDevice;
+    try {
+      const spec =
+        fds.cdev !== undefined
+          ? { port, iommu, fd: received.take(fds.cdev), ...(cdevBdf ? { bdf: cdevBdf } : {}) }
+          : { port, iommu, bdf: bdf! };
+      d = await rt.addDevice(spec, this.hooks.attachOptions?.(port) ?? {});
+    } catch (e) {
+      this.#dropContext(iommu, port);
+      throw e;
+    }
+    let plugged: Record<string, unknown> = {};
+    try {
+      plugged = (await this.hooks.plugged?.(d)) ?? {};
+    } catch (e) {
+      await rt.removeDevice(port).catch(() => {});
+      this.#dropContext(iommu, port);
+      throw e;
+    }
+    this.#removals.delete(port);
+    const ctx = rt.contexts.get(iommu);
+    return {
+      status: 200,
+      body: {
+        id: port,
+        bdf: d.bdf ?? cdevBdf,
+        iommu,
+        newContext,
+        ioasId: ctx?.ioasId,
+        bars: d.handle.description.bars.map((b) => ({ index: b.index, size: b.size })),
+        ms: Math.round(performance.now() - t0),
+        ...plugged,
+      },
+    };
+  }
+
+  /** Close the context the API made for `port`'s device, once it has no devices. */
+  #dropContext(iommu: string, port: string): void {
+    if (this.#ownedContexts.get(iommu) !== port) return;
+    const ctx = this.runtime.contexts.get(iommu);
+    if (ctx && ctx.deviceCount > 0) return;
+    this.#ownedContexts.delete(iommu);
+    if (ctx) this.runtime.removeContext(iommu);
+  }
+
+  async removeDevice(body: Record<string, unknown>): Promise<ApiResponse> {
+    checkKeys(body, REMOVE_KEYS, 'vm.remove-device');
+    if (this.hooks.cannotRemove) throw new ApiError(501, this.hooks.cannotRemove);
+    const port = name(body.id ?? body.port, 'id');
+    if (body.wait !== undefined && typeof body.wait !== 'boolean')
+      throw new InvalidSpecError('vm.remove-device: wait must be true or false', 'wait');
+    const d = this.runtime.devices.get(port);
+    if (!d)
+      throw new NotFoundError(
+        `no device '${port}' (devices: ${[...this.runtime.devices.keys()].join(', ') || 'none'})`,
+        'port',
+        port,
+      );
+    if (this.#busy.has(port))
+      throw new ConflictError(
+        `device ${port} is busy with another request (being added or removed)`,
+        'port',
+        port,
+      );
+    this.#busy.add(port);
+    const r: Removal = { id: port, state: 'removing' };
+    this.#remember(r);
+    const done = this.#remove(port, r).finally(() => this.#busy.delete(port));
+    if (body.wait === false) return { status: 202, body: { id: port, state: r.state } };
+    await done;
+    return this.removal(port);
+  }
+
+  async #remove(port: string, r: Removal): Promise<void> {
+    const t0 = performance.now();
+    const iommu = [...this.#ownedContexts].find(([, p]) => p === port)?.[0];
+    try {
+      await this.hooks.unplugging?.(port);
+      await this.runtime.removeDevice(port);
+      if (iommu) this.#dropContext(iommu, port);
+      r.state = 'removed';
+    } catch (e) {
+      r.state = 'failed';
+      r.error = e;
+    }
+    r.ms = Math.round((performance.now() - t0) * 10) / 10;
+  }
+
+  #remember(r: Removal): void {
+    this.#removals.delete(r.id);
+    this.#removals.set(r.id, r);
+    if (this.#removals.size > MAX_REMOVALS)
+      this.#removals.delete(this.#removals.keys().next().value!);
+  }
+
+  /** A removal's state: 200 removed, 202 still removing, 500 failed (with the error), 404 none. */
+  removal(id: string): ApiResponse {
+    const r = this.#removals.get(id);
+    if (!r)
+      throw new NotFoundError(
+        `no removal of '${id}' is known (ask vm.remove-device first)`,
+        'port',
+        id,
+      );
+    const body = { id, state: r.state, ...(r.ms !== undefined ? { ms: r.ms } : {}) };
+    if (r.state === 'failed') return { status: 500, body: { ...body, ...errorBody(r.error) } };
+    return { status: r.state === 'removing' ? 202 : 200, body };
+  }
+
+  async info(): Promise<unknown> {
+    const desc = this.runtime.describe();
+    const devices = await Promise.all(
+      desc.devices.map(async (d) => {
+        const h = this.runtime.devices.get(d.port)?.handle;
+        let irq: unknown;
+        try {
+          irq = h && h.state === 'running' ? await h.irqStatus() : undefined;
+        } catch (e) {
+          irq = { error: (e as Error).message };
+        }
+        return { ...d, worker: h?.state, irq };
+      }),
+    );
+    return {
+      ...desc,
+      devices,
+      removals: [...this.#removals.values()].map((r) => ({
+        id: r.id,
+        state: r.state,
+        ms: r.ms,
+        ...(r.error ? { error: (r.error as Error).message } : {}),
+      })),
+      ...(this.hooks.info ? { vmm: this.hooks.info() } : {}),
+    };
+  }
+
+  counters(): unknown {
+    const devices: Record<string, Record<string, number>> = {};
+    for (const [port, d] of this.runtime.devices) {
+      const row: Record<string, number> = {};
+      for (const c of d.handle.counters()) {
+        const labels = Object.entries(c.labels)
+          .filter(([k]) => k !== 'device')
+          .map(([k, v]) => `${k}=${v}`)
+          .join(',');
+        if (c.value !== 0) row[labels ? `${c.name}{${labels}}` : c.name] = c.value;
+      }
+      devices[port] = row;
+    }
+    return {
+      api: this.serverStats?.(),
+      devices,
+      ...(this.hooks.counters ? { vmm: this.hooks.counters() } : {}),
+    };
+  }
+}
+
+function checkKeys(body: Record<string, unknown>, keys: readonly string[], route: string): void {
+  for (const k of Object.keys(body)) {
+    if (k === 'fd' || k === 'fds' || k === 'iommufd_fd' || k === 'iommufdFd')
+      throw new InvalidSpecError(
+        `${route}: '${k}' in the body is not used: fd numbers are never taken from JSON; attach the fds to the request by SCM_RIGHTS`,
+        k,
+      );
+    if (!keys.includes(k))
+      throw new InvalidSpecError(`${route}: unknown key '${k}' (known: ${keys.join(', ')})`, k);
+  }
+}
+
+function name(v: unknown, key: string): string {
+  if (v === undefined) throw new InvalidSpecError(`"${key}" is required`, key);
+  if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(v))
+    throw new InvalidSpecError(
+      `"${key}": ${JSON.stringify(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`,
+      key,
+    );
+  return v;
+}
+
+function pciAddress(v: unknown): string {
+  const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
+  if (!bdf)
+    throw new InvalidSpecError(
+      `"bdf": ${JSON.stringify(v)} is not a PCI address (like 0000:01:00.0)`,
+      'bdf',
+    );
+  return bdf;
+}
+
+/** The arrival indexes of the attached cdev and /dev/iommu, and what the cdev fd points at. */
+interface SortedFds {
+  cdev?: number;
+  iommufd?: number;
+  cdevLink?: string;
+}
+
+/** Which attached fd is the cdev and which /dev/iommu; anything else is refused (400). */
+function sortFds(fds: ReceivedFds): SortedFds {
+  const out: SortedFds = {};
+  for (const { index, fd } of fds.held()) {
+    const { kind, link } = classifyFd(fd);
+    if (kind === 'other')
+      throw new ApiError(
+        400,
+        `fd #${index} attached to the request is ${link} (${kindOf(link)}), not a VFIO device cdev (/dev/vfio/devices/vfioN) or /dev/iommu: attach the cdev named in the device's sysfs vfio-dev/ directory, and /dev/iommu only to create a new context`,
+      );
+    if (out[kind] !== undefined)
+      throw new ApiError(
+        400,
+        `two ${kind === 'cdev' ? 'VFIO cdevs' : '/dev/iommu fds'} attached: add one device per request`,
+      );
+    out[kind] = index;
+    if (kind === 'cdev') out.cdevLink = link;
+  }
+  return out;
+}
