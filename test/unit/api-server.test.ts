@@ -154,7 +154,10 @@ t(
     );
     closeSync(file);
     efd.close();
-    await new Promise((r) => setTimeout(r, 20));
+    // The server thread closes them after it answers: wait for that, bounded (2 s); on a
+    // loaded machine 20 ms was not always enough.
+    for (let i = 0; i < 100 && openFds().length !== before.length; i++)
+      await new Promise((r) => setTimeout(r, 20));
     assert.equal(openFds(), before, 'the server closed the fds of every refused request');
     const gone = await call({
       method: 'PUT',
