@@ -11,6 +11,7 @@ import { ContainerBackend } from '../dma/container-backend.js';
 import { bdfOfCdev } from '../dma/diagnose.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
 import { IommufdContext } from '../dma/iommufd-context.js';
+import { type PeerAreaResult, PeerBars } from '../dma/peer-bars.js';
 import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
@@ -84,6 +85,8 @@ export interface RuntimeDescription {
   }[];
   memory: { name: string; gpa: string; size: string }[];
   viommus: VIommuDescription[];
+  /** Device BARs mapped for peer-to-peer DMA: the IOVA and, per area and backend, how it went. */
+  peerBars: { port: string; bar: number; iova: string; results: readonly PeerAreaResult[] }[];
 }
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -106,6 +109,8 @@ export class Runtime {
   readonly viommus = new Map<string, AnyVIommu>();
   /** Guest RAM the runtime allocated itself (--memory), in spec order. */
   readonly ram: MemfdRegion[] = [];
+  /** Device BARs mapped into the backends for peer-to-peer DMA (mapBarForPeers). */
+  readonly peers = new PeerBars();
   #closed = false;
 
   private constructor() {}
@@ -247,6 +252,7 @@ export class Runtime {
   async removeDevice(port: string): Promise<void> {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
+    this.peers.unmapDevice(port);
     this.devices.delete(port);
     try {
       await d.handle.shutdown();
@@ -316,6 +322,37 @@ export class Runtime {
     return viommu.addDevice(ctx.nestable(d.device), virtId);
   }
 
+  /**
+   * Map BAR `bar` of the device on `port` for peer-to-peer DMA at `iova` (+ each mappable
+   * area's offset) in every backend with devices: another assigned device can then DMA into
+   * it. A VMM calls it with the BAR's guest address when it places the BAR, again when the BAR
+   * moves (the old mapping goes first), and unmapBarForPeers when memory decoding goes off.
+   * iommufd maps a dma-buf of each area (Linux 6.19+, CONFIG_VFIO_PCI_DMABUF), the legacy
+   * container an mmap of it by host address. Failures are in the results (errno, reason), not
+   * thrown, as QEMU and Cloud Hypervisor only warn: peers then cannot reach that BAR.
+   */
+  mapBarForPeers(port: string, bar: number, iova: bigint): PeerAreaResult[] {
+    const d = this.devices.get(port);
+    if (!d) throw this.#noDevice(port, 'mapBarForPeers: ');
+    const b = d.handle.description.bars.find((x) => x.index === bar);
+    if (!b || b.io) return [];
+    const backends: DmaBackend[] = [...this.contexts.values()].filter((c) => c.active);
+    if (this.container?.active) backends.push(this.container);
+    const target = {
+      port,
+      device: d.device,
+      bar,
+      regionOffset: BigInt(b.regionOffset),
+      areas: b.mappable,
+    };
+    return this.peers.map(target, iova, backends);
+  }
+
+  /** Undo mapBarForPeers (memory decoding off, the BAR moving, the device leaving); returns the bytes unmapped. */
+  unmapBarForPeers(port: string, bar: number): bigint {
+    return this.peers.unmap(port, bar);
+  }
+
   /** Export the runtime's metrics (nested translation, for now) on a prom-client registry. */
   registerMetrics(registry: Registry): void {
     registerNestingMetrics(registry, () => this.viommus.values());
@@ -383,6 +420,7 @@ export class Runtime {
         .regions()
         .map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
       viommus: [...this.viommus.values()].filter((v) => !v.closed).map((v) => v.describe()),
+      peerBars: this.peers.list(),
     };
   }
 
@@ -390,6 +428,7 @@ export class Runtime {
   async shutdown(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.peers.clear();
     for (const d of [...this.devices.values()].reverse()) {
       await d.handle.shutdown().catch(() => {});
       d.detach();
