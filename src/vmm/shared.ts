@@ -17,6 +17,8 @@ export const CTL = {
   CMOS_INDEX: 5,
   /** Held (1) by whoever changes the BAR fast path's KVM slots (bar-slots.ts). */
   SLOT_LOCK: 6,
+  /** Bumped (and notified) after a vCPU re-published a device's BAR rows: peer-sync.ts follows. */
+  BAR_GEN: 7,
   UART: 8, // UART words from here (uart.ts)
   COUNT: 32,
 } as const;

@@ -7,6 +7,7 @@
 // that IOVA no longer lands, and no IOMMU mapping, dma-buf fd or BAR mmap is left. On a kernel
 // without CONFIG_VFIO_PCI_DMABUF the iommufd map is reported as failed (ENOTTY), not thrown.
 // Needs lab/run --devices "... edu ivshmem".
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -30,6 +31,18 @@ const SHM_BAR = 2,
   // Less than the edu's 4 KiB buffer: QEMU 7.2's range check is off by one and aborts QEMU on
   // a transfer that ends at the buffer's end ("DMA range 0x40000-0x40fff out of bounds").
   LEN = 2048;
+
+/** DMAR fault lines for a write to `iova`: the IOMMU refused the device (dmesg). */
+const faultsAt = (iova: bigint): number => {
+  try {
+    const want = `fault addr 0x${iova.toString(16)} `;
+    return execFileSync('dmesg', { encoding: 'utf8' })
+      .split('\n')
+      .filter((l) => l.includes('DMAR') && l.includes(want)).length;
+  } catch {
+    return 0;
+  }
+};
 
 const dmaBufFds = (): string[] =>
   readdirSync('/proc/self/fd').filter((f) => {
@@ -196,7 +209,11 @@ for (const kind of ['iommufd', 'container'] as const) {
 
       // Unmapped: the DMA faults in the IOMMU and the BAR keeps pattern 3.
       assert.is(rt.unmapBarForPeers('shm', SHM_BAR), 1n << 20n, 'the whole BAR unmapped');
+      const faults = faultsAt(BAR_IOVA + BigInt(AT));
       assert.is(await push(4), 3, 'no DMA landed once unmapped');
+      const refused = faultsAt(BAR_IOVA + BigInt(AT)) - faults;
+      console.log(`    ${kind}: after unmap the IOMMU refused the write (${refused} DMAR fault)`);
+      assert.ok(refused > 0, 'the IOMMU reported the refused write');
 
       const backend = rt.devices.get('shm')!.backend;
       assert.equal(
