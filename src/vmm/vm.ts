@@ -27,8 +27,8 @@ import { cpuSignature } from './cpuid.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
 import { PciBus } from './pci-bus.js';
-import { PeerSync, type PeerSyncStats } from './peer-sync.js';
 import { BarAllocator, placeDevice } from './pci-firmware.js';
+import { PeerSync, type PeerSyncStats } from './peer-sync.js';
 import {
   CTL,
   createShared,
