@@ -15,6 +15,7 @@ import { type PeerAreaResult, PeerBars } from '../dma/peer-bars.js';
 import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import { registerBarMetrics } from '../metrics/bars.js';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import type { IommuKind } from '../nesting/iommu-types.js';
 import {
@@ -26,6 +27,7 @@ import {
   type VIommuDescription,
   type VIommuOptions,
 } from '../nesting/viommu.js';
+import { type BarSummary, barSummaries } from './bar-summary.js';
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import {
   type DeviceSpec,
@@ -82,6 +84,8 @@ export interface RuntimeDescription {
     ioasId?: number;
     iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean };
     description: DeviceDescription;
+    /** Per BAR: mappable and trapped ranges, accesses that reached the ring, peer mappings. */
+    bars: BarSummary[];
   }[];
   memory: { name: string; gpa: string; size: string }[];
   viommus: VIommuDescription[];
@@ -356,6 +360,7 @@ export class Runtime {
   /** Export the runtime's metrics (nested translation, for now) on a prom-client registry. */
   registerMetrics(registry: Registry): void {
     registerNestingMetrics(registry, () => this.viommus.values());
+    registerBarMetrics(registry, () => this.describe().devices, this.peers.stats);
   }
 
   /** Guest memory the hosting VMM owns (a memfd or host address), mapped into every backend. */
@@ -415,6 +420,11 @@ export class Runtime {
             }
           : {}),
         description: d.handle.description,
+        bars: barSummaries(
+          d.handle.description,
+          d.handle.counters(),
+          this.peers.list().filter((p) => p.port === d.port),
+        ),
       })),
       memory: this.memory
         .regions()

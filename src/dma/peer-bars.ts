@@ -87,8 +87,16 @@ function reasonFor(e: unknown, via: PeerVia, step: string): { errno: string; rea
   };
 }
 
+/** Totals since the runtime started: map calls, unmap calls, areas that failed to map. */
+export interface PeerBarStats {
+  maps: number;
+  unmaps: number;
+  failedAreas: number;
+}
+
 export class PeerBars {
   readonly #bars = new Map<string, PeerBar>();
+  readonly stats: PeerBarStats = { maps: 0, unmaps: 0, failedAreas: 0 };
 
   /**
    * Map `target`'s areas at `iova` + area offset into each of `backends` (the active ones).
@@ -102,6 +110,7 @@ export class PeerBars {
     if (old) this.unmap(target.port, target.bar);
     const pb: PeerBar = { target, iova, placed: [], hostMaps: [], results: [] };
     this.#bars.set(k, pb);
+    this.stats.maps++;
     for (const area of target.areas) {
       const iommufd = backends.filter((b) => b.kind === 'iommufd');
       const container = backends.filter((b) => b.kind === 'container');
@@ -169,6 +178,7 @@ export class PeerBars {
   }
 
   #result(pb: PeerBar, b: DmaBackend, via: PeerVia, area: BarRange, e?: unknown, step = ''): void {
+    if (e !== undefined) this.stats.failedAreas++;
     pb.results.push({
       port: pb.target.port,
       bar: pb.target.bar,
@@ -191,6 +201,7 @@ export class PeerBars {
     const pb = this.#bars.get(key(port, bar));
     if (!pb) return 0n;
     this.#bars.delete(key(port, bar));
+    this.stats.unmaps++;
     let bytes = 0n;
     for (const p of pb.placed) {
       try {
