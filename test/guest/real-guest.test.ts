@@ -13,6 +13,9 @@
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import * as kvm from '../../native/kvm.js';
+import { C } from '../../native/libc.js';
+import { OwnedFd } from '../../src/fd.js';
 import { SRC } from '../../src/irq/irq-state.js';
 import { readCounters } from '../../src/metrics/read-counters.js';
 import { listFunctions } from '../../src/platform/pci-sysfs.js';
@@ -48,7 +51,22 @@ interface OurRun {
 }
 const runs: { ours?: OurRun; trapped?: OurRun; qemu?: QemuReferenceResult } = {};
 
-t.before(() => requireLab());
+/**
+ * One idle KVM VM held for the whole suite: creating or destroying the first or last VM flips a
+ * static key in the lab kernel's scheduler (KVM's preempt notifiers), and the lab's TCG now and
+ * then runs stale code on the other vCPU while it is patched (the L1 kernel's "Oops: int3" in
+ * __schedule: all 3 attempts of one lab run, at a boot's start or end). With this VM alive the
+ * three boots flip nothing. As test/lab/interrupts.test.ts does.
+ */
+let keepKvm: OwnedFd[] = [];
+t.before(() => {
+  requireLab();
+  const sys = OwnedFd.open('/dev/kvm', C.O_RDWR);
+  keepKvm = [sys, new OwnedFd(kvm.createVm(sys), 'kvm-vm (held by the suite)')];
+});
+t.after(() => {
+  for (const f of keepKvm.reverse()) f.close();
+});
 
 /** The e1000e's MAC as the device itself holds it (RAL0/RAH0, loaded from its EEPROM). */
 function macOf(ral: number, rah: number): string {
