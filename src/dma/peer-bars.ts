@@ -96,6 +96,8 @@ export interface PeerBarStats {
 
 export class PeerBars {
   readonly #bars = new Map<string, PeerBar>();
+  /** Devices whose VFIO driver or kernel cannot export a dma-buf (ENOTTY, EOPNOTSUPP): not asked again. */
+  readonly #noDmaBuf = new Map<number, unknown>();
   readonly stats: PeerBarStats = { maps: 0, unmaps: 0, failedAreas: 0 };
 
   /**
@@ -123,6 +125,12 @@ export class PeerBars {
   /** Export the area once as a dma-buf and map it into each iommufd backend; the fd closes after (the IOAS holds the dma-buf). */
   #viaDmaBuf(pb: PeerBar, area: BarRange, backends: readonly DmaBackend[]): void {
     const t = pb.target;
+    const known = this.#noDmaBuf.get(t.device.fd);
+    if (known) {
+      for (const b of backends)
+        this.#result(pb, b, 'dma-buf', area, known, 'VFIO_DEVICE_FEATURE_DMA_BUF');
+      return;
+    }
     let fd: number;
     try {
       fd = vfio.deviceFeatureDmaBuf(
@@ -217,13 +225,17 @@ export class PeerBars {
   /** Unmap every BAR of `port` (before the device goes); returns the bytes unmapped. */
   unmapDevice(port: string, errors: unknown[] = []): bigint {
     let bytes = 0n;
-    for (const pb of [...this.#bars.values()])
-      if (pb.target.port === port) bytes += this.unmap(port, pb.target.bar, errors);
+    for (const pb of [...this.#bars.values()]) {
+      if (pb.target.port !== port) continue;
+      this.#noDmaBuf.delete(pb.target.device.fd); // the fd number may be reused
+      bytes += this.unmap(port, pb.target.bar, errors);
+    }
     return bytes;
   }
 
   /** Unmap everything. */
   clear(errors: unknown[] = []): bigint {
+    this.#noDmaBuf.clear();
     let bytes = 0n;
     for (const pb of [...this.#bars.values()])
       bytes += this.unmap(pb.target.port, pb.target.bar, errors);

@@ -405,7 +405,7 @@ export class Vm {
       unknownPorts: Object.fromEntries(
         [...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c]),
       ),
-      p2p: { ...(this.peers?.stats ?? { maps: 0, unmaps: 0, failures: 0 }) },
+      p2p: { ...(this.peers?.stats ?? { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 }) },
     };
   }
 

@@ -12,7 +12,7 @@ import { U64_MAX } from '../../src/dma/iova-ranges.js';
 import { PeerBars, type PeerBarTarget } from '../../src/dma/peer-bars.js';
 import { MemfdRegion } from '../../src/memory/memfd-region.js';
 import { PeerSync } from '../../src/vmm/peer-sync.js';
-import { BAR, BAR_MEM, BARS } from '../../src/vmm/shared.js';
+import { BAR, BAR_MEM, BARS, CTL } from '../../src/vmm/shared.js';
 import { FakeBackend } from '../support/fake-dma-backend.js';
 
 const ALL = [{ start: 0n, last: U64_MAX }];
@@ -64,6 +64,19 @@ test('each area goes into each backend: the container by an mmap of it, iommufd 
   assert.is(mapsOf('peer-bar-dev'), before + 2, 'one mmap per area');
   assert.is(peers.iovaOf('shm', 2), 0x100000n);
 
+  // A kernel without the dma-buf export is asked once per device: later maps report it again.
+  const again = peers.map(target, 0x200000n, [ctx]);
+  assert.equal(
+    again.map((x) => [x.iova, x.ok, x.errno]),
+    [
+      ['0x200000', false, 'ENOTTY'],
+      ['0x208000', false, 'ENOTTY'],
+    ],
+  );
+  assert.is(peers.iovaOf('shm', 2), 0x200000n, 'moved (the container mappings went first)');
+  assert.equal(box.mappings(), []);
+  assert.is(mapsOf('peer-bar-dev'), before, 'no mmap left');
+  peers.map(target, 0x100000n, [ctx, box]);
   assert.is(peers.unmap('shm', 2), 0xcn << 12n, 'both areas unmapped');
   assert.equal(box.mappings(), []);
   assert.is(mapsOf('peer-bar-dev'), before, 'no mmap left');
@@ -142,10 +155,33 @@ test('PeerSync: placed maps, moved maps at the new address, decoding off unmaps,
   place(0, 0xd0000000, 0);
   sync.sync();
   assert.equal(calls, ['map a/0 0xc0000000', 'map a/0 0xd0000000', 'unmap a/0']);
-  assert.equal(
-    { ...sync.stats, lastFailure: undefined },
-    { maps: 2, unmaps: 1, failures: 2, lastFailure: undefined },
-  );
+  const { maps, unmaps, failures, syncs } = sync.stats;
+  assert.equal({ maps, unmaps, failures, syncs }, { maps: 2, unmaps: 1, failures: 2, syncs: 4 });
+});
+
+test('PeerSync.follow: a burst of BAR_GEN bumps is one re-sync once the map has settled', async () => {
+  let syncs = 0;
+  const rt = {
+    device: () => ({ description: { bars: [] } }),
+  } as unknown as Runtime;
+  const sync = new PeerSync(rt, new Float64Array(BARS * BAR.WORDS), ['a']);
+  const ctl = new Int32Array(new SharedArrayBuffer(CTL.COUNT * 4));
+  const orig = sync.sync.bind(sync);
+  sync.sync = () => {
+    syncs++;
+    orig();
+  };
+  const following = sync.follow(ctl, 20);
+  for (let i = 0; i < 3; i++) {
+    Atomics.add(ctl, CTL.BAR_GEN, 1);
+    Atomics.notify(ctl, CTL.BAR_GEN);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  await new Promise((r) => setTimeout(r, 60));
+  assert.is(syncs, 1, 'one re-sync for the burst');
+  sync.stop(ctl);
+  await following;
+  assert.is(syncs, 1, 'stop() does not sync');
 });
 
 test.run();
