@@ -32,8 +32,6 @@ export interface QemuReferenceOptions {
   mem?: string;
   /** Extra guest.* parameters for guest/init, e.g. { dd_mib: 4 }. */
   guestParams?: Record<string, string | number>;
-  /** Other kernel parameters, e.g. ['iomem=relaxed']. */
-  kernelParams?: string[];
   timeoutMs?: number;
   /** The folder with vmlinuz and initrd.gz (default: GUEST_IMAGE, else guest/build-image's cache). */
   imageDir?: string;
@@ -127,7 +125,6 @@ export function qemuArgv(o: QemuReferenceOptions): string[] {
     'quiet',
     'loglevel=4',
     ...(acpi ? [] : ['acpi=off']),
-    ...(o.kernelParams ?? []),
     ...params,
   ].join(' ');
   return [
