@@ -5,6 +5,7 @@ import {
   anonUnion,
   decode,
   encode,
+  encodeInto,
   flex,
   type Init,
   offsetOf,
@@ -38,6 +39,7 @@ export const VFIO = defineIoctls('linux/vfio.h', {
   VFIO_DEVICE_RESET: vfio(11),
   VFIO_DEVICE_GET_PCI_HOT_RESET_INFO: vfio(12),
   VFIO_DEVICE_PCI_HOT_RESET: vfio(13),
+  VFIO_DEVICE_FEATURE: vfio(17),
   VFIO_DEVICE_BIND_IOMMUFD: vfio(18),
   VFIO_DEVICE_ATTACH_IOMMUFD_PT: vfio(19),
   VFIO_DEVICE_DETACH_IOMMUFD_PT: vfio(20),
@@ -86,6 +88,11 @@ export const VFIO_C = defineConstants('linux/vfio.h', {
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID: 1 << 0,
   VFIO_PCI_HOT_RESET_FLAG_DEV_ID_OWNED: 1 << 1,
   VFIO_DEVICE_BIND_FLAG_TOKEN: 1 << 0,
+  VFIO_DEVICE_FEATURE_MASK: 0xffff,
+  VFIO_DEVICE_FEATURE_GET: 1 << 16,
+  VFIO_DEVICE_FEATURE_SET: 1 << 17,
+  VFIO_DEVICE_FEATURE_PROBE: 1 << 18,
+  VFIO_DEVICE_FEATURE_DMA_BUF: 11,
   VFIO_DMA_MAP_FLAG_READ: 1 << 0,
   VFIO_DMA_MAP_FLAG_WRITE: 1 << 1,
   VFIO_DMA_UNMAP_FLAG_ALL: 1 << 1,
@@ -182,6 +189,22 @@ export const vfio_device_detach_iommufd_pt = struct('struct vfio_device_detach_i
   argsz: u32,
   flags: u32,
   pasid: u32,
+});
+export const vfio_device_feature = struct('struct vfio_device_feature', {
+  argsz: u32,
+  flags: u32,
+  data: flex(u8),
+});
+export const vfio_region_dma_range = struct('struct vfio_region_dma_range', {
+  offset: u64,
+  length: u64,
+});
+export const vfio_device_feature_dma_buf = struct('struct vfio_device_feature_dma_buf', {
+  region_index: u32,
+  open_flags: u32,
+  flags: u32,
+  nr_ranges: u32,
+  dma_ranges: flex(vfio_region_dma_range),
 });
 export const vfio_iommu_type1_info = struct('struct vfio_iommu_type1_info', {
   argsz: u32,
@@ -504,4 +527,48 @@ export function deviceDetachIommufdPt(t: Target): void {
     VFIO.VFIO_DEVICE_DETACH_IOMMUFD_PT,
     encode(vfio_device_detach_iommufd_pt, { argsz: vfio_device_detach_iommufd_pt.size }),
   );
+}
+
+// ---- device features ----
+/** Whether the device supports `feature` for `ops` (GET and/or SET): 0, or throws (ENOTTY: unknown). */
+export function deviceFeatureProbe(t: Target, feature: number, ops: number): void {
+  const buf = encode(vfio_device_feature, {
+    argsz: vfio_device_feature.size,
+    flags: feature | ops | K.VFIO_DEVICE_FEATURE_PROBE,
+  });
+  ioctl(t, 'VFIO_DEVICE_FEATURE', VFIO.VFIO_DEVICE_FEATURE, buf);
+}
+
+/**
+ * VFIO_DEVICE_FEATURE_DMA_BUF: export `ranges` (byte offset and length, page-aligned) of BAR
+ * `bar` as one dma-buf; returns its fd (the caller owns it). `openFlags` as for open(2).
+ */
+export function deviceFeatureDmaBuf(
+  t: Target,
+  bar: number,
+  ranges: readonly { offset: bigint; length: bigint }[],
+  openFlags: number,
+): number {
+  const head = vfio_device_feature.size,
+    body = vfio_device_feature_dma_buf.size,
+    each = vfio_region_dma_range.size;
+  const payload = body + ranges.length * each;
+  const buf = encode(
+    vfio_device_feature,
+    {
+      argsz: head + payload,
+      flags: K.VFIO_DEVICE_FEATURE_DMA_BUF | K.VFIO_DEVICE_FEATURE_GET,
+    },
+    payload,
+  );
+  encodeInto(
+    vfio_device_feature_dma_buf,
+    buf,
+    { region_index: bar, open_flags: openFlags, flags: 0, nr_ranges: ranges.length },
+    head,
+  );
+  ranges.forEach((r, i) => {
+    encodeInto(vfio_region_dma_range, buf, r, head + body + i * each);
+  });
+  return ioctl(t, 'VFIO_DEVICE_FEATURE(DMA_BUF)', VFIO.VFIO_DEVICE_FEATURE, buf);
 }

@@ -11,10 +11,12 @@ import { ContainerBackend } from '../dma/container-backend.js';
 import { bdfOfCdev } from '../dma/diagnose.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
 import { IommufdContext } from '../dma/iommufd-context.js';
+import { type PeerAreaResult, PeerBars } from '../dma/peer-bars.js';
 import { attributeKernelError, ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { errorFields, type RuntimeLogger, silentLogger } from '../log.js';
 import { MemfdRegion } from '../memory/memfd-region.js';
+import { registerPeerBarMetrics } from '../metrics/bars.js';
 import { registerRuntimeMetrics } from '../metrics/exporter.js';
 import { registerNestingMetrics } from '../metrics/nesting.js';
 import { registerProcessMetrics } from '../metrics/process.js';
@@ -28,6 +30,7 @@ import {
   type VIommuDescription,
   type VIommuOptions,
 } from '../nesting/viommu.js';
+import { type BarSummary, barSummaries } from './bar-summary.js';
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import {
   type DeviceSpec,
@@ -93,9 +96,13 @@ export interface RuntimeDescription {
     ioasId?: number;
     iommu?: { type: string; nesting: boolean | 'unknown'; dirtyTracking: boolean };
     description: DeviceDescription;
+    /** Per BAR: mappable and trapped ranges, accesses that reached the ring, peer mappings. */
+    bars: BarSummary[];
   }[];
   memory: { name: string; gpa: string; size: string }[];
   viommus: VIommuDescription[];
+  /** Device BARs mapped for peer-to-peer DMA: the IOVA and, per area and backend, how it went. */
+  peerBars: { port: string; bar: number; iova: string; results: readonly PeerAreaResult[] }[];
 }
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
@@ -120,6 +127,8 @@ export class Runtime {
   readonly ram: MemfdRegion[] = [];
   /** Where lifecycle events go (Runtime.start's `logger`; silent by default). */
   log: RuntimeLogger = silentLogger;
+  /** Device BARs mapped into the backends for peer-to-peer DMA (mapBarForPeers). */
+  readonly peers = new PeerBars();
   #closed = false;
 
   private constructor() {}
@@ -310,6 +319,7 @@ export class Runtime {
   async removeDevice(port: string): Promise<void> {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
+    this.peers.unmapDevice(port);
     this.devices.delete(port);
     try {
       await d.supervisor?.stop();
@@ -424,6 +434,37 @@ export class Runtime {
   }
 
   /**
+   * Map BAR `bar` of the device on `port` for peer-to-peer DMA at `iova` (+ each mappable
+   * area's offset) in every backend with devices: another assigned device can then DMA into
+   * it. A VMM calls it with the BAR's guest address when it places the BAR, again when the BAR
+   * moves (the old mapping goes first), and unmapBarForPeers when memory decoding goes off.
+   * iommufd maps a dma-buf of each area (Linux 6.19+, CONFIG_VFIO_PCI_DMABUF), the legacy
+   * container an mmap of it by host address. Failures are in the results (errno, reason), not
+   * thrown, as QEMU and Cloud Hypervisor only warn: peers then cannot reach that BAR.
+   */
+  mapBarForPeers(port: string, bar: number, iova: bigint): PeerAreaResult[] {
+    const d = this.devices.get(port);
+    if (!d) throw this.#noDevice(port, 'mapBarForPeers: ');
+    const b = d.handle.description.bars.find((x) => x.index === bar);
+    if (!b || b.io) return [];
+    const backends: DmaBackend[] = [...this.contexts.values()].filter((c) => c.active);
+    if (this.container?.active) backends.push(this.container);
+    const target = {
+      port,
+      device: d.device,
+      bar,
+      regionOffset: BigInt(b.regionOffset),
+      areas: b.mappable,
+    };
+    return this.peers.map(target, iova, backends);
+  }
+
+  /** Undo mapBarForPeers (memory decoding off, the BAR moving, the device leaving); returns the bytes unmapped. */
+  unmapBarForPeers(port: string, bar: number): bigint {
+    return this.peers.unmap(port, bar);
+  }
+
+  /**
    * Export the runtime's metrics on a prom-client registry (docs/metrics.md): devices, rings,
    * interrupts, workers, BARs, DMA backends, vIOMMUs; read at scrape time. `process`: also
    * prom-client's default process and Node.js metrics (a VMM with its own registry has them).
@@ -434,6 +475,7 @@ export class Runtime {
       backends: () => [...this.contexts.values(), ...(this.container ? [this.container] : [])],
     });
     registerNestingMetrics(registry, () => this.viommus.values());
+    registerPeerBarMetrics(registry, () => this.describe().devices, this.peers.stats);
     if (opts.process) registerProcessMetrics(registry);
   }
 
@@ -507,11 +549,17 @@ export class Runtime {
             }
           : {}),
         description: d.handle.description,
+        bars: barSummaries(
+          d.handle.description,
+          d.handle.counters(),
+          this.peers.list().filter((p) => p.port === d.port),
+        ),
       })),
       memory: this.memory
         .regions()
         .map((r) => ({ name: r.name, gpa: hex(r.iova), size: hex(r.length) })),
       viommus: [...this.viommus.values()].filter((v) => !v.closed).map((v) => v.describe()),
+      peerBars: this.peers.list(),
     };
   }
 
@@ -519,6 +567,7 @@ export class Runtime {
   async shutdown(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.peers.clear();
     for (const d of [...this.devices.values()].reverse()) {
       await d.supervisor?.stop().catch(() => {});
       await d.handle.shutdown().catch(() => {});

@@ -18,6 +18,21 @@ export type GuestMemorySource =
   | { readonly kind: 'memfd'; readonly fd: Target; readonly offset: bigint; readonly hva: bigint }
   | { readonly kind: 'hva'; readonly hva: bigint };
 
+/** What a backend maps: guest memory, or (iommufd only) a device BAR exported as a dma-buf. */
+export type DmaSource = GuestMemorySource | DmaBufSource;
+
+/**
+ * A device BAR (range) exported by VFIO as a dma-buf (VFIO_DEVICE_FEATURE_DMA_BUF), for peer-to-
+ * peer DMA: iommufd maps it by file (IOMMU_IOAS_MAP_FILE). It has no host address, so neither
+ * the legacy container nor guest RAM can use it.
+ */
+export interface DmaBufSource {
+  readonly kind: 'dmabuf';
+  readonly fd: Target;
+  readonly offset: bigint;
+  readonly hva?: undefined;
+}
+
 export function memfdSource(fd: Target, offset: bigint, hva: bigint): GuestMemorySource {
   if (offset < 0n)
     throw new RangeError(`memfd source ${fd.path}: offset must not be negative, got ${offset}`);
@@ -45,17 +60,15 @@ export function advanceSource(mem: GuestMemorySource, delta: bigint): GuestMemor
     : { kind: 'hva', hva: mem.hva + delta };
 }
 
-export function describeSource(mem: GuestMemorySource): string {
-  return mem.kind === 'memfd'
-    ? `${mem.fd.path}+${hex(mem.offset)}`
-    : `host address ${hex(mem.hva)}`;
+export function describeSource(mem: DmaSource): string {
+  return mem.kind === 'hva' ? `host address ${hex(mem.hva)}` : `${mem.fd.path}+${hex(mem.offset)}`;
 }
 
 /** One successful map call: unmapping exactly this span undoes it. */
 export interface DmaMapping {
   readonly iova: bigint;
   readonly length: bigint;
-  readonly memory: GuestMemorySource;
+  readonly memory: DmaSource;
 }
 
 /**
@@ -91,7 +104,7 @@ export interface DmaBackend {
   /** The IOVA alignment the kernel requires now. */
   iovaAlignment(): bigint;
   /** Map `length` bytes of `mem` at exactly `iova`. Fails (EEXIST) if any of it is mapped already. */
-  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void;
+  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void;
   /** mapFixed with the kernel call made by `run` (a pool thread), so a long pin does not block this thread. */
   mapFixedOffloaded(
     iova: bigint,
@@ -105,7 +118,7 @@ export interface DmaBackend {
    * it. That IOVA may be one guest RAM registered later needs (IOVA == GPA): register guest RAM
    * first, or expect its map to fail with EEXIST.
    */
-  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint;
+  mapAnywhere(length: bigint, mem: DmaSource): bigint;
   /** Unmap whole mappings inside [iova, iova+length); returns the bytes unmapped (0 when nothing was there). */
   unmap(iova: bigint, length: bigint): bigint;
   /** Unmap everything; returns the bytes unmapped. */

@@ -16,6 +16,8 @@ import {
   BackendListeners,
   type DmaBackend,
   type DmaMapping,
+  type DmaSource,
+  describeSource,
   type GuestMemorySource,
 } from './backend.js';
 import {
@@ -61,6 +63,14 @@ const pow2Ceil = (n: bigint): bigint => {
   while (p < n) p <<= 1n;
   return p;
 };
+
+/** Type1 maps by host address: a dma-buf (a BAR exported for iommufd) has none. */
+function hostAddress(mem: DmaSource, backend: ContainerBackend): bigint {
+  if (mem.kind !== 'dmabuf') return mem.hva;
+  throw new TypeError(
+    `${backend} maps by host address and ${describeSource(mem)} is a dma-buf: map the BAR's mmap instead (hvaSource)`,
+  );
+}
 
 /** Take over a VFIO group fd passed in; its group id comes from the fd itself (no sysfs). */
 function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number } {
@@ -167,12 +177,13 @@ export class ContainerBackend implements DmaBackend {
       );
   }
 
-  #mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  #mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     const span = { iova, length };
     checkSpan(`map on ${this}`, span);
     this.#requireIommu(`map ${formatSpan(span)}`);
+    const hva = hostAddress(mem, this);
     try {
-      vfio.mapDma(this.#container, mem.hva, iova, length);
+      vfio.mapDma(this.#container, hva, iova, length);
     } catch (e) {
       throw this.#explainMap(e, span, length);
     }
@@ -227,13 +238,14 @@ export class ContainerBackend implements DmaBackend {
     return err;
   }
 
-  #mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  #mapAnywhere(length: bigint, mem: DmaSource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     this.#requireIommu(`map ${formatSize(length)}`);
+    const hva = hostAddress(mem, this);
     // Alignment as the kernel's iommufd allocator picks it: the length rounded up to a power
     // of two, no more than the host address's own alignment (keeps huge pages whole) or 2 MiB.
     let alignment = pow2Ceil(length);
-    if (lowestBit(mem.hva) < alignment) alignment = lowestBit(mem.hva);
+    if (lowestBit(hva) < alignment) alignment = lowestBit(hva);
     if (alignment > MAX_AUTO_ALIGNMENT) alignment = MAX_AUTO_ALIGNMENT;
     if (alignment < this.#alignment) alignment = this.#alignment;
     const iova = findFreeIova(this.#ranges, this.#log.spans(), length, alignment);
@@ -275,7 +287,7 @@ export class ContainerBackend implements DmaBackend {
     return bytes;
   }
   // ---- DMA calls, counted and timed for the metrics (stats)
-  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
   }
   mapFixedOffloaded(
@@ -289,7 +301,7 @@ export class ContainerBackend implements DmaBackend {
       this.#mapFixedOffloaded(iova, length, mem, run, signal),
     );
   }
-  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  mapAnywhere(length: bigint, mem: DmaSource): bigint {
     return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
   }
   unmap(iova: bigint, length: bigint): bigint {

@@ -18,6 +18,7 @@ import {
   BackendListeners,
   type DmaBackend,
   type DmaMapping,
+  type DmaSource,
   type GuestMemorySource,
 } from './backend.js';
 import {
@@ -240,18 +241,19 @@ export class IommufdContext implements DmaBackend {
     return err;
   }
 
-  #map(length: bigint, mem: GuestMemorySource, iova?: bigint): bigint {
+  #map(length: bigint, mem: DmaSource, iova?: bigint): bigint {
     const ioas = this.#ensureIoas();
     try {
-      return mem.kind === 'memfd'
-        ? iommufd.ioasMapFile(this.#fd, ioas, mem.fd.fd, mem.offset, length, iova)
-        : iommufd.ioasMap(this.#fd, ioas, mem.hva, length, iova);
+      // A memfd or a VFIO dma-buf (a peer's BAR) maps by file; other memory by host address.
+      return mem.kind === 'hva'
+        ? iommufd.ioasMap(this.#fd, ioas, mem.hva, length, iova)
+        : iommufd.ioasMapFile(this.#fd, ioas, mem.fd.fd, mem.offset, length, iova);
     } catch (e) {
       throw this.#explainMap(e, iova === undefined ? undefined : { iova, length }, length);
     }
   }
 
-  #mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  #mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     checkSpan(`map on ${this}`, { iova, length });
     this.#map(length, mem, iova);
     this.#log.add({ iova, length, memory: mem });
@@ -288,7 +290,7 @@ export class IommufdContext implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  #mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  #mapAnywhere(length: bigint, mem: DmaSource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     const iova = this.#map(length, mem);
     this.#log.add({ iova, length, memory: mem });
@@ -322,7 +324,7 @@ export class IommufdContext implements DmaBackend {
     return bytes;
   }
   // ---- DMA calls, counted and timed for the metrics (stats)
-  mapFixed(iova: bigint, length: bigint, mem: GuestMemorySource): void {
+  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
   }
   mapFixedOffloaded(
@@ -336,7 +338,7 @@ export class IommufdContext implements DmaBackend {
       this.#mapFixedOffloaded(iova, length, mem, run, signal),
     );
   }
-  mapAnywhere(length: bigint, mem: GuestMemorySource): bigint {
+  mapAnywhere(length: bigint, mem: DmaSource): bigint {
     return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
   }
   unmap(iova: bigint, length: bigint): bigint {

@@ -124,6 +124,7 @@ function report(r: VmResult, json: boolean): void {
     .map(([p, c]) => `${p} ${c}`)
     .join(', ');
   if (ports) console.error(`vm: unanswered ports: ${ports}`);
+  reportP2p(r.p2p);
   if (r.status !== 'exit') {
     s.vcpus.forEach((v, i) =>
       console.error(
@@ -136,4 +137,17 @@ function report(r: VmResult, json: boolean): void {
     `vm: ~${s.exitMs} ms handling exits (${s.exitUs} µs each), ` +
       `~${s.ringMs} ms of it in device rings (from ${s.sampled} timed exits)`,
   );
+}
+
+/** Peer-to-peer DMA to BARs: what was mapped, and the last refusal (a warning, as QEMU's). */
+function reportP2p(p: VmResult['p2p']): void {
+  if (p.maps === 0) return;
+  console.error(
+    `vm: BARs mapped for peer DMA ${p.maps} times, unmapped ${p.unmaps} (${p.syncMs.toFixed(0)} ms)`,
+  );
+  const f = p.lastFailure;
+  if (f)
+    console.error(
+      `vm: warning: ${p.failures} BAR area(s) could not be mapped for peers; last: ${f.port} BAR${f.bar} in ${f.backend} via ${f.via}: ${f.errno}: ${f.reason}`,
+    );
 }

@@ -152,6 +152,8 @@ export class PciBus {
       b[row + BAR.ACTIVE] = on && base !== 0 ? 1 : 0;
     }
     this.slots?.sync(b);
+    Atomics.add(this.#ctl, CTL.BAR_GEN, 1);
+    Atomics.notify(this.#ctl, CTL.BAR_GEN);
   }
 
   // ---- BAR dispatch: the exit paths look up, then call the ring with hit*

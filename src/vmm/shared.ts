@@ -22,7 +22,9 @@ export const CTL = {
    * vm.ts): each vCPU compares it after every exit and takes the new ring list from its port.
    */
   PCI_GEN: 7,
-  UART: 8, // UART words from here (uart.ts)
+  /** Bumped (and notified) after a vCPU re-published a device's BAR rows: peer-sync.ts follows. */
+  BAR_GEN: 8,
+  UART: 9, // UART words from here (uart.ts)
   COUNT: 32,
 } as const;
 

@@ -33,6 +33,7 @@ import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
 import { PciBus } from './pci-bus.js';
 import { BarAllocator, placeDevice } from './pci-firmware.js';
+import { PeerSync, type PeerSyncStats } from './peer-sync.js';
 import {
   BAR,
   BARS,
@@ -103,6 +104,8 @@ export interface VmResult {
   rips: string[];
   /** The ports nothing answered that the guest used most, with their access counts. */
   unknownPorts: Record<string, number>;
+  /** Peer-to-peer DMA: BARs mapped for peers as the guest placed and moved them (peer-sync.ts). */
+  p2p: PeerSyncStats;
 }
 
 const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
@@ -125,6 +128,8 @@ export class Vm {
   router: GsiRouter | undefined;
   /** The BAR fast path's KVM slots (bar-slots.ts). */
   slots: BarSlots | undefined;
+  /** The devices' BARs mapped for peer-to-peer DMA at their guest addresses (peer-sync.ts). */
+  peers: PeerSync | undefined;
   readonly vcpus: OwnedFd[] = [];
   readonly deviceNames: string[] = [];
   #runSize = 0;
@@ -269,6 +274,8 @@ export class Vm {
     const clients = specs.map((s) => this.runtime.device(s.port).client());
     const bus = new PciBus(this.#ctl, bars, clients, new Float64Array(STAT.WORDS), 0, this.slots);
     clients.forEach((_, i) => bus.refresh(i));
+    this.peers = new PeerSync(this.runtime, bars, this.deviceNames, this.opts.noMmap);
+    this.peers.sync();
     return out;
   }
 
@@ -494,6 +501,7 @@ export class Vm {
     const timer = this.opts.timeoutMs
       ? setTimeout(() => endVm(this.#ctl, END.TIMEOUT, 0), this.opts.timeoutMs)
       : undefined;
+    const following = this.peers?.follow(this.#ctl);
     try {
       await Atomics.waitAsync(this.#ctl, CTL.ENDED, 0).value;
       // Every vCPU out of KVM_RUN: kick until all threads have left.
@@ -516,6 +524,8 @@ export class Vm {
       for (const p of this.#plugPorts.splice(0)) p.close();
       if (timer) clearTimeout(timer);
       process.off('SIGUSR2', noop);
+      this.peers?.stop(this.#ctl);
+      await following;
     }
     const kind = Atomics.load(this.#ctl, CTL.END_KIND);
     // Where each vCPU stopped: what to look at when a guest hangs (with nokaslr, System.map names it).
@@ -536,6 +546,7 @@ export class Vm {
       unknownPorts: Object.fromEntries(
         [...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c]),
       ),
+      p2p: { ...(this.peers?.stats ?? { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 }) },
     };
   }
 

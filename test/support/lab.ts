@@ -11,6 +11,7 @@ export const LAB_IDS = {
   e1000e: [0x8086, 0x10d3],
   edu: [0x1234, 0x11e8],
   igb: [0x8086, 0x10c9],
+  ivshmem: [0x1af4, 0x1110],
 } as const;
 
 /** Throws with a clear message unless this process runs inside the lab guest. */

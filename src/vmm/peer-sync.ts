@@ -1,0 +1,108 @@
+// Peer-to-peer DMA for the VMM's assigned devices: each memory BAR with mappable areas is mapped
+// for peers (Runtime.mapBarForPeers) at its guest address while the guest has it placed and
+// decoding, so one assigned device can DMA into another's BAR at the address the guest gave it.
+// The vCPU that snoops a command or BAR write bumps CTL.BAR_GEN (pci-bus.ts refresh); the main
+// thread, which owns the runtime, then makes the mappings match the BAR map: a moved BAR is
+// unmapped and mapped at its new address, decoding off unmaps. This lags the guest's write by an
+// event-loop turn (QEMU's memory listener is synchronous); a device told to DMA into a BAR the
+// guest has just moved may miss in between. Failures are counted and kept, never fatal.
+import type { Runtime } from '../coordinator/runtime.js';
+import type { PeerAreaResult } from '../dma/peer-bars.js';
+import { BAR, BAR_IO, BARS, CTL } from './shared.js';
+
+export interface PeerSyncStats {
+  /** mapBarForPeers calls (a BAR placed, or moved) and unmapBarForPeers calls (decoding off). */
+  maps: number;
+  unmaps: number;
+  /** Area mappings that failed, and the last failure (errno, reason). */
+  failures: number;
+  lastFailure?: PeerAreaResult;
+  /** Re-syncs made, and the main thread's time in them (ms): it also commits interrupt routes. */
+  syncs: number;
+  syncMs: number;
+  /** The first error a re-sync threw (none expected: failures are results). */
+  error?: string;
+}
+
+/**
+ * How long the BAR map must stay unchanged before the mappings follow it. Linux toggles memory
+ * decoding around each BAR it sizes, several times per device at probe: without the wait each
+ * toggle was a map or unmap (45 maps, 39 unmaps in one boot of the lab's guest), all on the
+ * thread that also commits the guest's interrupt routes.
+ */
+export const SETTLE_MS = 5;
+
+export class PeerSync {
+  readonly stats: PeerSyncStats = { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 };
+  #stopped = false;
+
+  /** `ports[i]`: device i's port; `skip`: ports without the fast path (noMmap): no P2P either, as QEMU's x-no-mmap. */
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly bars: Float64Array,
+    private readonly ports: readonly string[],
+    private readonly skip: readonly string[] = [],
+  ) {}
+
+  /** Make the peer mappings match the BAR map now. */
+  sync(): void {
+    const t0 = performance.now();
+    try {
+      this.#sync();
+    } finally {
+      this.stats.syncs++;
+      this.stats.syncMs += performance.now() - t0;
+    }
+  }
+
+  #sync(): void {
+    for (const [i, port] of this.ports.entries()) {
+      if (this.skip.includes(port)) continue;
+      for (const b of this.runtime.device(port).description.bars) {
+        if (b.io || b.mappable.length === 0) continue;
+        const row = (i * BARS + b.index) * BAR.WORDS;
+        const on = this.bars[row + BAR.ACTIVE] === 1 && this.bars[row + BAR.KIND] !== BAR_IO;
+        const want = on ? BigInt(this.bars[row + BAR.BASE]!) : undefined;
+        const have = this.runtime.peers.iovaOf(port, b.index);
+        if (want === have) continue;
+        if (want === undefined) {
+          this.runtime.unmapBarForPeers(port, b.index);
+          this.stats.unmaps++;
+          continue;
+        }
+        this.stats.maps++;
+        for (const r of this.runtime.mapBarForPeers(port, b.index, want)) {
+          if (r.ok) continue;
+          this.stats.failures++;
+          this.stats.lastFailure = r;
+        }
+      }
+    }
+  }
+
+  /** Follow the guest until stop(): re-sync once BAR_GEN has not moved for `settleMs`. */
+  async follow(ctl: Int32Array, settleMs = SETTLE_MS): Promise<void> {
+    let seen = Atomics.load(ctl, CTL.BAR_GEN);
+    while (!this.#stopped) {
+      const w = Atomics.waitAsync(ctl, CTL.BAR_GEN, seen);
+      if (w.async) await w.value;
+      do {
+        seen = Atomics.load(ctl, CTL.BAR_GEN);
+        await new Promise((r) => setTimeout(r, settleMs));
+      } while (!this.#stopped && Atomics.load(ctl, CTL.BAR_GEN) !== seen);
+      if (this.#stopped) break;
+      try {
+        this.sync();
+      } catch (e) {
+        this.stats.error ??= (e as Error).message;
+      }
+    }
+  }
+
+  /** End follow(): it wakes on the bump. */
+  stop(ctl: Int32Array): void {
+    this.#stopped = true;
+    Atomics.add(ctl, CTL.BAR_GEN, 1);
+    Atomics.notify(ctl, CTL.BAR_GEN);
+  }
+}
