@@ -29,6 +29,7 @@ import { C, check, close, open, raw, rlimit } from '../../native/libc.js';
 import { cdevOf } from '../../src/api/cli.js';
 import { type ApiReply, apiCall } from '../../src/api/client.js';
 import { parseGuestConsole } from '../support/guest-console.js';
+import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevices, requireLab } from '../support/lab.js';
 import { guestImageDir } from '../support/qemu-reference.js';
 
@@ -76,8 +77,16 @@ async function settledFds(pid: number, want: number, ms = 3000): Promise<number>
 }
 
 let restore = (): void => {};
-t.before(() => requireLab());
-t.after(() => restore());
+// One idle KVM VM held meanwhile, so the VMM's own VM flips no scheduler static key in the lab
+// kernel (test/support/kvm-hold.ts).
+t.before(() => {
+  requireLab();
+  holdKvmVm();
+});
+t.after(() => {
+  restore();
+  releaseKvmVm();
+});
 
 t(
   'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',

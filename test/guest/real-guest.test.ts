@@ -13,9 +13,6 @@
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import * as kvm from '../../native/kvm.js';
-import { C } from '../../native/libc.js';
-import { OwnedFd } from '../../src/fd.js';
 import { SRC } from '../../src/irq/irq-state.js';
 import { readCounters } from '../../src/metrics/read-counters.js';
 import { listFunctions } from '../../src/platform/pci-sysfs.js';
@@ -23,6 +20,7 @@ import { DEFAULT_CMDLINE } from '../../src/vmm/boot.js';
 import { BAR, BARS } from '../../src/vmm/shared.js';
 import { Vm, type VmResult } from '../../src/vmm/vm.js';
 import { type GuestConsole, parseGuestConsole } from '../support/guest-console.js';
+import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
 import { processState, settledState } from '../support/process-state.js';
@@ -49,22 +47,12 @@ interface OurRun {
 }
 const runs: { ours?: OurRun; trapped?: OurRun; qemu?: QemuReferenceResult } = {};
 
-/**
- * One idle KVM VM held for the whole suite: creating or destroying the first or last VM flips a
- * static key in the lab kernel's scheduler (KVM's preempt notifiers), and the lab's TCG now and
- * then runs stale code on the other vCPU while it is patched (the L1 kernel's "Oops: int3" in
- * __schedule: all 3 attempts of one lab run, at a boot's start or end). With this VM alive the
- * three boots flip nothing. As test/lab/interrupts.test.ts does.
- */
-let keepKvm: OwnedFd[] = [];
+// One idle KVM VM held for the whole suite (test/support/kvm-hold.ts says why).
 t.before(() => {
   requireLab();
-  const sys = OwnedFd.open('/dev/kvm', C.O_RDWR);
-  keepKvm = [sys, new OwnedFd(kvm.createVm(sys), 'kvm-vm (held by the suite)')];
+  holdKvmVm();
 });
-t.after(() => {
-  for (const f of keepKvm.reverse()) f.close();
-});
+t.after(() => releaseKvmVm());
 
 /** The e1000e's MAC as the device itself holds it (RAL0/RAH0, loaded from its EEPROM). */
 function macOf(ral: number, rah: number): string {
