@@ -26,7 +26,7 @@ import {
   explainMapFailure,
   explainUnsafeInterrupts,
 } from './diagnose.js';
-import { DmaStats } from './dma-stats.js';
+import { CountedDmaCalls } from './dma-stats.js';
 import {
   checkSpan,
   findFreeIova,
@@ -90,9 +90,8 @@ function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number 
   return { group, groupId: Number(m[1]) };
 }
 
-export class ContainerBackend implements DmaBackend {
+export class ContainerBackend extends CountedDmaCalls implements DmaBackend {
   /** Map/unmap calls, latency and kernel failures by errno, read by the metrics. */
-  readonly stats = new DmaStats();
   readonly kind = 'container' as const;
   readonly #container: OwnedFd;
   readonly #groups = new Map<number, GroupState>();
@@ -106,6 +105,7 @@ export class ContainerBackend implements DmaBackend {
     readonly name: string,
     container: OwnedFd,
   ) {
+    super();
     this.#container = container;
   }
 
@@ -139,7 +139,7 @@ export class ContainerBackend implements DmaBackend {
   get groupIds(): number[] {
     return [...this.#groups.keys()];
   }
-  toString(): string {
+  override toString(): string {
     return `VFIO container '${this.name}'`;
   }
 
@@ -177,7 +177,7 @@ export class ContainerBackend implements DmaBackend {
       );
   }
 
-  #mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
+  protected rawMapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     const span = { iova, length };
     checkSpan(`map on ${this}`, span);
     this.#requireIommu(`map ${formatSpan(span)}`);
@@ -190,7 +190,7 @@ export class ContainerBackend implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async #mapFixedOffloaded(
+  protected async rawMapFixedOffloaded(
     iova: bigint,
     length: bigint,
     mem: GuestMemorySource,
@@ -238,7 +238,7 @@ export class ContainerBackend implements DmaBackend {
     return err;
   }
 
-  #mapAnywhere(length: bigint, mem: DmaSource): bigint {
+  protected rawMapAnywhere(length: bigint, mem: DmaSource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     this.#requireIommu(`map ${formatSize(length)}`);
     const hva = hostAddress(mem, this);
@@ -253,11 +253,11 @@ export class ContainerBackend implements DmaBackend {
       throw new Error(
         `no free IOVA space for ${formatSize(length)} (aligned to ${hex(alignment)}) in ${this}: allowed ${formatRanges(this.#ranges)}, ${this.#log.size} mapping(s) in use`,
       );
-    this.#mapFixed(iova, length, mem);
+    this.rawMapFixed(iova, length, mem);
     return iova;
   }
 
-  #unmap(iova: bigint, length: bigint): bigint {
+  protected rawUnmap(iova: bigint, length: bigint): bigint {
     const span = { iova, length };
     checkSpan(`unmap on ${this}`, span);
     if (!this.#iommuSet) return 0n;
@@ -273,7 +273,7 @@ export class ContainerBackend implements DmaBackend {
     return bytes;
   }
 
-  #unmapAll(): bigint {
+  protected rawUnmapAll(): bigint {
     if (!this.#iommuSet) return 0n;
     let bytes: bigint;
     try {
@@ -285,30 +285,6 @@ export class ContainerBackend implements DmaBackend {
     }
     this.#log.clear();
     return bytes;
-  }
-  // ---- DMA calls, counted and timed for the metrics (stats)
-  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
-    this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
-  }
-  mapFixedOffloaded(
-    iova: bigint,
-    length: bigint,
-    mem: GuestMemorySource,
-    run: MapRunner,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    return this.stats.timedAsync('map', () =>
-      this.#mapFixedOffloaded(iova, length, mem, run, signal),
-    );
-  }
-  mapAnywhere(length: bigint, mem: DmaSource): bigint {
-    return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
-  }
-  unmap(iova: bigint, length: bigint): bigint {
-    return this.stats.timed('unmap', () => this.#unmap(iova, length));
-  }
-  unmapAll(): bigint {
-    return this.stats.timed('unmap', () => this.#unmapAll());
   }
 
   /**

@@ -3,6 +3,8 @@
 // Plain numbers on the coordinator's thread; a map is a control-path call (~10-100 µs), so two
 // clock reads per call cost nothing that matters.
 import { SysError } from '../../native/errno.js';
+import type { DmaSource, GuestMemorySource } from './backend.js';
+import type { MapRunner } from './map-offload.js';
 
 export type DmaOp = 'map' | 'unmap';
 
@@ -59,4 +61,48 @@ export function errnoOf(e: unknown): string | undefined {
   if (e instanceof SysError) return e.code;
   const n = (e as { errnoName?: unknown } | null)?.errnoName;
   return typeof n === 'string' && /^E[A-Z0-9]+$/.test(n) ? n : undefined;
+}
+
+/**
+ * DmaBackend's map and unmap calls, counted and timed the same way for every backend: each is
+ * the backend's raw call (`raw*`, which it implements) run under `stats`.
+ */
+export abstract class CountedDmaCalls {
+  readonly stats = new DmaStats();
+
+  protected abstract rawMapFixed(iova: bigint, length: bigint, mem: DmaSource): void;
+  protected abstract rawMapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void>;
+  protected abstract rawMapAnywhere(length: bigint, mem: DmaSource): bigint;
+  protected abstract rawUnmap(iova: bigint, length: bigint): bigint;
+  protected abstract rawUnmapAll(): bigint;
+
+  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
+    this.stats.timed('map', () => this.rawMapFixed(iova, length, mem));
+  }
+  mapFixedOffloaded(
+    iova: bigint,
+    length: bigint,
+    mem: GuestMemorySource,
+    run: MapRunner,
+    signal?: AbortSignal,
+  ): Promise<void> {
+    return this.stats.timedAsync('map', () =>
+      this.rawMapFixedOffloaded(iova, length, mem, run, signal),
+    );
+  }
+  mapAnywhere(length: bigint, mem: DmaSource): bigint {
+    return this.stats.timed('map', () => this.rawMapAnywhere(length, mem));
+  }
+  unmap(iova: bigint, length: bigint): bigint {
+    return this.stats.timed('unmap', () => this.rawUnmap(iova, length));
+  }
+  unmapAll(): bigint {
+    return this.stats.timed('unmap', () => this.rawUnmapAll());
+  }
 }

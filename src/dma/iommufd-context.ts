@@ -29,7 +29,7 @@ import {
   explainMapFailure,
   explainUnsafeInterrupts,
 } from './diagnose.js';
-import { DmaStats } from './dma-stats.js';
+import { CountedDmaCalls } from './dma-stats.js';
 import {
   checkSpan,
   formatRanges,
@@ -95,9 +95,8 @@ export interface NestableDevice {
   block?(): void;
 }
 
-export class IommufdContext implements DmaBackend {
+export class IommufdContext extends CountedDmaCalls implements DmaBackend {
   /** Map/unmap calls, latency and kernel failures by errno, read by the metrics. */
-  readonly stats = new DmaStats();
   readonly kind = 'iommufd' as const;
   readonly #fd: OwnedFd;
   #ioas: number | undefined;
@@ -113,6 +112,7 @@ export class IommufdContext implements DmaBackend {
     fd: OwnedFd,
     ioas: number,
   ) {
+    super();
     this.#fd = fd;
     this.#ioas = ioas;
     this.#refreshRanges();
@@ -153,7 +153,7 @@ export class IommufdContext implements DmaBackend {
   get active(): boolean {
     return this.#devices.size > 0;
   }
-  toString(): string {
+  override toString(): string {
     return `iommufd context '${this.name}'`;
   }
 
@@ -253,13 +253,13 @@ export class IommufdContext implements DmaBackend {
     }
   }
 
-  #mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
+  protected rawMapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
     checkSpan(`map on ${this}`, { iova, length });
     this.#map(length, mem, iova);
     this.#log.add({ iova, length, memory: mem });
   }
 
-  async #mapFixedOffloaded(
+  protected async rawMapFixedOffloaded(
     iova: bigint,
     length: bigint,
     mem: GuestMemorySource,
@@ -290,14 +290,14 @@ export class IommufdContext implements DmaBackend {
     this.#log.add({ iova, length, memory: mem });
   }
 
-  #mapAnywhere(length: bigint, mem: DmaSource): bigint {
+  protected rawMapAnywhere(length: bigint, mem: DmaSource): bigint {
     checkSpan(`map on ${this}`, { iova: 0n, length });
     const iova = this.#map(length, mem);
     this.#log.add({ iova, length, memory: mem });
     return iova;
   }
 
-  #unmap(iova: bigint, length: bigint): bigint {
+  protected rawUnmap(iova: bigint, length: bigint): bigint {
     const span = { iova, length };
     checkSpan(`unmap on ${this}`, span);
     if (this.#ioas === undefined) return 0n;
@@ -317,35 +317,11 @@ export class IommufdContext implements DmaBackend {
     return bytes;
   }
 
-  #unmapAll(): bigint {
+  protected rawUnmapAll(): bigint {
     if (this.#ioas === undefined) return 0n;
     const bytes = iommufd.ioasUnmap(this.#fd, this.#ioas, 0n, U64_MAX); // iova 0, length 2^64-1: everything
     this.#log.clear();
     return bytes;
-  }
-  // ---- DMA calls, counted and timed for the metrics (stats)
-  mapFixed(iova: bigint, length: bigint, mem: DmaSource): void {
-    this.stats.timed('map', () => this.#mapFixed(iova, length, mem));
-  }
-  mapFixedOffloaded(
-    iova: bigint,
-    length: bigint,
-    mem: GuestMemorySource,
-    run: MapRunner,
-    signal?: AbortSignal,
-  ): Promise<void> {
-    return this.stats.timedAsync('map', () =>
-      this.#mapFixedOffloaded(iova, length, mem, run, signal),
-    );
-  }
-  mapAnywhere(length: bigint, mem: DmaSource): bigint {
-    return this.stats.timed('map', () => this.#mapAnywhere(length, mem));
-  }
-  unmap(iova: bigint, length: bigint): bigint {
-    return this.stats.timed('unmap', () => this.#unmap(iova, length));
-  }
-  unmapAll(): bigint {
-    return this.stats.timed('unmap', () => this.#unmapAll());
   }
 
   /**
