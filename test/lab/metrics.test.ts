@@ -4,9 +4,8 @@
 // (legacy container: ICS raises MSI-X vector 2, once while masked). Its query API must then
 // return nonzero MMIO, config and interrupt series for each device, and every expression of
 // dashboards/*.json must name metrics the live /metrics has and return data.
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { type ChildProcess, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -20,9 +19,16 @@ import { startMetricsServer } from '../../src/metrics/server.js';
 import { busMaster, E1000E, e1000eRaise, GuestMsix, sleep, until } from '../support/guest-irq.js';
 import { labDevice, requireLab } from '../support/lab.js';
 import { NvmeAdmin } from '../support/nvme-admin.js';
+import {
+  byDevice,
+  loopbackUp,
+  PROMETHEUS,
+  query,
+  startPrometheus,
+  stopPrometheus,
+} from '../support/prometheus.js';
 import { skipBecause } from '../support/skip.js';
 
-const PROMETHEUS = '/usr/bin/prometheus';
 const DASHBOARDS = fileURLToPath(new URL('../../../dashboards/', import.meta.url));
 const MSI_ADDR = 0xfee00000;
 
@@ -31,95 +37,6 @@ t.before(() => {
   requireLab();
   loopbackUp();
 });
-
-/** The lab's init leaves `lo` down; Prometheus and the endpoint talk over 127.0.0.1. */
-function loopbackUp(): void {
-  const flags = Number(readFileSync('/sys/class/net/lo/flags', 'utf8'));
-  if ((flags & 1) === 0) {
-    const r = spawnSync('ip', ['link', 'set', 'lo', 'up'], { encoding: 'utf8' });
-    if (r.status !== 0) throw new Error(`ip link set lo up: ${r.stderr || r.error}`);
-  }
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
-
-interface PromResult {
-  metric: Record<string, string>;
-  value: [number, string];
-}
-
-async function query(port: number, expr: string): Promise<PromResult[]> {
-  const url = `http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(expr)}`;
-  const r = (await (await fetch(url)).json()) as {
-    status: string;
-    error?: string;
-    data?: { result: PromResult[] };
-  };
-  if (r.status !== 'success') throw new Error(`Prometheus refused ${expr}: ${r.error}`);
-  return r.data!.result;
-}
-
-/** `sum by (device) (expr)` as {device: value}. */
-async function byDevice(port: number, expr: string): Promise<Record<string, number>> {
-  const rows = await query(port, `sum by (device) (${expr})`);
-  return Object.fromEntries(rows.map((r) => [r.metric.device!, Number(r.value[1])]));
-}
-
-async function startPrometheus(target: string, dir: string): Promise<[ChildProcess, number]> {
-  const port = await freePort();
-  const config = join(dir, 'prometheus.yml');
-  writeFileSync(
-    config,
-    [
-      'global:',
-      '  scrape_interval: 1s',
-      '  scrape_timeout: 1s',
-      '  evaluation_interval: 1s',
-      'scrape_configs:',
-      '  - job_name: vfio-runtime',
-      '    static_configs:',
-      `      - targets: ['${target}']`,
-      '',
-    ].join('\n'),
-  );
-  const prom = spawn(
-    PROMETHEUS,
-    [
-      `--config.file=${config}`,
-      `--storage.tsdb.path=${join(dir, 'data')}`,
-      `--web.listen-address=127.0.0.1:${port}`,
-      '--log.level=warn',
-    ],
-    { stdio: ['ignore', 'ignore', 'pipe'] },
-  );
-  let log = '';
-  prom.stderr!.on('data', (d) => {
-    log += d.toString();
-  });
-  const t0 = Date.now();
-  for (;;) {
-    if (prom.exitCode !== null) throw new Error(`prometheus exited (${prom.exitCode}): ${log}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/-/ready`).then(
-      (r) => r.ok,
-      () => false,
-    );
-    if (ok) return [prom, port];
-    if (Date.now() - t0 > 30_000) {
-      prom.kill('SIGKILL');
-      throw new Error(`prometheus not ready in 30 s: ${log}`);
-    }
-    await sleep(200);
-  }
-}
 
 if (!existsSync(PROMETHEUS)) {
   skipBecause(
@@ -279,13 +196,7 @@ if (!existsSync(PROMETHEUS)) {
         assert.equal(empty, [], 'every dashboard expression returns data');
         console.log(`    lab time ${((Date.now() - t0) / 1000).toFixed(1)} s`);
       } finally {
-        if (prom && prom.exitCode === null) {
-          prom.kill('SIGTERM');
-          await Promise.race([
-            new Promise((r) => prom!.once('exit', r)),
-            sleep(5000).then(() => prom!.kill('SIGKILL')),
-          ]);
-        }
+        await stopPrometheus(prom);
         await server?.close();
         await rt.shutdown();
         rmSync(dir, { recursive: true, force: true });
