@@ -57,7 +57,9 @@ export class PeerSync {
 
   #sync(): void {
     for (const [i, port] of this.ports.entries()) {
-      if (this.skip.includes(port)) continue;
+      // An empty slot (a device hot-removed: its mappings went with it) or a device without
+      // the fast path.
+      if (!port || this.skip.includes(port)) continue;
       for (const b of this.runtime.device(port).description.bars) {
         if (b.io || b.mappable.length === 0) continue;
         const row = (i * BARS + b.index) * BAR.WORDS;
