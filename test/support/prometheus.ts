@@ -1,6 +1,6 @@
 // A real Prometheus (Debian's package) for the tests: started on loopback with a generated
 // config scraping one target every second, its query API, and stopping it. Used by the lab's
-// metrics test and by the guest suite (scraping the VMM's runtime while the guest runs).
+// metrics test.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -108,45 +108,4 @@ export async function stopPrometheus(prom: ChildProcess | undefined): Promise<vo
   prom.kill('SIGTERM');
   await Promise.race([exited, sleep(5000).then(() => prom.kill('SIGKILL'))]);
   await exited;
-}
-
-/**
- * A runtime scraped by a real Prometheus while something runs (the guest suite: while the guest
- * boots and does its I/O): the runtime's /metrics on loopback, Prometheus scraping it every
- * second. `stop()` ends both (their fds too); null when Debian's prometheus is not installed.
- */
-export interface RuntimeScrape {
-  readonly promPort: number;
-  /** Scrapes Prometheus has made of the runtime so far (count_over_time of `up`). */
-  scrapes(): Promise<number>;
-  stop(): Promise<void>;
-}
-
-export async function scrapeRuntime(
-  register: (r: import('prom-client').Registry) => void,
-  dir: string,
-): Promise<RuntimeScrape | null> {
-  const { existsSync } = await import('node:fs');
-  if (!existsSync(PROMETHEUS)) return null;
-  const { startMetricsServer } = await import('../../src/metrics/server.js');
-  loopbackUp();
-  const server = await startMetricsServer('127.0.0.1:0', register);
-  let prom: ChildProcess | undefined;
-  try {
-    const [p, promPort] = await startPrometheus(`127.0.0.1:${server.port}`, dir);
-    prom = p;
-    return {
-      promPort,
-      scrapes: async () =>
-        Number((await query(promPort, 'count_over_time(up[10m])'))[0]?.value[1] ?? 0),
-      stop: async () => {
-        await stopPrometheus(prom);
-        await server.close();
-      },
-    };
-  } catch (e) {
-    await stopPrometheus(prom);
-    await server.close();
-    throw e;
-  }
 }
