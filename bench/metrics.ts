@@ -24,33 +24,12 @@ import {
   STATUS,
 } from '../src/ring/protocol.js';
 import { RingServer } from '../src/ring/server.js';
-import { median, round } from './support.js';
+import { median, ringThroughput, round } from './support.js';
 
 const BAR = 16384;
 const ROUNDS = 12,
   PER_ROUND = 50_000,
   SCRAPE_MS = 100;
-
-/** Requests per second from one thread keeping a window of requests in flight. */
-function throughput(c: RingClient, total: number, window = 64): number {
-  const tickets = new Int32Array(window);
-  const t0 = performance.now();
-  for (let i = 0; i < total; i++) {
-    const k = i % window;
-    if (i >= window) {
-      const t = tickets[k]!;
-      if (c.await(t) !== STATUS.OK) throw new Error('ring read failed');
-      c.release(t);
-    }
-    tickets[k] = c.submit(OP.BAR_READ, 0, (i & 0xff) * 4, 4);
-  }
-  for (let i = total; i < total + window; i++) {
-    const t = tickets[i % window]!;
-    c.await(t);
-    c.release(t);
-  }
-  return total / ((performance.now() - t0) / 1000);
-}
 
 /**
  * The ring path's CPU cost per request in one thread (producer and server alternate: submit a
@@ -120,13 +99,13 @@ async function overhead(): Promise<Record<string, number>> {
   const sampled = new RingClient(ring);
   const none: number[] = [],
     collected: number[] = [];
-  throughput(plain, PER_ROUND); // warm-up, both paths
-  throughput(sampled, PER_ROUND);
+  ringThroughput(plain, PER_ROUND); // warm-up, both paths
+  ringThroughput(sampled, PER_ROUND);
   for (let r = 0; r < ROUNDS; r++) {
     Atomics.store(on, 0, 0);
-    none.push(throughput(plain, PER_ROUND));
+    none.push(ringThroughput(plain, PER_ROUND));
     Atomics.store(on, 0, 1);
-    collected.push(throughput(sampled, PER_ROUND));
+    collected.push(ringThroughput(sampled, PER_ROUND));
   }
   Atomics.store(on, 0, 0);
   scraper.postMessage('stop');

@@ -27,7 +27,7 @@ import { MemfdRegion } from '../src/memory/memfd-region.js';
 import { RingClient } from '../src/ring/client.js';
 import { createRingBuffer, OP, STATUS } from '../src/ring/protocol.js';
 import { ECHO, HOLDING, OP_HOLD, PING } from './ring-worker.js';
-import { median, round } from './support.js';
+import { median, ringThroughput, round } from './support.js';
 
 const WORKER = new URL('./ring-worker.js', import.meta.url);
 const BAR = 16384;
@@ -160,27 +160,6 @@ function pingPong(words: Int32Array): Sampler {
       t = now;
     }
   };
-}
-
-/** Requests per second from one thread keeping a window of requests in flight. */
-function ringThroughput(c: RingClient, total = 2_000_000, window = 64): number {
-  const tickets = new Int32Array(window);
-  const t0 = process.hrtime.bigint();
-  for (let i = 0; i < total; i++) {
-    const k = i % window;
-    if (i >= window) {
-      const t = tickets[k]!;
-      if (c.await(t) !== STATUS.OK) throw new Error('ring read failed');
-      c.release(t);
-    }
-    tickets[k] = c.submit(OP.BAR_READ, 0, (i & 0xff) * 4, 4);
-  }
-  for (let i = total; i < total + window; i++) {
-    const t = tickets[i % window]!;
-    c.await(t);
-    c.release(t);
-  }
-  return total / (Number(process.hrtime.bigint() - t0) / 1e9);
 }
 
 /** Median postMessage round trip, each message timed on its own (they take ~100 µs). */
