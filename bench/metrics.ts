@@ -1,5 +1,5 @@
 // bench metrics: what observability costs. (1) Ring throughput with metrics collected (the
-// client samples latency into the ring's histogram, 1 in 16 tickets, and another thread scrapes
+// client samples latency into the ring's histogram, 1 in 64 tickets, and another thread scrapes
 // the device's counters every 100 ms, 10x Prometheus's usual rate) against none (sampling off,
 // no scrapes), in alternating rounds of the same run: metrics_overhead_ratio = collected / none
 // (target >= 0.97); and the same comparison with producer and server in one thread (the CPU

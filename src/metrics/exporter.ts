@@ -91,7 +91,7 @@ const OWN: Record<string, [FamilyType, string]> = {
   ],
   vfio_runtime_ring_request_duration_seconds: [
     'histogram',
-    'Ring request latency as producers see it (publish to completion), sampled 1 in 16, by BAR (config: config space)',
+    'Ring request latency as producers see it (publish to completion), sampled 1 in 64, by BAR (config: config space)',
   ],
   vfio_runtime_dma_devices_attached: [
     'gauge',

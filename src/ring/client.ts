@@ -81,7 +81,7 @@ export interface RingClientOptions {
   /** How long one sleep lasts before the ring state is checked again (ms). */
   waitSliceMs?: number;
   /**
-   * Sample request latency into the ring's histogram (1 in 16 tickets; default true). Off only
+   * Sample request latency into the ring's histogram (1 in 64 tickets; default true). Off only
    * to measure its cost (bench ring): a sample costs two clock reads and three Atomics.add.
    */
   sampleLatency?: boolean;

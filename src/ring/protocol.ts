@@ -120,7 +120,7 @@ export function ringBytes(g: RingGeometry): number {
  * in (2^(k-1), 2^k] µs; the last is +Inf), then the sampled latencies' sum in ns as two words
  * (low, high: a producer whose add carries out of the low word bumps the high one).
  */
-export const LAT_SAMPLE_MASK = 15;
+export const LAT_SAMPLE_MASK = 63; // 1 in 64: at 1 in 16 the metrics bench measured 0.92-0.93 of the ring's throughput
 export const LAT_BUCKETS = 16;
 /** Upper bounds of the finite buckets, in µs: 1, 2, 4, ... 16384. */
 export const LAT_BOUNDS_US: readonly number[] = Array.from(

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { irqViews, SRC } from '../../src/irq/irq-state.js';
 import { declaredFamilies, registerRuntimeMetrics } from '../../src/metrics/exporter.js';
 import { C_BAR_READS, C_CFG_READ, errorSlot, STATS_SLOTS } from '../../src/metrics/schema.js';
-import { OP, STATUS } from '../../src/ring/protocol.js';
+import { LAT_SAMPLE_MASK, OP, STATUS } from '../../src/ring/protocol.js';
 import { metricsFixture } from '../support/metrics-fixture.js';
 
 const PROMTOOL = '/usr/bin/promtool';
@@ -47,7 +47,7 @@ test('exporter: schema rows, ring latency, worker and DMA metrics; promtool acce
     const v = irqViews(h1.memory.irq);
     Atomics.add(v.FIRED, SRC.MSIX + 3, 9);
     Atomics.add(v.MASKS, SRC.MSIX + 3, 2);
-    // Real traffic through dev0's ring: 64 requests, 4 of them sampled (1 in 16 tickets).
+    // Real traffic through dev0's ring: 64 requests, one in LAT_SAMPLE_MASK+1 of them sampled.
     const c = h0.client();
     for (let i = 0; i < 64; i++) assert.is(c.call(OP.BAR_READ, 0, 0, 4), STATUS.OK);
     await served(h0, 64);
@@ -83,10 +83,12 @@ test('exporter: schema rows, ring latency, worker and DMA metrics; promtool acce
     assert.is(sample(text, 'vfio_runtime_bar_mapped_bytes', { ...d0, bar: '0' }), 0);
     assert.is(sample(text, 'vfio_runtime_ring_depth', d0), 0);
     assert.is(sample(text, 'vfio_runtime_ring_capacity', d0), 16);
-    // The histogram: 4 samples for BAR0, cumulative buckets, +Inf = count, a positive sum.
+    // The histogram: one sample per LAT_SAMPLE_MASK+1 requests for BAR0, cumulative buckets,
+    // +Inf = count, a positive sum.
     const hist = 'vfio_runtime_ring_request_duration_seconds';
-    assert.is(sample(text, `${hist}_count`, { ...d0, bar: '0' }), 4);
-    assert.is(sample(text, `${hist}_bucket`, { ...d0, bar: '0', le: '+Inf' }), 4);
+    const samples = 64 / (LAT_SAMPLE_MASK + 1);
+    assert.is(sample(text, `${hist}_count`, { ...d0, bar: '0' }), samples);
+    assert.is(sample(text, `${hist}_bucket`, { ...d0, bar: '0', le: '+Inf' }), samples);
     assert.ok(sample(text, `${hist}_sum`, { ...d0, bar: '0' }) > 0);
     const buckets = text
       .split('\n')
