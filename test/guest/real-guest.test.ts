@@ -10,6 +10,8 @@
 // same devices in the same lab run, and the three are printed side by side.
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- node dist/test/run.js guest
 
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -24,6 +26,7 @@ import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
 import { processState, settledState } from '../support/process-state.js';
+import { byDevice, type RuntimeScrape, scrapeRuntime } from '../support/prometheus.js';
 import {
   guestImageDir,
   type QemuReferenceResult,
@@ -128,6 +131,30 @@ function checkMoveAndAffinity(vm: Vm, g: GuestConsole, r: VmResult, fastPath: bo
   assert.is(dest, Number(a.to), "the route follows the guest's new MSI-X message");
 }
 
+/**
+ * What Prometheus scraped from the runtime while the guest ran: for each device, nonzero MMIO
+ * (the ring's BAR accesses: with the fast path, the MSI-X table and PBA), config requests and
+ * interrupt series (route commits; the vectors KVM delivers by irqfd, which no userspace counts).
+ */
+async function checkScrape(scrape: RuntimeScrape): Promise<void> {
+  await new Promise((r) => setTimeout(r, 2500)); // two more scrapes after the guest's end
+  const at = scrape.promPort;
+  const mmio = await byDevice(at, 'vfio_runtime_bar_accesses_total');
+  const cfg = await byDevice(at, 'vfio_runtime_ring_requests_total{op=~"cfg_.*"}');
+  const commits = await byDevice(at, 'vfio_runtime_irq_route_commits_total');
+  const routed = await byDevice(at, 'vfio_runtime_irq_kvm_routed');
+  const scrapes = await scrape.scrapes();
+  console.log(
+    `    Prometheus scraped the runtime ${scrapes} times while the guest ran: MMIO ${JSON.stringify(mmio)}, config ${JSON.stringify(cfg)}, route commits ${JSON.stringify(commits)}, vectors routed by KVM ${JSON.stringify(routed)}`,
+  );
+  assert.ok(scrapes >= 5, `Prometheus scraped the runtime ${scrapes} times during the guest's run`);
+  for (const port of ['nvme0', 'nvme1', 'nic0']) {
+    assert.ok((mmio[port] ?? 0) > 0, `${port}: MMIO series in Prometheus`);
+    assert.ok((cfg[port] ?? 0) > 0, `${port}: config series in Prometheus`);
+    assert.ok((commits[port] ?? 0) > 0, `${port}: interrupt route commits in Prometheus`);
+  }
+}
+
 /** Boot the guest on our VMM, check it, and return its figures; `fastPath` false: every BAR traps. */
 async function bootOurs(fastPath: boolean): Promise<OurRun> {
   const image = guestImageDir();
@@ -155,9 +182,17 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     },
   });
   let ours: OurRun;
+  let scrape: RuntimeScrape | null = null;
+  let promDir = '';
   try {
     const nicRing = vm.runtime.device('nic0').client();
     const mac = macOf(nicRing.barRead(0, 0x5400, 4), nicRing.barRead(0, 0x5404, 4));
+    // With the fast path: a real Prometheus scrapes the VMM's runtime while the guest runs.
+    if (fastPath) {
+      promDir = mkdtempSync(join(tmpdir(), 'vfr-guest-prometheus-'));
+      scrape = await scrapeRuntime((reg) => vm.runtime.registerMetrics(reg), promDir);
+      if (!scrape) console.log('    (no Prometheus scrape: /usr/bin/prometheus is not installed)');
+    }
     const r = await vm.run();
     const kvm = readVmStats(process.pid, vm.vm.fd);
     const mapped = vm.mappedBars();
@@ -301,8 +336,11 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     console.log(
       `    NVMe interrupts the guest counted: ${guestIrqs}; relayed by userspace during route commits: ${counters.nvme0!.relayed! + counters.nvme1!.relayed!}; the rest went device -> irqfd -> guest`,
     );
+    if (scrape) await checkScrape(scrape);
     ours = { r, guest, kvm, hostMd5, counters };
   } finally {
+    await scrape?.stop();
+    if (promDir) rmSync(promDir, { recursive: true, force: true });
     await vm.close();
   }
   assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');

@@ -3,6 +3,7 @@
 // metrics test.
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
+import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 
@@ -29,6 +30,25 @@ function freePort(): Promise<number> {
   });
 }
 
+/**
+ * GET a loopback URL on a connection of its own, closed with the reply (`agent: false`): no
+ * keep-alive socket outlives the call (fetch's pool kept one open, and the guest suite counts
+ * the process's fds after the VMM's teardown).
+ */
+export function httpGet(url: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = get(url, { agent: false, timeout: 10_000 }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('error', reject);
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no reply in 10 s`)));
+    req.on('error', reject);
+  });
+}
+
 export interface PromResult {
   metric: Record<string, string>;
   value: [number, string];
@@ -36,7 +56,7 @@ export interface PromResult {
 
 export async function query(port: number, expr: string): Promise<PromResult[]> {
   const url = `http://127.0.0.1:${port}/api/v1/query?query=${encodeURIComponent(expr)}`;
-  const r = (await (await fetch(url)).json()) as {
+  const r = JSON.parse((await httpGet(url)).body) as {
     status: string;
     error?: string;
     data?: { result: PromResult[] };
@@ -88,8 +108,8 @@ export async function startPrometheus(
   const t0 = Date.now();
   for (;;) {
     if (prom.exitCode !== null) throw new Error(`prometheus exited (${prom.exitCode}): ${log}`);
-    const ok = await fetch(`http://127.0.0.1:${port}/-/ready`).then(
-      (r) => r.ok,
+    const ok = await httpGet(`http://127.0.0.1:${port}/-/ready`).then(
+      (r) => r.status === 200,
       () => false,
     );
     if (ok) return [prom, port];
@@ -108,4 +128,45 @@ export async function stopPrometheus(prom: ChildProcess | undefined): Promise<vo
   prom.kill('SIGTERM');
   await Promise.race([exited, sleep(5000).then(() => prom.kill('SIGKILL'))]);
   await exited;
+}
+
+/**
+ * A runtime scraped by a real Prometheus while something runs (the guest suite: while the guest
+ * boots and does its I/O): the runtime's /metrics on loopback, Prometheus scraping it every
+ * second. `stop()` ends both (their fds too); null when Debian's prometheus is not installed.
+ */
+export interface RuntimeScrape {
+  readonly promPort: number;
+  /** Scrapes Prometheus has made of the runtime so far (count_over_time of `up`). */
+  scrapes(): Promise<number>;
+  stop(): Promise<void>;
+}
+
+export async function scrapeRuntime(
+  register: (r: import('prom-client').Registry) => void,
+  dir: string,
+): Promise<RuntimeScrape | null> {
+  const { existsSync } = await import('node:fs');
+  if (!existsSync(PROMETHEUS)) return null;
+  const { startMetricsServer } = await import('../../src/metrics/server.js');
+  loopbackUp();
+  const server = await startMetricsServer('127.0.0.1:0', register);
+  let prom: ChildProcess | undefined;
+  try {
+    const [p, promPort] = await startPrometheus(`127.0.0.1:${server.port}`, dir);
+    prom = p;
+    return {
+      promPort,
+      scrapes: async () =>
+        Number((await query(promPort, 'count_over_time(up[10m])'))[0]?.value[1] ?? 0),
+      stop: async () => {
+        await stopPrometheus(prom);
+        await server.close();
+      },
+    };
+  } catch (e) {
+    await stopPrometheus(prom);
+    await server.close();
+    throw e;
+  }
 }
