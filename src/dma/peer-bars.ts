@@ -140,6 +140,10 @@ export class PeerBars {
         C.O_RDWR | C.O_CLOEXEC,
       );
     } catch (e) {
+      // No support is not going to change for this fd: the next BAR placement is answered from
+      // here (the guest suite saw 74 ENOTTY calls in one boot before this was kept).
+      if (e instanceof SysError && (e.code === 'ENOTTY' || e.code === 'EOPNOTSUPP'))
+        this.#noDmaBuf.set(t.device.fd, e);
       for (const b of backends)
         this.#result(pb, b, 'dma-buf', area, e, 'VFIO_DEVICE_FEATURE_DMA_BUF');
       return;
