@@ -9,6 +9,7 @@ import type { DeviceHooks } from '../api/runtime-api.js';
 import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
 import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import type { SupervisorOptions } from '../coordinator/supervisor.js';
+import type { FaultSpec } from '../device/faults.js';
 import { memfdRegionSource } from '../dma/backend.js';
 import { ConflictError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
@@ -91,6 +92,11 @@ export interface VmOptions {
   supervise?: SupervisorOptions | boolean;
   /** Restart supervised workers from a warm standby thread (fast restarts; one more thread). */
   standby?: boolean;
+  /**
+   * Fault injection per port (src/device/faults.ts), e.g. `{ nvme0: {} }` to allow
+   * `vm.runtime.device('nvme0').handle.injectFault('kill')`; ports not named follow VFR_FAULTS.
+   */
+  faults?: Record<string, FaultSpec>;
 }
 
 export interface VmResult {
@@ -259,6 +265,7 @@ export class Vm {
           intxGsi: ioapicPin,
           supervise: this.opts.supervise ?? true,
           standby: this.opts.standby ?? false,
+          ...(this.opts.faults?.[spec.port] ? { faults: this.opts.faults[spec.port] } : {}),
         });
       } catch (e) {
         const which = `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`;

@@ -25,7 +25,7 @@ import { type GuestConsole, parseGuestConsole } from '../support/guest-console.j
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
-import { processState, settledState } from '../support/process-state.js';
+import { describeFds, processState, settledState } from '../support/process-state.js';
 import { byDevice, type RuntimeScrape, scrapeRuntime } from '../support/prometheus.js';
 import {
   guestImageDir,
@@ -33,6 +33,8 @@ import {
   readVmStats,
   runQemuReference,
 } from '../support/qemu-reference.js';
+import { skipBecause } from '../support/skip.js';
+import { WorkerKiller } from '../support/worker-killer.js';
 
 const t = suite("a real guest: Debian's kernel drives the assigned NVMe and e1000e");
 const MiB = 1 << 20;
@@ -40,6 +42,15 @@ const GUEST_PARAMS = 'guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8';
 // Issue 14: a BAR moved while mapped and an MSI-X vector reprogrammed by the guest (guest/init's
 // bar-move and irq-affinity checks, after the data checks).
 const MOVE_PARAMS = 'guest.bar_move=1 guest.irq_affinity=1';
+// Issue 16, in the trapped boot (every NVMe register access goes through its worker): nvme0's
+// worker killed KILLS times under the guest's I/O, one kill per announced round at most
+// (test/support/worker-killer.ts); restarts from a warm standby, within a raised budget.
+const KILLS = 10;
+const KILL_PARAMS = `guest.kill_rounds=${KILLS + 3}`;
+// GUEST_BOOTS=trapped (or fast, qemu; comma-separated) boots only those, when working on one.
+const BOOTS = process.env.GUEST_BOOTS?.split(',');
+// GUEST_STREAM=1: our VMM's guest console printed as it comes (with LAB_STREAM=1).
+const STREAM = process.env.GUEST_STREAM === '1';
 
 interface OurRun {
   r: VmResult;
@@ -155,6 +166,32 @@ async function checkScrape(scrape: RuntimeScrape): Promise<void> {
   }
 }
 
+/**
+ * nvme0's worker killed under the guest's I/O: every kill armed and restarted before the guest's
+ * rounds ended, the guest's data checks passed in every round on both NVMe and eth0 kept sending
+ * (guest/init kill-io, kill-net; the guest's verdict covers them), the other devices' workers
+ * never restarted. The guest's nvme timeouts and resets are printed (kill-log).
+ */
+function checkKills(vm: Vm, killer: WorkerKiller, g: GuestConsole, r: VmResult): void {
+  const k = killer.report();
+  const kill = g.checks.filter((c) => c.name.startsWith('kill-'));
+  console.log(
+    `    worker kills under the guest's I/O: ${k.armed} in ${k.rounds} rounds; nvme0 restarts ${vm.runtime.devices.get('nvme0')!.supervisor!.restarts} (recovery ms ${k.recoveriesMs.join(' ')}; rounds ms ${k.roundsMs.join(' ')}); accesses a dying worker had taken (WORKER_DIED): ${r.stats.lost}\n    guest: ${kill.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAIL'} ${c.value}`).join('\n           ')}`,
+  );
+  assert.is(k.armed, KILLS, `${KILLS} kills armed (one per round, after the last restart)`);
+  assert.is(k.restartsAtEnd, KILLS, "every kill's restart done before the guest's rounds ended");
+  const io = kill.filter((c) => c.name.startsWith('kill-io:'));
+  assert.is(io.length, 2, 'both namespaces did I/O in the kill rounds');
+  for (const c of [...io, ...kill.filter((c) => c.name === 'kill-net')])
+    assert.ok(c.ok, `${c.name}: ${c.value}`);
+  for (const port of ['nvme1', 'nic0'])
+    assert.is(
+      vm.runtime.devices.get(port)!.supervisor!.restarts,
+      0,
+      `${port}'s worker never restarted`,
+    );
+}
+
 /** Boot the guest on our VMM, check it, and return its figures; `fastPath` false: every BAR traps. */
 async function bootOurs(fastPath: boolean): Promise<OurRun> {
   const image = guestImageDir();
@@ -163,12 +200,13 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
   assert.ok(n0 && n1, 'the lab needs two NVMe: lab/run --devices "nvme nvme e1000e"');
   const before = processState();
   let text = '';
+  let killer: WorkerKiller | undefined;
   const vm = await Vm.create({
     kernel: join(image, 'vmlinuz'),
     initrd: join(image, 'initrd.gz'),
     memory: 512 * MiB,
     cpus: 2,
-    cmdline: `${DEFAULT_CMDLINE} quiet loglevel=4 ${GUEST_PARAMS} ${MOVE_PARAMS}`,
+    cmdline: `${DEFAULT_CMDLINE} quiet loglevel=4 ${GUEST_PARAMS} ${MOVE_PARAMS}${fastPath ? '' : ` ${KILL_PARAMS}`}`,
     timeoutMs: 420_000,
     iommu: [{ id: 'ctx0' }],
     vfio: [
@@ -176,11 +214,22 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       { port: 'nvme1', bdf: n1!, iommu: 'ctx0' },
       { port: 'nic0', bdf: nic },
     ],
-    ...(fastPath ? {} : { noMmap: ['nvme0', 'nvme1', 'nic0'] }),
+    ...(fastPath
+      ? {}
+      : {
+          noMmap: ['nvme0', 'nvme1', 'nic0'],
+          faults: { nvme0: {} },
+          supervise: { maxRestarts: KILLS + 5, windowMs: 600_000 },
+          standby: true,
+        }),
     onConsole: (b) => {
-      text += Buffer.from(b).toString('latin1');
+      const s = Buffer.from(b).toString('latin1');
+      text += s;
+      killer?.feed(s);
+      if (STREAM) process.stdout.write(s);
     },
   });
+  killer = fastPath ? undefined : new WorkerKiller(vm.runtime.devices.get('nvme0')!, KILLS);
   let ours: OurRun;
   let scrape: RuntimeScrape | null = null;
   let promDir = '';
@@ -225,8 +274,13 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     }
     const guest = parseGuestConsole(text);
     const tail = text.split('\n').slice(-25).join('\n');
+    if (r.status !== 'exit')
+      for (const [port, d] of vm.runtime.devices)
+        console.log(
+          `    ${port}: worker ${d.handle.state}, supervisor events ${JSON.stringify(d.supervisor?.events ?? [])}`,
+        );
     console.log(
-      `    ${r.status} ${r.code} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
+      `    ${r.status} ${r.code}${r.status === 'exit' ? '' : ` (${r.message ?? 'no message'}; vCPU rips ${r.rips.join(' ')}; ${JSON.stringify(r.stats.vcpus)})`} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
     );
     assert.is(
       r.status,
@@ -337,6 +391,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       `    NVMe interrupts the guest counted: ${guestIrqs}; relayed by userspace during route commits: ${counters.nvme0!.relayed! + counters.nvme1!.relayed!}; the rest went device -> irqfd -> guest`,
     );
     if (scrape) await checkScrape(scrape);
+    if (killer) checkKills(vm, killer, guest, r);
     ours = { r, guest, kvm, hostMd5, counters };
   } finally {
     await scrape?.stop();
@@ -346,52 +401,70 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
   assert.is(vm.runtime.memory.regions().length, 0, 'no guest-memory mapping left');
   assert.equal(vm.runtime.describe().peerBars, [], 'no BAR mapped for peers left');
   const after = await settledState(before);
-  assert.equal(after.fds, before.fds, 'the process holds the fds it held before the VMM started');
+  assert.equal(
+    after.fds,
+    before.fds,
+    `the process holds the fds it held before the VMM started (new: ${describeFds(after.fds.filter((f) => !before.fds.includes(f)))})`,
+  );
   assert.is(after.threads, before.threads, 'and the same number of threads');
   return ours;
 }
 
-t('our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass', async () => {
-  runs.ours = await bootOurs(true);
-});
+const boot = (key: string, name: string, fn: () => Promise<void>): void => {
+  if (BOOTS && !BOOTS.includes(key)) skipBecause(t, name, `GUEST_BOOTS=${BOOTS.join(',')}`);
+  else t(name, fn);
+};
 
-t(
+boot(
+  'fast',
+  'our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass',
+  async () => {
+    runs.ours = await bootOurs(true);
+  },
+);
+
+boot(
+  'trapped',
   'our VMM, the BAR fast path off (noMmap): every BAR access traps, the same checks pass',
   async () => {
     runs.trapped = await bootOurs(false);
   },
 );
 
-t("the reference: QEMU's vfio-pci boots the same guest on the same devices", async () => {
-  const [n0, n1] = labDevices('nvme'),
-    nic = labDevice('e1000e');
-  const boot = () =>
-    runQemuReference({
-      devices: [
-        { kind: 'vfio', bdf: n0! },
-        { kind: 'vfio', bdf: n1! },
-        { kind: 'vfio', bdf: nic },
-      ],
-      smp: 2,
-      mem: '512M',
-      guestParams: { cpus: 2, dd_mib: 4, dd_offset_mib: 8, bar_move: 1, irq_affinity: 1 },
-      timeoutMs: 150_000,
-    });
-  // QEMU's guest passes in 30-45 s here, but now and then freezes silently after SeaBIOS
-  // (nested KVM on TCG; seen once in 3 lab runs, and in docs/testing.md): one more boot then.
-  let q = await boot();
-  if (q.timedOut) {
+boot(
+  'qemu',
+  "the reference: QEMU's vfio-pci boots the same guest on the same devices",
+  async () => {
+    const [n0, n1] = labDevices('nvme'),
+      nic = labDevice('e1000e');
+    const boot = () =>
+      runQemuReference({
+        devices: [
+          { kind: 'vfio', bdf: n0! },
+          { kind: 'vfio', bdf: n1! },
+          { kind: 'vfio', bdf: nic },
+        ],
+        smp: 2,
+        mem: '512M',
+        guestParams: { cpus: 2, dd_mib: 4, dd_offset_mib: 8, bar_move: 1, irq_affinity: 1 },
+        timeoutMs: 150_000,
+      });
+    // QEMU's guest passes in 30-45 s here, but now and then freezes silently after SeaBIOS
+    // (nested KVM on TCG; seen once in 3 lab runs, and in docs/testing.md): one more boot then.
+    let q = await boot();
+    if (q.timedOut) {
+      console.log(
+        `    QEMU froze (no guest output for ${(q.wallMs / 1000).toFixed(0)} s); booting it once more`,
+      );
+      q = await boot();
+    }
+    runs.qemu = q;
     console.log(
-      `    QEMU froze (no guest output for ${(q.wallMs / 1000).toFixed(0)} s); booting it once more`,
+      `    QEMU ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s; boot-to-init ${q.guest.bootToInitS} s${q.guest.problems.length ? `; ${q.guest.problems.join('; ')}` : ''}`,
     );
-    q = await boot();
-  }
-  runs.qemu = q;
-  console.log(
-    `    QEMU ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s; boot-to-init ${q.guest.bootToInitS} s${q.guest.problems.length ? `; ${q.guest.problems.join('; ')}` : ''}`,
-  );
-  assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
-});
+    assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
+  },
+);
 
 t('side by side: boot-to-init, dd throughput, exits', () => {
   const o = runs.ours,

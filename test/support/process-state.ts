@@ -1,10 +1,22 @@
 // What a leak test compares before and after: this process's open fds and threads, and a wait
 // for worker threads that are still exiting (their fds close as they go).
-import { readdirSync } from 'node:fs';
+import { readdirSync, readlinkSync } from 'node:fs';
 
 /** The fd numbers open in this process, in numeric order. */
 export const openFds = (): string[] =>
   readdirSync('/proc/self/fd').sort((a, b) => Number(a) - Number(b));
+
+/** What each fd points at (`63 -> socket:[1234]`), for a leak's message. */
+export const describeFds = (fds: string[]): string =>
+  fds
+    .map((f) => {
+      try {
+        return `${f} -> ${readlinkSync(`/proc/self/fd/${f}`)}`;
+      } catch {
+        return `${f} (closed since)`;
+      }
+    })
+    .join(', ') || 'none';
 
 export const threadCount = (): number => readdirSync('/proc/self/task').length;
 
