@@ -96,12 +96,15 @@ export class BarSlots {
   #set(r: number, gpa: number): void {
     const row = r * SLOT.WORDS,
       s = this.#slots;
+    const t0 = performance.now();
     const e = this.setRegion({
       slot: FIRST_BAR_SLOT + r,
       gpa: gpa === NONE ? 0 : gpa,
       size: gpa === NONE ? 0 : s[row + SLOT.SIZE]!,
       hva: gpa === NONE ? 0 : s[row + SLOT.HVA]!,
     });
+    Atomics.add(this.#ctl, CTL.SLOT_OPS, 1);
+    Atomics.add(this.#ctl, CTL.SLOT_US, Math.round((performance.now() - t0) * 1000));
     s[row + SLOT.ERRNO] = e;
     if (e === 0 || gpa !== NONE) s[row + SLOT.GPA] = e === 0 ? gpa : NONE;
   }

@@ -24,7 +24,10 @@ export const CTL = {
   PCI_GEN: 7,
   /** Bumped (and notified) after a vCPU re-published a device's BAR rows: peer-sync.ts follows. */
   BAR_GEN: 8,
-  UART: 9, // UART words from here (uart.ts)
+  UART: 9, // UART words from here (uart.ts), 11 of them
+  /** KVM_SET_USER_MEMORY_REGION calls of the BAR fast path, and their time in µs (bar-slots.ts). */
+  SLOT_OPS: 24,
+  SLOT_US: 25,
   COUNT: 32,
 } as const;
 

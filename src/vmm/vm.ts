@@ -112,6 +112,11 @@ export interface VmResult {
   unknownPorts: Record<string, number>;
   /** Peer-to-peer DMA: BARs mapped for peers as the guest placed and moved them (peer-sync.ts). */
   p2p: PeerSyncStats;
+  /**
+   * The BAR fast path's KVM slot changes (KVM_SET_USER_MEMORY_REGION as the guest sizes, moves
+   * and turns decoding on and off), and their time on the vCPU threads that made them.
+   */
+  slots: { ops: number; ms: number };
 }
 
 const WORKER_URL = new URL('./vcpu-worker.js', import.meta.url);
@@ -282,7 +287,7 @@ export class Vm {
     const bus = new PciBus(this.#ctl, bars, clients, new Float64Array(STAT.WORDS), 0, this.slots);
     clients.forEach((_, i) => bus.refresh(i));
     this.peers = new PeerSync(this.runtime, bars, this.deviceNames, this.opts.noMmap);
-    this.peers.sync();
+    await this.peers.sync();
     return out;
   }
 
@@ -554,6 +559,10 @@ export class Vm {
         [...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c]),
       ),
       p2p: { ...(this.peers?.stats ?? { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 }) },
+      slots: {
+        ops: Atomics.load(this.#ctl, CTL.SLOT_OPS),
+        ms: Atomics.load(this.#ctl, CTL.SLOT_US) / 1000,
+      },
     };
   }
 

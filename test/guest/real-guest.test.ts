@@ -108,7 +108,7 @@ function checkMoveAndAffinity(vm: Vm, g: GuestConsole, r: VmResult, fastPath: bo
   const at = vm.mappedBars().filter((m) => m.port === port && m.bar === 0);
   const peer = vm.runtime.peers.iovaOf(port, 0);
   console.log(
-    `    ${port} BAR0 moved ${f.old} -> ${f.written} (config write) -> ${f.at} (Linux's rescan): KVM slots ${at.map((m) => `+0x${m.offset.toString(16)} at ${m.gpa}`).join(', ') || 'none'}; mapped for peers at ${peer === undefined ? 'none' : `0x${peer.toString(16)}`}; P2P ${JSON.stringify(r.p2p)}`,
+    `    ${port} BAR0 moved ${f.old} -> ${f.written} (config write) -> ${f.at} (Linux's rescan): KVM slots ${at.map((m) => `+0x${m.offset.toString(16)} at ${m.gpa}`).join(', ') || 'none'}; mapped for peers at ${peer === undefined ? 'none' : `0x${peer.toString(16)}`}; P2P ${JSON.stringify(r.p2p)}; KVM slot changes ${r.slots.ops} in ${r.slots.ms.toFixed(1)} ms`,
   );
   // The VMM's BAR map has the BAR at its new address; nothing decodes the old one (reads as
   // all ones, writes dropped).
@@ -377,19 +377,18 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       assert.ok(c.config! > 0 && c.mmio! > 0 && c.msix! > 0, `${port}: config, MMIO, MSI-X table`);
       assert.ok(c.routeUpdates! > 0, `${port}: route commits (vectors unmasked and routed by KVM)`);
     }
-    // Userspace delivers a firing only while that vector's route is being committed (the worker
-    // points VFIO at the irqfd once KVM has the route): at most about one per route update.
+    // Userspace delivers a firing only while its vector waits for a route commit (the worker
+    // points VFIO at the irqfd once KVM has the route) or is masked (pended, then delivered on
+    // unmask); the rest go device -> irqfd -> guest, which no userspace counter sees. So the
+    // guest counts more NVMe interrupts than userspace relayed. (Once this asserted at most one
+    // relay per route update; a boot whose main thread was busy with peer mappings relayed 11
+    // firings over 6 route updates, so that was a guess, not an invariant.)
     const guestIrqs = queues.reduce((a, q) => a + q.count, 0);
-    for (const port of ['nvme0', 'nvme1']) {
-      const c = counters[port]!;
-      assert.ok(
-        c.relayed! <= c.routeUpdates!,
-        `${port}: ${c.relayed} firings relayed by userspace, more than its ${c.routeUpdates} route updates`,
-      );
-    }
+    const relayed = counters.nvme0!.relayed! + counters.nvme1!.relayed!;
     console.log(
-      `    NVMe interrupts the guest counted: ${guestIrqs}; relayed by userspace during route commits: ${counters.nvme0!.relayed! + counters.nvme1!.relayed!}; the rest went device -> irqfd -> guest`,
+      `    NVMe interrupts the guest counted: ${guestIrqs}; relayed by userspace (route commits pending, masked): ${relayed} over ${counters.nvme0!.routeUpdates! + counters.nvme1!.routeUpdates!} route updates; the rest went device -> irqfd -> guest`,
     );
+    assert.ok(relayed < guestIrqs, 'some NVMe interrupts went by irqfd, past userspace');
     if (scrape) await checkScrape(scrape);
     if (killer) checkKills(vm, killer, guest, r);
     ours = { r, guest, kvm, hostMd5, counters };

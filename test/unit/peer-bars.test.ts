@@ -125,7 +125,7 @@ test('the same IOVA again changes nothing; a new one unmaps the old first; failu
   dev.close();
 });
 
-test('PeerSync: placed maps, moved maps at the new address, decoding off unmaps, noMmap ports skipped', () => {
+test('PeerSync: placed maps, moved maps at the new address, decoding off unmaps, noMmap ports skipped', async () => {
   const calls: string[] = [];
   const at = new Map<string, bigint>();
   const bars = [
@@ -157,12 +157,12 @@ test('PeerSync: placed maps, moved maps at the new address, decoding off unmaps,
   const sync = new PeerSync(rt, map, ['a', 'b'], ['b']);
   place(0, 0xc0000000, 1);
   place(1, 0xc0001000, 1);
-  sync.sync();
+  await sync.sync();
   place(0, 0xd0000000, 1);
-  sync.sync();
-  sync.sync();
+  await sync.sync();
+  await sync.sync();
   place(0, 0xd0000000, 0);
-  sync.sync();
+  await sync.sync();
   assert.equal(calls, ['map a/0 0xc0000000', 'map a/0 0xd0000000', 'unmap a/0']);
   const { maps, unmaps, failures, syncs } = sync.stats;
   assert.equal({ maps, unmaps, failures, syncs }, { maps: 2, unmaps: 1, failures: 2, syncs: 4 });
@@ -178,7 +178,7 @@ test('PeerSync.follow: a burst of BAR_GEN bumps is one re-sync once the map has 
   const orig = sync.sync.bind(sync);
   sync.sync = () => {
     syncs++;
-    orig();
+    return orig();
   };
   const following = sync.follow(ctl, 20);
   for (let i = 0; i < 3; i++) {
