@@ -29,6 +29,7 @@ import { C, check, close, open, raw, rlimit } from '../../native/libc.js';
 import { cdevOf } from '../../src/api/cli.js';
 import { type ApiReply, apiCall } from '../../src/api/client.js';
 import { parseGuestConsole } from '../support/guest-console.js';
+import { watchForHang } from '../support/hang-watchdog.js';
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevices, requireLab } from '../support/lab.js';
 import { guestImageDir } from '../support/qemu-reference.js';
@@ -229,14 +230,13 @@ t(
       vmm.stdout!.on('data', (b: Buffer) => process.stdout.write(b));
       vmm.stderr!.on('data', (b: Buffer) => process.stderr.write(b));
     }
-    // The VMM ends the guest at its own --timeout (240 s); past that it is hung: kill it, so the
-    // test reports what it saw instead of hanging the suite.
-    const hung = setTimeout(() => {
-      events.push(`${at()} VMM still running past its timeout: SIGKILL`);
-      vmm.kill('SIGKILL');
-    }, 300_000);
+    // The VMM ends the guest at its own --timeout (240 s); past that it is hung: a watchdog
+    // thread dumps its threads' and this process's kernel stacks, then kills it (this thread
+    // may be the one stuck: it opens the VFIO cdev, which waits for a close of that device).
+    const watchdog = watchForHang(pid, 300_000);
     const code = await new Promise<number>((r) => vmm.once('exit', (c) => r(c ?? -1)));
-    clearTimeout(hung);
+    await watchdog.disarm();
+    if (watchdog.fired()) events.push(`${at()} the hang watchdog fired (its dump is on stderr)`);
     events.push(`${at()} VMM exited`);
     await chain;
     rmSync(dir, { recursive: true, force: true });
