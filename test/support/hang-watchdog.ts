@@ -44,11 +44,13 @@ export function watchForHang(childPid: number, deadlineMs: number): HangWatchdog
     workerData: { pids: [process.pid, childPid], ctl, deadlineMs },
   });
   w.unref();
+  const exited = new Promise((r) => w.once('exit', r));
   return {
     disarm: async () => {
+      w.ref(); // keep the loop alive until it has gone
       Atomics.store(ctl, 0, 1);
       Atomics.notify(ctl, 0);
-      await new Promise((r) => w.once('exit', r));
+      await exited;
     },
     fired: () => Atomics.load(ctl, 1) === 1,
   };
