@@ -192,6 +192,33 @@ function checkKills(vm: Vm, killer: WorkerKiller, g: GuestConsole, r: VmResult):
     );
 }
 
+/** A boot ended by the lab's nested virtualization, not by the guest or the VMM (see labFlake). */
+class LabFlake extends Error {}
+
+/**
+ * How the lab's KVM (nested SVM, itself emulated by QEMU's TCG) now and then ends a guest, with
+ * no fault of the guest's or the VMM's known: KVM_EXIT_INTERNAL_ERROR suberror 3 (an exit KVM
+ * must emulate during event delivery: seen on trapped MMIO only, in 1 of ~7 trapped boots and
+ * in 6 of 17 boots whose guest read BARs from user space) and a triple fault while the guest
+ * loaded its drivers (1 of ~7). Such a boot is booted once more, and says so.
+ */
+function labFlake(r: VmResult): string | undefined {
+  if (r.status === 'error' && /suberror 3\b/.test(r.message ?? '')) return r.message;
+  if (r.status === 'shutdown') return 'a triple fault (KVM_EXIT_SHUTDOWN)';
+  return undefined;
+}
+
+/** bootOurs, once more if the lab's nested KVM ended the first boot (labFlake). */
+async function bootOursOnce(fastPath: boolean): Promise<OurRun> {
+  try {
+    return await bootOurs(fastPath);
+  } catch (e) {
+    if (!(e instanceof LabFlake)) throw e;
+    console.log(`    LAB FLAKE, booting once more: ${e.message.split('\n')[0]}`);
+    return bootOurs(fastPath);
+  }
+}
+
 /** Boot the guest on our VMM, check it, and return its figures; `fastPath` false: every BAR traps. */
 async function bootOurs(fastPath: boolean): Promise<OurRun> {
   const image = guestImageDir();
@@ -282,6 +309,8 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     console.log(
       `    ${r.status} ${r.code}${r.status === 'exit' ? '' : ` (${r.message ?? 'no message'}; vCPU rips ${r.rips.join(' ')}; ${JSON.stringify(r.stats.vcpus)})`} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
     );
+    if (labFlake(r))
+      throw new LabFlake(`${labFlake(r)} at ${(r.wallMs / 1000).toFixed(1)} s; console:\n${tail}`);
     assert.is(
       r.status,
       'exit',
@@ -418,7 +447,7 @@ boot(
   'fast',
   'our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass',
   async () => {
-    runs.ours = await bootOurs(true);
+    runs.ours = await bootOursOnce(true);
   },
 );
 
@@ -426,7 +455,7 @@ boot(
   'trapped',
   'our VMM, the BAR fast path off (noMmap): every BAR access traps, the same checks pass',
   async () => {
-    runs.trapped = await bootOurs(false);
+    runs.trapped = await bootOursOnce(false);
   },
 );
 
