@@ -61,6 +61,20 @@ const KEYS: Record<SpecKind, readonly string[]> = {
 };
 const U64_END = 1n << 64n;
 
+/**
+ * A value as an error message shows it. String() throws on an object without a prototype
+ * (`{"size": {"__proto__": null}}` from JSON; the spec fuzzer found it), so objects are shown
+ * as JSON.
+ */
+function show(v: unknown): string {
+  if (v === null || typeof v !== 'object') return String(v);
+  try {
+    return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? `${x}n` : x)) ?? typeof v;
+  } catch {
+    return Array.isArray(v) ? 'an array' : 'an object';
+  }
+}
+
 // Specs that came out of normalizeRuntimeSpec: passing one again costs nothing.
 const normalized = new WeakSet<object>();
 
@@ -104,7 +118,7 @@ class Entry {
     }
     if (typeof v !== 'string' || !NAME.test(v)) {
       throw this.error(
-        `${this.k(key)}=${String(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`,
+        `${this.k(key)}=${show(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`,
         key,
       );
     }
@@ -116,7 +130,7 @@ class Entry {
     if (v === undefined) return undefined;
     const n = typeof v === 'string' && /^\d+$/.test(v) ? Number(v) : v;
     if (typeof n !== 'number' || !Number.isSafeInteger(n) || n < 0) {
-      throw this.error(`${this.k(key)}=${String(v)} is not a file descriptor number`, key);
+      throw this.error(`${this.k(key)}=${show(v)} is not a file descriptor number`, key);
     }
     if (n < 3) {
       throw this.error(
@@ -133,7 +147,7 @@ class Entry {
     const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
     if (!bdf) {
       throw this.error(
-        `${this.k('bdf')}=${String(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`,
+        `${this.k('bdf')}=${show(v)} is not a PCI address (like 0000:01:00.0 or 01:00.0)`,
         'bdf',
       );
     }
@@ -154,12 +168,12 @@ class Entry {
       size = BigInt(v);
     if (size === undefined || size < 0n) {
       throw this.error(
-        `size=${String(v)} is not a size (a number with an optional K, M or G)`,
+        `size=${show(v)} is not a size (a number with an optional K, M or G)`,
         'size',
       );
     }
     if (size === 0n || size % 4096n !== 0n) {
-      throw this.error(`size=${String(v)} must be a non-zero multiple of 4 KiB`, 'size');
+      throw this.error(`size=${show(v)} must be a non-zero multiple of 4 KiB`, 'size');
     }
     return size;
   }
@@ -172,8 +186,8 @@ class Entry {
     if (typeof v === 'string' && /^(0x[0-9a-f]+|\d+)$/i.test(v)) a = BigInt(v);
     else if (typeof v === 'bigint' || (typeof v === 'number' && Number.isSafeInteger(v)))
       a = BigInt(v);
-    if (a === undefined || a < 0n) throw this.error(`${key}=${String(v)} is not an address`, key);
-    if (a % 4096n !== 0n) throw this.error(`${key}=${String(v)} is not 4 KiB aligned`, key);
+    if (a === undefined || a < 0n) throw this.error(`${key}=${show(v)} is not an address`, key);
+    if (a % 4096n !== 0n) throw this.error(`${key}=${show(v)} is not 4 KiB aligned`, key);
     return a;
   }
 }

@@ -176,6 +176,8 @@ const badObjects: [unknown, RegExp, string | undefined][] = [
     'memory[1].gpa',
   ],
   [{ memory: [{ size: -4096 }] }, /is not a size/, 'memory[0].size'],
+  // An object without a prototype: String() of it threw a TypeError, not the spec error (fuzz).
+  [{ memory: [{ size: Object.create(null) }] }, /size=\{\} is not a size/, 'memory[0].size'],
   [
     { memory: [{ size: '1M', gpa: '0xffffffffffff0000' }] },
     /passes the end of the 64-bit address space/,
