@@ -89,9 +89,15 @@ t.after(() => {
   releaseKvmVm();
 });
 
-t(
-  'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',
-  async () => {
+/**
+ * One boot of the whole scenario; false (after cleaning up) if the guest froze before its init
+ * and this is not the `last` try. The lab's nested KVM (SVM emulated by QEMU's TCG) now and then
+ * freezes a guest early with no output, under QEMU's VMM too (test/support/qemu-reference.ts):
+ * in CI on 2026-11-30 this VMM's guest printed nothing in 240 s, its second vCPU never started
+ * (rip 0xfff0), and only PCI config exits came. Such a boot is booted once more, and says so.
+ */
+async function hotplugBoot(last: boolean): Promise<boolean> {
+  {
     const [n0, n1] = labDevices('nvme');
     assert.ok(n0 && n1, 'two NVMe: lab/run --devices "nvme nvme e1000e"');
     // Files the unprivileged VMM may read: the kernel and initrd, a directory for its socket.
@@ -111,7 +117,8 @@ t(
     // for root only (restored after the test).
     const kvmGid = NOBODY;
     const nodes = ['/dev/kvm', '/dev/iommu', cdevOf(n0), cdevOf(n1)];
-    const saved = nodes.map((p) => ({ p, st: statSync(p) }));
+    const saved = savedNodes ?? nodes.map((p) => ({ p, st: statSync(p) }));
+    savedNodes = saved; // a second boot must not save the modes this one set
     restore = () => {
       for (const { p, st } of saved) {
         chownSync(p, st.uid, st.gid);
@@ -242,6 +249,12 @@ t(
     rmSync(dir, { recursive: true, force: true });
 
     const g = parseGuestConsole(text);
+    if (!last && g.checks.length === 0 && code !== 0) {
+      console.log(
+        `    LAB FREEZE, booting once more: the guest printed no check in ${at()} (VMM exit ${code}); VMM stderr: ${stderr.slice(-600)}`,
+      );
+      return false;
+    }
     const hp = g.checks.filter((c) => c.name.startsWith('hotplug'));
     console.log(
       `    VMM uid ${NOBODY} exit ${code}; boot to init ${g.bootToInitS} s; ${events.join('; ')}\n    guest: ${hp.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAIL'} ${c.value}`).join('\n           ')}` +
@@ -273,6 +286,16 @@ t(
       fdsBefore,
       'after each removal the VMM holds the fds it held before the add',
     );
+  }
+  return true;
+}
+
+let savedNodes: { p: string; st: import('node:fs').Stats }[] | undefined;
+
+t(
+  'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',
+  async () => {
+    if (!(await hotplugBoot(false))) await hotplugBoot(true);
   },
 );
 
