@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RingClient } from '../../src/ring/client.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
+import { xorshift32 } from '../../src/xorshift.js';
 import { CFG_SCRATCH, DATA, IRQ, SEQ, SIM_IRQ, simWords } from './sim-device.js';
 
 export interface ProducerJob {
@@ -50,16 +51,6 @@ export interface ProducerResult {
   statuses: Record<string, number>;
 }
 
-function rng(seed: number): () => number {
-  let x = seed | 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
-}
-
 const settle = (e: Expect, status: number, value: number): void => {
   if (status === STATUS.OK) {
     e.value = value;
@@ -69,7 +60,7 @@ const settle = (e: Expect, status: number, value: number): void => {
 
 function run(job: ProducerJob): ProducerResult {
   const { p } = job;
-  const random = rng(job.seed * 65537 + p);
+  const random = xorshift32(job.seed * 65537 + p, 1);
   const clients = job.rings.map((r) => new RingClient(r, { spinUs: 200, waitSliceMs: 20 }));
   const sims = job.states.map(simWords);
   const progress = new Float64Array(job.progress);

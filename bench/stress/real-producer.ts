@@ -7,6 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { RingClient } from '../../src/ring/client.js';
 import { OP, STATUS } from '../../src/ring/protocol.js';
+import { xorshift32 } from '../../src/xorshift.js';
 
 export interface RealDevice {
   ring: SharedArrayBuffer;
@@ -33,13 +34,7 @@ export interface RealResult {
 }
 
 function run(job: RealJob): RealResult {
-  let x = job.seed * 65537 + job.p || 1;
-  const random = (): number => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
+  const random = xorshift32(job.seed * 65537 + job.p, 1);
   const clients = job.devices.map((d) => new RingClient(d.ring, { spinUs: 200, waitSliceMs: 20 }));
   const expect = job.devices.map(() => ({ value: -1, maybe: [] as number[] }));
   const progress = new Float64Array(job.progress);

@@ -23,6 +23,7 @@ import { signalEventfd } from '../irq/eventfd.js';
 import { C_FAULT_KILL, C_WORKER_STARTS, FAULT_KINDS } from '../metrics/schema.js';
 import { STATUS } from '../ring/protocol.js';
 import type { Handler, Request } from '../ring/server.js';
+import { xorshift32 } from '../xorshift.js';
 
 export type FaultKind = (typeof FAULT_KINDS)[number];
 
@@ -122,17 +123,6 @@ export function parseFaultSpec(text: string | undefined): FaultSpec | undefined 
   return spec;
 }
 
-/** xorshift32: reproducible draws from a seed, no allocation. */
-function rng(seed: number): () => number {
-  let x = seed | 0 || 0x9e3779b9;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 0x100000000;
-  };
-}
-
 /** The worker's handler with faults injected per `spec` and the armed word of `ctl`. */
 export function faultyHandler(
   handler: Handler,
@@ -141,7 +131,7 @@ export function faultyHandler(
   stats: Float64Array,
 ): Handler {
   const ctl = new Int32Array(ctlBuffer);
-  const random = rng((spec.seed ?? 1) * 7919 + stats[C_WORKER_STARTS]!);
+  const random = xorshift32((spec.seed ?? 1) * 7919 + stats[C_WORKER_STARTS]!);
   const rate = spec.rate ?? 0;
   const kinds = (spec.kinds ?? FAULT_KINDS.filter((k) => k !== 'hang')).map(kindIndex);
   const delayMs = spec.delayMs ?? 2;

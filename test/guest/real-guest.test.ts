@@ -320,8 +320,9 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     console.log(
       `    ${r.status} ${r.code}${r.status === 'exit' ? '' : ` (${r.message ?? 'no message'}; vCPU rips ${r.rips.join(' ')}; ${JSON.stringify(r.stats.vcpus)})`} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
     );
-    if (labFlake(r))
-      throw new LabFlake(`${labFlake(r)} at ${(r.wallMs / 1000).toFixed(1)} s; console:\n${tail}`);
+    const flake = labFlake(r);
+    if (flake)
+      throw new LabFlake(`${flake} at ${(r.wallMs / 1000).toFixed(1)} s; console:\n${tail}`);
     assert.is(
       r.status,
       'exit',
