@@ -138,7 +138,7 @@ export class DeviceHandle {
       await handle.#spawn();
     } catch (e) {
       await handle.#stopIrqs();
-      if (opts.standby) standbyPool.release(opts.workerUrl ?? WORKER_URL);
+      if (opts.standby) await within(standbyPool.release(opts.workerUrl ?? WORKER_URL), 2000);
       throw e;
     }
     return handle;
@@ -420,7 +420,8 @@ export class DeviceHandle {
       });
     else if (this.#exitCode === undefined) await within(this.#worker.terminate(), 100);
     this.#state = 'stopped';
-    if (this.opts.standby) standbyPool.release(this.opts.workerUrl ?? WORKER_URL);
+    if (this.opts.standby)
+      await within(standbyPool.release(this.opts.workerUrl ?? WORKER_URL), 2000);
     await this.#stopIrqs();
     closeRing(this.ring);
   }
