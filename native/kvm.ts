@@ -76,6 +76,7 @@ export const kvm_msi = struct('struct kvm_msi', {
   pad: array(u8, 12),
 });
 /** The local APIC's register page (KVM_GET_LAPIC/KVM_SET_LAPIC): IRR at 0x200, SVR at 0xf0. */
+export const kvm_mp_state = struct('struct kvm_mp_state', { mp_state: u32 });
 export const kvm_lapic_state = struct('struct kvm_lapic_state', { regs: array(u8, 0x400) });
 export const kvm_regs = struct('struct kvm_regs', {
   rax: u64,
@@ -190,6 +191,7 @@ export const KVM = defineIoctls('linux/kvm.h', {
   KVM_GET_SUPPORTED_CPUID: _IOWR(KVMIO, 0x05, kvm_cpuid2.size),
   KVM_SET_IDENTITY_MAP_ADDR: _IOW(KVMIO, 0x48, 8),
   KVM_CREATE_PIT2: _IOW(KVMIO, 0x77, kvm_pit_config.size),
+  KVM_GET_MSRS: _IOWR(KVMIO, 0x88, kvm_msrs.size),
   KVM_SET_MSRS: _IOW(KVMIO, 0x89, kvm_msrs.size),
   KVM_SET_CPUID2: _IOW(KVMIO, 0x90, kvm_cpuid2.size),
   KVM_GET_API_VERSION: _IO(KVMIO, 0x00),
@@ -210,6 +212,7 @@ export const KVM = defineIoctls('linux/kvm.h', {
   KVM_GET_SREGS: _IOR(KVMIO, 0x83, kvm_sregs.size),
   KVM_SET_SREGS: _IOW(KVMIO, 0x84, kvm_sregs.size),
   KVM_GET_LAPIC: _IOR(KVMIO, 0x8e, kvm_lapic_state.size),
+  KVM_GET_MP_STATE: _IOR(KVMIO, 0x98, kvm_mp_state.size),
   KVM_SET_LAPIC: _IOW(KVMIO, 0x8f, kvm_lapic_state.size),
 });
 
@@ -382,6 +385,25 @@ export function setIdentityMapAddr(t: Target, addr: bigint): void {
   const buf = Buffer.alloc(8);
   buf.writeBigUInt64LE(addr);
   ioctl(t, 'KVM_SET_IDENTITY_MAP_ADDR', KVM.KVM_SET_IDENTITY_MAP_ADDR, buf);
+}
+
+/** A vCPU's run state: KVM_MP_STATE_RUNNABLE (0), _HALTED (3), ... */
+export function getMpState(t: Target): number {
+  const buf = Buffer.alloc(kvm_mp_state.size);
+  ioctl(t, 'KVM_GET_MP_STATE', KVM.KVM_GET_MP_STATE, buf);
+  return buf.readUInt32LE(0);
+}
+
+/** Read MSRs; an MSR KVM refuses (and those after it) reads as undefined. */
+export function getMsrs(t: Target, indexes: readonly number[]): (bigint | undefined)[] {
+  const buf = encode(kvm_msrs, { nmsrs: indexes.length }, indexes.length * kvm_msr_entry.size);
+  indexes.forEach((index, i) =>
+    encodeInto(kvm_msr_entry, buf, { index, data: 0n }, kvm_msrs.size + i * kvm_msr_entry.size),
+  );
+  const n = ioctl(t, 'KVM_GET_MSRS', KVM.KVM_GET_MSRS, buf);
+  return indexes.map((_, i) =>
+    i < n ? decode(kvm_msr_entry, buf, kvm_msrs.size + i * kvm_msr_entry.size).data : undefined,
+  );
 }
 
 /** Set MSRs; returns how many KVM set (it stops at the first it refuses). */

@@ -30,6 +30,7 @@ import {
 import { BootError } from './bzimage.js';
 import { ConsoleSink, createConsoleBuffer } from './console.js';
 import { cpuSignature } from './cpuid.js';
+import { describeVcpu } from './hang-report.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
 import { PciBus } from './pci-bus.js';
@@ -108,6 +109,8 @@ export interface VmResult {
   stats: VmStats;
   /** Each vCPU's instruction pointer when it stopped. */
   rips: string[];
+  /** After a timeout: each vCPU's run state, local APIC and timer (hang-report.ts). */
+  vcpuStates?: string[];
   /** The ports nothing answered that the guest used most, with their access counts. */
   unknownPorts: Record<string, number>;
   /** Peer-to-peer DMA: BARs mapped for peers as the guest placed and moved them (peer-sync.ts). */
@@ -550,6 +553,7 @@ export class Vm {
     });
     return {
       rips,
+      ...(kind === END.TIMEOUT ? { vcpuStates: this.vcpus.map((v) => describeVcpu(v)) } : {}),
       status: END_NAMES[kind] ?? 'error',
       code: kind === END.DEBUG_EXIT ? Atomics.load(this.#ctl, CTL.END_VALUE) : 0,
       ...(message !== undefined && kind === END.ERROR ? { message } : {}),

@@ -306,7 +306,8 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     }
     const guest = parseGuestConsole(text);
     const tail = text.split('\n').slice(-25).join('\n');
-    if (r.status !== 'exit')
+    if (r.status !== 'exit') {
+      for (const [i, v] of (r.vcpuStates ?? []).entries()) console.log(`    vCPU ${i}: ${v}`);
       for (const [port, d] of vm.runtime.devices) {
         // What each vector looked like at the end: mode, masks, routes, what fired and was
         // delivered, and what KVM has (a guest stuck in a driver's probe is most likely waiting
@@ -317,6 +318,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
           `    ${port}: worker ${d.handle.state}, supervisor events ${JSON.stringify(d.supervisor?.events ?? [])}\n      interrupts ${JSON.stringify(irq)}\n      KVM routes ${JSON.stringify(routes)}`,
         );
       }
+    }
     console.log(
       `    ${r.status} ${r.code}${r.status === 'exit' ? '' : ` (${r.message ?? 'no message'}; vCPU rips ${r.rips.join(' ')}; ${JSON.stringify(r.stats.vcpus)})`} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
     );

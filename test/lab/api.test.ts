@@ -64,9 +64,9 @@ t.before(async () => {
     memory: [{ size: 16n << 20n, gpa: 0n }],
   });
   server = serveApi(rt, { socket: path }).server;
-  // Node opens /dev/null once, for good, the first time this process starts a worker or uses a
-  // net.Socket (libuv's reserve fd; seen in the lab as one extra fd after the first add): warm
-  // both up before any test counts fds.
+  // A first call and a first add open what stays open for good (libuv's reserve fd of a loop's
+  // first listen, seen as one extra fd after the first add; the runner now takes the main
+  // loop's): warm both up before any test counts fds.
   await apiCall(path, { method: 'GET', path: '/api/v1/vm.info' });
   await rt.addDevice({ port: 'warm-up', bdf: labDevice('nvme'), iommu: 'ctx0' });
   await rt.removeDevice('warm-up');
