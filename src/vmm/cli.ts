@@ -129,7 +129,8 @@ function report(r: VmResult, json: boolean): void {
     s.vcpus.forEach((v, i) =>
       console.error(
         `vm: vCPU ${i}: rip ${r.rips[i]}, ` +
-          `last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}`,
+          `last exit ${v.lastReason} at ${v.lastAddr}${v.busy ? ' (still handling it)' : ''}` +
+          `${r.vcpuStates ? `; ${r.vcpuStates[i]}` : ''}`,
       ),
     );
   }
