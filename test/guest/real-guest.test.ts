@@ -192,6 +192,39 @@ function checkKills(vm: Vm, killer: WorkerKiller, g: GuestConsole, r: VmResult):
     );
 }
 
+/**
+ * For the intermittent probe hang: once the guest's console has been silent for 45 s (a boot
+ * never is, short of a 60 s driver timeout), KVM's counters of the VM twice, 2 s apart, and what
+ * moved: interrupts injected and halt wake-ups going on mean a live guest waiting on something;
+ * nothing moving, a frozen one.
+ */
+function watchStall(
+  consoleBytes: () => number,
+  kvmStats: () => Record<string, number> | undefined,
+): NodeJS.Timeout {
+  let last = consoleBytes(),
+    since = Date.now(),
+    told = false;
+  const timer = setInterval(() => {
+    const n = consoleBytes();
+    if (n !== last) [last, since, told] = [n, Date.now(), false];
+    if (told || Date.now() - since < 45_000) return;
+    told = true;
+    const a = kvmStats();
+    setTimeout(() => {
+      const b = kvmStats();
+      const moved = Object.entries(b ?? {})
+        .filter(([k, v]) => v !== (a?.[k] ?? v))
+        .map(([k, v]) => `${k} +${v - a![k]!}`);
+      console.log(
+        `    STALL: no console output for 45 s; KVM counters over 2 s: ${b ? moved.join(', ') || 'nothing moved' : 'unavailable'}`,
+      );
+    }, 2000);
+  }, 5000);
+  timer.unref();
+  return timer;
+}
+
 /** A boot ended by the lab's nested virtualization, not by the guest or the VMM (see labFlake). */
 class LabFlake extends Error {}
 
@@ -262,6 +295,10 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     },
   });
   killer = fastPath ? undefined : new WorkerKiller(vm.runtime.devices.get('nvme0')!, KILLS);
+  const stall = watchStall(
+    () => text.length,
+    () => readVmStats(process.pid, vm.vm.fd),
+  );
   let ours: OurRun;
   let scrape: RuntimeScrape | null = null;
   let promDir = '';
@@ -274,7 +311,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       scrape = await scrapeRuntime((reg) => vm.runtime.registerMetrics(reg), promDir);
       if (!scrape) console.log('    (no Prometheus scrape: /usr/bin/prometheus is not installed)');
     }
-    const r = await vm.run();
+    const r = await vm.run().finally(() => clearInterval(stall));
     const kvm = readVmStats(process.pid, vm.vm.fd);
     const mapped = vm.mappedBars();
     console.log(
