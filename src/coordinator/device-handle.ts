@@ -138,7 +138,8 @@ export class DeviceHandle {
       await handle.#spawn();
     } catch (e) {
       await handle.#stopIrqs();
-      if (opts.standby) await within(standbyPool.release(opts.workerUrl ?? WORKER_URL), 2000);
+      if (opts.standby)
+        await within(standbyPool.release(opts.workerUrl ?? WORKER_URL), STANDBY_END_MS);
       throw e;
     }
     return handle;
@@ -421,7 +422,7 @@ export class DeviceHandle {
     else if (this.#exitCode === undefined) await within(this.#worker.terminate(), 100);
     this.#state = 'stopped';
     if (this.opts.standby)
-      await within(standbyPool.release(this.opts.workerUrl ?? WORKER_URL), 2000);
+      await within(standbyPool.release(this.opts.workerUrl ?? WORKER_URL), STANDBY_END_MS);
     await this.#stopIrqs();
     closeRing(this.ring);
   }
@@ -453,6 +454,13 @@ export class DeviceHandle {
     this.#listener = undefined;
   }
 }
+
+/**
+ * How long a shutdown waits for the last standby to end. A standby still loading ends once it
+ * has loaded (standby.ts): ~150 ms on a host, 3-5 s (up to ~9 s) in the lab's TCG guest, where a
+ * 2 s bound let a lab test's shutdown return while its standby still held 5 module files open.
+ */
+const STANDBY_END_MS = 30_000;
 
 /** `p`'s value, or undefined if it takes longer than `ms`. */
 async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {
