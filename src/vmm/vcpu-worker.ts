@@ -88,6 +88,20 @@ const clients = d.rings.map((r) => (r ? new RingClient(r) : undefined));
 let pciGen = Atomics.load(ctl, CTL.PCI_GEN);
 
 /** Hot-plug: take the slots that changed since the last look (one load per exit otherwise). */
+/**
+ * An internal error's data words (struct kvm_run's internal: suberror, ndata, data[16]), which
+ * say what KVM could not handle; for suberror 3 (an exit during event delivery) the event being
+ * delivered, the exit reason and, for an NPF, the guest physical address.
+ */
+function internalData(run: DataView): string {
+  const n = Math.min(run.getUint32(O.exitWord + 4, true), 16);
+  const words = Array.from(
+    { length: n },
+    (_, i) => `0x${run.getBigUint64(O.exitWord + 8 + i * 8, true).toString(16)}`,
+  );
+  return n ? ` (data ${words.join(' ')})` : '';
+}
+
 function replug(): void {
   pciGen = Atomics.load(ctl, CTL.PCI_GEN);
   for (let m = d.plug && receiveMessageOnPort(d.plug); m; m = receiveMessageOnPort(d.plug!)) {
@@ -223,7 +237,9 @@ function loop(run: DataView): void {
         );
         return;
       case K.KVM_EXIT_INTERNAL_ERROR:
-        fail(`KVM_EXIT_INTERNAL_ERROR, suberror ${run.getUint32(O.exitWord, true)}`);
+        fail(
+          `KVM_EXIT_INTERNAL_ERROR, suberror ${run.getUint32(O.exitWord, true)}${internalData(run)}`,
+        );
         return;
       default:
         fail(`unexpected KVM exit reason ${reason}`);

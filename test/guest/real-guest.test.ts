@@ -246,14 +246,23 @@ function labFlake(r: VmResult): string | undefined {
   return undefined;
 }
 
-/** bootOurs, once more if the lab's nested KVM ended the first boot (labFlake). */
+/**
+ * Boots of one kind, at most, while the lab's nested KVM ends them (labFlake). Three, since the
+ * trapped boot (~60 s of trapped doorbells under I/O) ends that way in about 4 of 10 boots
+ * (2026-11-30: 3 triple faults, 1 suberror 3), and QEMU's own vfio-pci with x-no-mmap on the
+ * same guest froze in 2 of 5 (GUEST_BOOTS=qemu-trapped): two lost boots in a row were seen in CI.
+ */
+const FLAKY_BOOTS = 3;
+
+/** bootOurs, again while the lab's nested KVM ends the boot (labFlake), FLAKY_BOOTS in all. */
 async function bootOursOnce(fastPath: boolean): Promise<OurRun> {
-  try {
-    return await bootOurs(fastPath);
-  } catch (e) {
-    if (!(e instanceof LabFlake)) throw e;
-    console.log(`    LAB FLAKE, booting once more: ${e.message.split('\n')[0]}`);
-    return bootOurs(fastPath);
+  for (let n = 1; ; n++) {
+    try {
+      return await bootOurs(fastPath);
+    } catch (e) {
+      if (!(e instanceof LabFlake) || n === FLAKY_BOOTS) throw e;
+      console.log(`    LAB FLAKE (boot ${n} of ${FLAKY_BOOTS}): ${e.message.split('\n')[0]}`);
+    }
   }
 }
 
@@ -489,7 +498,9 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
   return ours;
 }
 
-const boot = (key: string, name: string, fn: () => Promise<void>): void => {
+/** A boot, unless GUEST_BOOTS leaves it out; an opt-in boot runs only when GUEST_BOOTS names it. */
+const boot = (key: string, name: string, fn: () => Promise<void>, optIn = false): void => {
+  if (optIn && !BOOTS?.includes(key)) return;
   if (BOOTS && !BOOTS.includes(key)) skipBecause(t, name, `GUEST_BOOTS=${BOOTS.join(',')}`);
   else t(name, fn);
 };
@@ -543,6 +554,37 @@ boot(
     );
     assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
   },
+);
+
+// Not in CI (opt in with GUEST_BOOTS=qemu-trapped): the reference for the trapped boot, QEMU's
+// vfio-pci with x-no-mmap (every BAR access trapped) and the same kill rounds' I/O (QEMU kills
+// nothing), to tell the lab's nested-KVM failures under trapped MMIO from ours.
+boot(
+  'qemu-trapped',
+  "the reference for the trapped boot: QEMU's vfio-pci with x-no-mmap, the same I/O rounds",
+  async () => {
+    const [n0, n1] = labDevices('nvme'),
+      nic = labDevice('e1000e');
+    const q = await runQemuReference({
+      devices: [n0!, n1!, nic].map((bdf) => ({ kind: 'vfio' as const, bdf, noMmap: true })),
+      smp: 2,
+      mem: '512M',
+      guestParams: {
+        cpus: 2,
+        dd_mib: 4,
+        dd_offset_mib: 8,
+        bar_move: 1,
+        irq_affinity: 1,
+        kill_rounds: KILLS + 3,
+      },
+      timeoutMs: 200_000,
+    });
+    console.log(
+      `    QEMU x-no-mmap ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s${q.timedOut ? ' (timed out)' : ''}; boot-to-init ${q.guest.bootToInitS} s`,
+    );
+    assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
+  },
+  true,
 );
 
 t('side by side: boot-to-init, dd throughput, exits', () => {
