@@ -261,7 +261,10 @@ async function bootOursOnce(fastPath: boolean): Promise<OurRun> {
       return await bootOurs(fastPath);
     } catch (e) {
       if (!(e instanceof LabFlake) || n === FLAKY_BOOTS) throw e;
-      console.log(`    LAB FLAKE (boot ${n} of ${FLAKY_BOOTS}): ${e.message.split('\n')[0]}`);
+      // The reason, then the console's last lines (a guest's panic or oops line would be there).
+      const [why, ...tail] = e.message.split('\n');
+      console.log(`    LAB FLAKE (boot ${n} of ${FLAKY_BOOTS}): ${why}`);
+      for (const line of tail.filter((l) => l.trim()).slice(-6)) console.log(`      | ${line}`);
     }
   }
 }
