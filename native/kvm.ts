@@ -75,8 +75,9 @@ export const kvm_msi = struct('struct kvm_msi', {
   devid: u32,
   pad: array(u8, 12),
 });
-/** The local APIC's register page (KVM_GET_LAPIC/KVM_SET_LAPIC): IRR at 0x200, SVR at 0xf0. */
+/** A vCPU's run state (KVM_GET_MP_STATE): runnable, halted, waiting for INIT or SIPI. */
 export const kvm_mp_state = struct('struct kvm_mp_state', { mp_state: u32 });
+/** The local APIC's register page (KVM_GET_LAPIC/KVM_SET_LAPIC): IRR at 0x200, SVR at 0xf0. */
 export const kvm_lapic_state = struct('struct kvm_lapic_state', { regs: array(u8, 0x400) });
 export const kvm_regs = struct('struct kvm_regs', {
   rax: u64,

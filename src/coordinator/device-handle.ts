@@ -138,8 +138,7 @@ export class DeviceHandle {
       await handle.#spawn();
     } catch (e) {
       await handle.#stopIrqs();
-      if (opts.standby)
-        await within(standbyPool.release(opts.workerUrl ?? WORKER_URL), STANDBY_END_MS);
+      await releaseStandby(opts);
       throw e;
     }
     return handle;
@@ -421,8 +420,7 @@ export class DeviceHandle {
       });
     else if (this.#exitCode === undefined) await within(this.#worker.terminate(), 100);
     this.#state = 'stopped';
-    if (this.opts.standby)
-      await within(standbyPool.release(this.opts.workerUrl ?? WORKER_URL), STANDBY_END_MS);
+    await releaseStandby(this.opts);
     await this.#stopIrqs();
     closeRing(this.ring);
   }
@@ -461,6 +459,11 @@ export class DeviceHandle {
  * 2 s bound let a lab test's shutdown return while its standby still held 5 module files open.
  */
 const STANDBY_END_MS = 30_000;
+
+/** A handle with `standby` on is done with the pool: the last one's standby ends (bounded). */
+async function releaseStandby(opts: DeviceHandleOptions): Promise<void> {
+  if (opts.standby) await within(standbyPool.release(opts.workerUrl ?? WORKER_URL), STANDBY_END_MS);
+}
 
 /** `p`'s value, or undefined if it takes longer than `ms`. */
 async function within<T>(p: Promise<T>, ms: number): Promise<T | undefined> {

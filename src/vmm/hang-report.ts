@@ -9,8 +9,17 @@ const MP_STATES = ['runnable', 'uninitialized', 'init-received', 'halted', 'sipi
 const MSR_TSC = 0x10,
   MSR_TSC_DEADLINE = 0x6e0;
 const TIMER_MODES = ['one-shot', 'periodic', 'tsc-deadline', 'reserved'];
+/** Local APIC register offsets in KVM_GET_LAPIC's page (one 32-bit register every 16 bytes). */
+const APIC_TPR = 0x80,
+  APIC_PPR = 0xa0,
+  APIC_ISR = 0x100,
+  APIC_IRR = 0x200,
+  APIC_LVT_TIMER = 0x320,
+  APIC_TMICT = 0x380,
+  APIC_TMCCT = 0x390;
+const LVT_MASKED = 1 << 16;
 
-/** The vectors set in a 256-bit APIC register array (ISR at 0x100, IRR at 0x200). */
+/** The vectors set in a 256-bit APIC register array (APIC_ISR, APIC_IRR). */
 function vectors(apic: Buffer, base: number): number[] {
   const out: number[] = [];
   for (let i = 0; i < 8; i++) {
@@ -40,20 +49,23 @@ export function describeVcpu(t: Target): string {
   });
   tryPart('lapic', () => {
     const a = kvm.getLapic(t),
-      lvt = a.readUInt32LE(0x320);
+      lvt = a.readUInt32LE(APIC_LVT_TIMER);
     const hex = (o: number): string => `0x${a.readUInt32LE(o).toString(16)}`;
     return [
-      `TPR ${hex(0x80)} PPR ${hex(0xa0)}`,
-      `ISR [${vectors(a, 0x100).join(',')}] IRR [${vectors(a, 0x200).join(',')}]`,
-      `timer ${TIMER_MODES[(lvt >> 17) & 3]} vector ${lvt & 0xff}${lvt & 0x10000 ? ' masked' : ''}`,
-      `TMICT ${hex(0x380)} TMCCT ${hex(0x390)}`,
+      `TPR ${hex(APIC_TPR)} PPR ${hex(APIC_PPR)}`,
+      `ISR [${vectors(a, APIC_ISR).join(',')}] IRR [${vectors(a, APIC_IRR).join(',')}]`,
+      `timer ${TIMER_MODES[(lvt >> 17) & 3]} vector ${lvt & 0xff}${lvt & LVT_MASKED ? ' masked' : ''}`,
+      `TMICT ${hex(APIC_TMICT)} TMCCT ${hex(APIC_TMCCT)}`,
     ].join(' ');
   });
   tryPart('msrs', () => {
     const [tsc, deadline] = kvm.getMsrs(t, [MSR_TSC, MSR_TSC_DEADLINE]);
     if (tsc === undefined || deadline === undefined) return 'TSC/TSC_DEADLINE refused';
     if (deadline === 0n) return 'TSC deadline disarmed';
-    return `TSC deadline ${deadline > tsc ? 'in' : 'past by'} ${((deadline > tsc ? deadline - tsc : tsc - deadline) / 1000n).toString()}k cycles`;
+    const ahead = deadline - tsc;
+    return ahead > 0n
+      ? `TSC deadline in ${ahead / 1000n}k cycles`
+      : `TSC deadline past by ${-ahead / 1000n}k cycles`;
   });
   return parts.join('; ');
 }

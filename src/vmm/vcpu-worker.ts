@@ -87,7 +87,6 @@ function fail(message: string): void {
 const clients = d.rings.map((r) => (r ? new RingClient(r) : undefined));
 let pciGen = Atomics.load(ctl, CTL.PCI_GEN);
 
-/** Hot-plug: take the slots that changed since the last look (one load per exit otherwise). */
 /**
  * An internal error's data words (struct kvm_run's internal: suberror, ndata, data[16]), which
  * say what KVM could not handle; for suberror 3 (an exit during event delivery) the event being
@@ -102,6 +101,7 @@ function internalData(run: DataView): string {
   return n ? ` (data ${words.join(' ')})` : '';
 }
 
+/** Hot-plug: take the slots that changed since the last look (one load per exit otherwise). */
 function replug(): void {
   pciGen = Atomics.load(ctl, CTL.PCI_GEN);
   for (let m = d.plug && receiveMessageOnPort(d.plug); m; m = receiveMessageOnPort(d.plug!)) {

@@ -553,7 +553,7 @@ export class Vm {
     });
     return {
       rips,
-      ...(kind === END.TIMEOUT ? { vcpuStates: this.vcpus.map((v) => describeVcpu(v)) } : {}),
+      ...(kind === END.TIMEOUT ? { vcpuStates: this.vcpus.map(describeVcpu) } : {}),
       status: END_NAMES[kind] ?? 'error',
       code: kind === END.DEBUG_EXIT ? Atomics.load(this.#ctl, CTL.END_VALUE) : 0,
       ...(message !== undefined && kind === END.ERROR ? { message } : {}),

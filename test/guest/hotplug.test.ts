@@ -17,6 +17,7 @@ import {
   mkdtempSync,
   readdirSync,
   rmSync,
+  type Stats,
   statSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -78,6 +79,8 @@ async function settledFds(pid: number, want: number, ms = 3000): Promise<number>
 }
 
 let restore = (): void => {};
+/** The device nodes' owners and modes before the first boot changed them (restore puts them back). */
+let savedNodes: { p: string; st: Stats }[] | undefined;
 // One idle KVM VM held meanwhile, so the VMM's own VM flips no scheduler static key in the lab
 // kernel (test/support/kvm-hold.ts).
 t.before(() => {
@@ -97,200 +100,196 @@ t.after(() => {
  * (rip 0xfff0), and only PCI config exits came. Such a boot is booted once more, and says so.
  */
 async function hotplugBoot(last: boolean): Promise<boolean> {
-  {
-    const [n0, n1] = labDevices('nvme');
-    assert.ok(n0 && n1, 'two NVMe: lab/run --devices "nvme nvme e1000e"');
-    // Files the unprivileged VMM may read: the kernel and initrd, a directory for its socket.
-    const dir = mkdtempSync(join(tmpdir(), 'vfr-hotplug-'));
-    chmodSync(dir, 0o755);
-    const image = guestImageDir();
-    for (const f of ['vmlinuz', 'initrd.gz']) {
-      copyFileSync(join(image, f), join(dir, f));
-      chmodSync(join(dir, f), 0o644);
-    }
-    const sockDir = join(dir, 'run');
-    rmSync(sockDir, { force: true, recursive: true });
-    mkdirSync(sockDir, { mode: 0o700 });
-    chownSync(sockDir, NOBODY, NOBODY);
-    const sock = join(sockDir, 'api.sock');
-    // As an orchestrator arranges it: /dev/kvm for the VMM's group, the VFIO and iommufd nodes
-    // for root only (restored after the test).
-    const kvmGid = NOBODY;
-    const nodes = ['/dev/kvm', '/dev/iommu', cdevOf(n0), cdevOf(n1)];
-    const saved = savedNodes ?? nodes.map((p) => ({ p, st: statSync(p) }));
-    savedNodes = saved; // a second boot must not save the modes this one set
-    restore = () => {
-      for (const { p, st } of saved) {
-        chownSync(p, st.uid, st.gid);
-        chmodSync(p, st.mode & 0o7777);
-      }
-    };
-    chownSync('/dev/kvm', 0, kvmGid);
-    chmodSync('/dev/kvm', 0o660);
-    for (const p of nodes.slice(1)) chmodSync(p, statSync(p).mode & 0o7700);
-    assert.equal(
-      await accessAs(NOBODY, kvmGid, nodes),
-      ['OPEN', 'EACCES', 'EACCES', 'EACCES'],
-      `uid ${NOBODY} may open /dev/kvm, not ${nodes.slice(1).join(', ')}`,
-    );
-
-    // Boot: /dev/iommu and the first NVMe's cdev, opened here, inherited as fds 3 and 4.
-    const iommufd = open('/dev/iommu', C.O_RDWR),
-      cdev0 = open(cdevOf(n0), C.O_RDWR);
-    const oldLimit = setMemlock({ rlim_cur: MEMLOCK, rlim_max: MEMLOCK });
-    let vmm: ChildProcess;
-    try {
-      vmm = spawn(
-        process.execPath,
-        [
-          CLI,
-          'vm',
-          '--kernel',
-          join(dir, 'vmlinuz'),
-          '--initrd',
-          join(dir, 'initrd.gz'),
-          '--memory',
-          'size=512M',
-          '--cpus',
-          '2',
-          '--timeout',
-          '240',
-          '--append',
-          'quiet loglevel=4 guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8 guest.hotplug=1 ' +
-            'guest.hotplug_wait_s=40',
-          '--iommu',
-          'id=ctx0,iommufd_fd=3',
-          '--vfio',
-          'port=nvme0,iommu=ctx0,fd=4',
-          '--api-socket',
-          sock,
-          '--json',
-        ],
-        { uid: NOBODY, gid: kvmGid, stdio: ['ignore', 'pipe', 'pipe', iommufd, cdev0] },
-      );
-    } finally {
-      setMemlock(oldLimit);
-      close(iommufd);
-      close(cdev0);
-    }
-    const pid = vmm.pid!;
-    const t0 = performance.now();
-    const at = (): string => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
-    let text = '',
-      stderr = '';
-    const events: string[] = [];
-    const fdsBefore: number[] = [],
-      fdsAfter: number[] = [];
-    const timings: Record<string, number> = {};
-    let chain: Promise<void> = Promise.resolve();
-    let hostError: unknown;
-
-    const act = async (what: string, n: string): Promise<void> => {
-      if (what === 'want') {
-        fdsBefore.push(fdCount(pid));
-        const fd = open(cdevOf(n1), C.O_RDWR);
-        let r: ApiReply;
-        try {
-          r = await apiCall(sock, {
-            method: 'PUT',
-            path: '/api/v1/vm.add-device',
-            body: { port: 'hot', iommu: 'ctx0' },
-            fds: [fd],
-          });
-        } finally {
-          close(fd);
-        }
-        events.push(`${at()} add ${n}: ${r.status} ${r.body.trim()}`);
-        assert.is(r.status, 200, r.body);
-        timings[`add${n}`] = (r.json as { ms: number }).ms;
-      } else {
-        const r = await apiCall(sock, {
-          method: 'PUT',
-          path: '/api/v1/vm.remove-device',
-          body: { id: 'hot' },
-        });
-        events.push(`${at()} remove (${what}): ${r.status} ${r.body.trim()}`);
-        assert.is(r.status, 200, r.body);
-        timings[what === 'busy' ? 'surpriseRemove' : 'idleRemove'] = (r.json as { ms: number }).ms;
-        fdsAfter.push(await settledFds(pid, fdsBefore.at(-1)!));
-      }
-    };
-
-    let partial = '';
-    vmm.stdout!.on('data', (b: Buffer) => {
-      const s = b.toString('latin1');
-      text += s;
-      const lines = (partial + s).split('\n');
-      partial = lines.pop()!; // a marker may arrive in pieces: whole lines only
-      for (const line of lines) {
-        const m = /GUEST-HOTPLUG (want|released|busy) ?(\d*)/.exec(line);
-        if (!m) continue;
-        chain = chain
-          .then(() => act(m[1]!, m[2] || ''))
-          .catch((e) => {
-            hostError ??= e;
-          });
-      }
-    });
-    vmm.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
-    if (process.env.GUEST_STREAM === '1') {
-      vmm.stdout!.on('data', (b: Buffer) => process.stdout.write(b));
-      vmm.stderr!.on('data', (b: Buffer) => process.stderr.write(b));
-    }
-    // The VMM ends the guest at its own --timeout (240 s); past that it is hung: a watchdog
-    // thread dumps its threads' and this process's kernel stacks, then kills it (this thread
-    // may be the one stuck: it opens the VFIO cdev, which waits for a close of that device).
-    const watchdog = watchForHang(pid, 300_000);
-    const code = await new Promise<number>((r) => vmm.once('exit', (c) => r(c ?? -1)));
-    await watchdog.disarm();
-    if (watchdog.fired()) events.push(`${at()} the hang watchdog fired (its dump is on stderr)`);
-    events.push(`${at()} VMM exited`);
-    await chain;
-    rmSync(dir, { recursive: true, force: true });
-
-    const g = parseGuestConsole(text);
-    if (!last && g.checks.length === 0 && code !== 0) {
-      console.log(
-        `    LAB FREEZE, booting once more: the guest printed no check in ${at()} (VMM exit ${code}); VMM stderr: ${stderr.slice(-600)}`,
-      );
-      return false;
-    }
-    const hp = g.checks.filter((c) => c.name.startsWith('hotplug'));
-    console.log(
-      `    VMM uid ${NOBODY} exit ${code}; boot to init ${g.bootToInitS} s; ${events.join('; ')}\n    guest: ${hp.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAIL'} ${c.value}`).join('\n           ')}` +
-        `\n    timings ms: ${JSON.stringify(timings)}; VMM fds before each add ${fdsBefore.join(',')}, after each removal ${fdsAfter.join(',')}`,
-    );
-    if (!g.pass || code !== 0)
-      console.log(
-        `    problems: ${g.problems.join('; ')}\n    log: ${g.log.join('\n')}\n    VMM stderr: ${stderr.slice(-2000)}`,
-      );
-    if (hostError) throw hostError;
-    for (const name of [
-      'hotplug-add:1',
-      'hotplug-io:1',
-      'hotplug-gone:1',
-      'hotplug-add:2',
-      'hotplug-io:2',
-      'hotplug-surprise',
-    ])
-      assert.ok(hp.find((c) => c.name === name)?.ok, `guest check ${name} passed`);
-    assert.ok(
-      hp.some((c) => c.name.startsWith('hotplug-after:') && c.ok),
-      'the boot NVMe still passes its data check after the surprise removal',
-    );
-    assert.ok(g.pass, `the guest passed every check: ${g.problems.join('; ')}`);
-    assert.is(code, 0, 'the VMM ended with the guest verdict 0');
-    assert.is(fdsAfter.length, 2, 'two removals');
-    assert.equal(
-      fdsAfter,
-      fdsBefore,
-      'after each removal the VMM holds the fds it held before the add',
-    );
+  const [n0, n1] = labDevices('nvme');
+  assert.ok(n0 && n1, 'two NVMe: lab/run --devices "nvme nvme e1000e"');
+  // Files the unprivileged VMM may read: the kernel and initrd, a directory for its socket.
+  const dir = mkdtempSync(join(tmpdir(), 'vfr-hotplug-'));
+  chmodSync(dir, 0o755);
+  const image = guestImageDir();
+  for (const f of ['vmlinuz', 'initrd.gz']) {
+    copyFileSync(join(image, f), join(dir, f));
+    chmodSync(join(dir, f), 0o644);
   }
+  const sockDir = join(dir, 'run');
+  rmSync(sockDir, { force: true, recursive: true });
+  mkdirSync(sockDir, { mode: 0o700 });
+  chownSync(sockDir, NOBODY, NOBODY);
+  const sock = join(sockDir, 'api.sock');
+  // As an orchestrator arranges it: /dev/kvm for the VMM's group, the VFIO and iommufd nodes
+  // for root only (restored after the test).
+  const kvmGid = NOBODY;
+  const nodes = ['/dev/kvm', '/dev/iommu', cdevOf(n0), cdevOf(n1)];
+  const saved = savedNodes ?? nodes.map((p) => ({ p, st: statSync(p) }));
+  savedNodes = saved; // a second boot must not save the modes this one set
+  restore = () => {
+    for (const { p, st } of saved) {
+      chownSync(p, st.uid, st.gid);
+      chmodSync(p, st.mode & 0o7777);
+    }
+  };
+  chownSync('/dev/kvm', 0, kvmGid);
+  chmodSync('/dev/kvm', 0o660);
+  for (const p of nodes.slice(1)) chmodSync(p, statSync(p).mode & 0o7700);
+  assert.equal(
+    await accessAs(NOBODY, kvmGid, nodes),
+    ['OPEN', 'EACCES', 'EACCES', 'EACCES'],
+    `uid ${NOBODY} may open /dev/kvm, not ${nodes.slice(1).join(', ')}`,
+  );
+
+  // Boot: /dev/iommu and the first NVMe's cdev, opened here, inherited as fds 3 and 4.
+  const iommufd = open('/dev/iommu', C.O_RDWR),
+    cdev0 = open(cdevOf(n0), C.O_RDWR);
+  const oldLimit = setMemlock({ rlim_cur: MEMLOCK, rlim_max: MEMLOCK });
+  let vmm: ChildProcess;
+  try {
+    vmm = spawn(
+      process.execPath,
+      [
+        CLI,
+        'vm',
+        '--kernel',
+        join(dir, 'vmlinuz'),
+        '--initrd',
+        join(dir, 'initrd.gz'),
+        '--memory',
+        'size=512M',
+        '--cpus',
+        '2',
+        '--timeout',
+        '240',
+        '--append',
+        'quiet loglevel=4 guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8 guest.hotplug=1 ' +
+          'guest.hotplug_wait_s=40',
+        '--iommu',
+        'id=ctx0,iommufd_fd=3',
+        '--vfio',
+        'port=nvme0,iommu=ctx0,fd=4',
+        '--api-socket',
+        sock,
+        '--json',
+      ],
+      { uid: NOBODY, gid: kvmGid, stdio: ['ignore', 'pipe', 'pipe', iommufd, cdev0] },
+    );
+  } finally {
+    setMemlock(oldLimit);
+    close(iommufd);
+    close(cdev0);
+  }
+  const pid = vmm.pid!;
+  const t0 = performance.now();
+  const at = (): string => `${((performance.now() - t0) / 1000).toFixed(1)} s`;
+  let text = '',
+    stderr = '';
+  const events: string[] = [];
+  const fdsBefore: number[] = [],
+    fdsAfter: number[] = [];
+  const timings: Record<string, number> = {};
+  let chain: Promise<void> = Promise.resolve();
+  let hostError: unknown;
+
+  const act = async (what: string, n: string): Promise<void> => {
+    if (what === 'want') {
+      fdsBefore.push(fdCount(pid));
+      const fd = open(cdevOf(n1), C.O_RDWR);
+      let r: ApiReply;
+      try {
+        r = await apiCall(sock, {
+          method: 'PUT',
+          path: '/api/v1/vm.add-device',
+          body: { port: 'hot', iommu: 'ctx0' },
+          fds: [fd],
+        });
+      } finally {
+        close(fd);
+      }
+      events.push(`${at()} add ${n}: ${r.status} ${r.body.trim()}`);
+      assert.is(r.status, 200, r.body);
+      timings[`add${n}`] = (r.json as { ms: number }).ms;
+    } else {
+      const r = await apiCall(sock, {
+        method: 'PUT',
+        path: '/api/v1/vm.remove-device',
+        body: { id: 'hot' },
+      });
+      events.push(`${at()} remove (${what}): ${r.status} ${r.body.trim()}`);
+      assert.is(r.status, 200, r.body);
+      timings[what === 'busy' ? 'surpriseRemove' : 'idleRemove'] = (r.json as { ms: number }).ms;
+      fdsAfter.push(await settledFds(pid, fdsBefore.at(-1)!));
+    }
+  };
+
+  let partial = '';
+  vmm.stdout!.on('data', (b: Buffer) => {
+    const s = b.toString('latin1');
+    text += s;
+    const lines = (partial + s).split('\n');
+    partial = lines.pop()!; // a marker may arrive in pieces: whole lines only
+    for (const line of lines) {
+      const m = /GUEST-HOTPLUG (want|released|busy) ?(\d*)/.exec(line);
+      if (!m) continue;
+      chain = chain
+        .then(() => act(m[1]!, m[2] || ''))
+        .catch((e) => {
+          hostError ??= e;
+        });
+    }
+  });
+  vmm.stderr!.on('data', (b: Buffer) => (stderr += b.toString()));
+  if (process.env.GUEST_STREAM === '1') {
+    vmm.stdout!.on('data', (b: Buffer) => process.stdout.write(b));
+    vmm.stderr!.on('data', (b: Buffer) => process.stderr.write(b));
+  }
+  // The VMM ends the guest at its own --timeout (240 s); past that it is hung: a watchdog
+  // thread dumps its threads' and this process's kernel stacks, then kills it (this thread
+  // may be the one stuck: it opens the VFIO cdev, which waits for a close of that device).
+  const watchdog = watchForHang(pid, 300_000);
+  const code = await new Promise<number>((r) => vmm.once('exit', (c) => r(c ?? -1)));
+  await watchdog.disarm();
+  if (watchdog.fired()) events.push(`${at()} the hang watchdog fired (its dump is on stderr)`);
+  events.push(`${at()} VMM exited`);
+  await chain;
+  rmSync(dir, { recursive: true, force: true });
+
+  const g = parseGuestConsole(text);
+  if (!last && g.checks.length === 0 && code !== 0) {
+    console.log(
+      `    LAB FREEZE, booting once more: the guest printed no check in ${at()} (VMM exit ${code}); VMM stderr: ${stderr.slice(-600)}`,
+    );
+    return false;
+  }
+  const hp = g.checks.filter((c) => c.name.startsWith('hotplug'));
+  console.log(
+    `    VMM uid ${NOBODY} exit ${code}; boot to init ${g.bootToInitS} s; ${events.join('; ')}\n    guest: ${hp.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAIL'} ${c.value}`).join('\n           ')}` +
+      `\n    timings ms: ${JSON.stringify(timings)}; VMM fds before each add ${fdsBefore.join(',')}, after each removal ${fdsAfter.join(',')}`,
+  );
+  if (!g.pass || code !== 0)
+    console.log(
+      `    problems: ${g.problems.join('; ')}\n    log: ${g.log.join('\n')}\n    VMM stderr: ${stderr.slice(-2000)}`,
+    );
+  if (hostError) throw hostError;
+  for (const name of [
+    'hotplug-add:1',
+    'hotplug-io:1',
+    'hotplug-gone:1',
+    'hotplug-add:2',
+    'hotplug-io:2',
+    'hotplug-surprise',
+  ])
+    assert.ok(hp.find((c) => c.name === name)?.ok, `guest check ${name} passed`);
+  assert.ok(
+    hp.some((c) => c.name.startsWith('hotplug-after:') && c.ok),
+    'the boot NVMe still passes its data check after the surprise removal',
+  );
+  assert.ok(g.pass, `the guest passed every check: ${g.problems.join('; ')}`);
+  assert.is(code, 0, 'the VMM ended with the guest verdict 0');
+  assert.is(fdsAfter.length, 2, 'two removals');
+  assert.equal(
+    fdsAfter,
+    fdsBefore,
+    'after each removal the VMM holds the fds it held before the add',
+  );
   return true;
 }
-
-let savedNodes: { p: string; st: import('node:fs').Stats }[] | undefined;
 
 t(
   'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',

@@ -25,9 +25,10 @@ import { type GuestConsole, parseGuestConsole } from '../support/guest-console.j
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevice, labDevices, requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
-import { describeFds, processState, settledState } from '../support/process-state.js';
+import { describeNewFds, processState, settledState } from '../support/process-state.js';
 import { byDevice, type RuntimeScrape, scrapeRuntime } from '../support/prometheus.js';
 import {
+  guestArgs,
   guestImageDir,
   type QemuReferenceResult,
   readVmStats,
@@ -38,15 +39,16 @@ import { WorkerKiller } from '../support/worker-killer.js';
 
 const t = suite("a real guest: Debian's kernel drives the assigned NVMe and e1000e");
 const MiB = 1 << 20;
-const GUEST_PARAMS = 'guest.cpus=2 guest.dd_mib=4 guest.dd_offset_mib=8';
+// guest/init's parameters, the same for every boot of the guest (ours and QEMU's).
+const GUEST_PARAMS = { cpus: 2, dd_mib: 4, dd_offset_mib: 8 };
 // Issue 14: a BAR moved while mapped and an MSI-X vector reprogrammed by the guest (guest/init's
 // bar-move and irq-affinity checks, after the data checks).
-const MOVE_PARAMS = 'guest.bar_move=1 guest.irq_affinity=1';
+const MOVE_PARAMS = { bar_move: 1, irq_affinity: 1 };
 // Issue 16, in the trapped boot (every NVMe register access goes through its worker): nvme0's
 // worker killed KILLS times under the guest's I/O, one kill per announced round at most
 // (test/support/worker-killer.ts); restarts from a warm standby, within a raised budget.
 const KILLS = 10;
-const KILL_PARAMS = `guest.kill_rounds=${KILLS + 3}`;
+const KILL_PARAMS = { kill_rounds: KILLS + 3 };
 // GUEST_BOOTS=trapped (or fast, qemu; comma-separated) boots only those, when working on one.
 const BOOTS = process.env.GUEST_BOOTS?.split(',');
 // GUEST_STREAM=1: our VMM's guest console printed as it comes (with LAB_STREAM=1).
@@ -233,15 +235,15 @@ class LabFlake extends Error {}
  * no fault of the guest's or the VMM's known: KVM_EXIT_INTERNAL_ERROR suberror 3 (an exit KVM
  * must emulate during event delivery: seen on trapped MMIO only, in 1 of ~7 trapped boots and
  * in 6 of 17 boots whose guest read BARs from user space) and a triple fault while the guest
- * loaded its drivers (1 of ~7). Such a boot is booted once more, and says so. So is a boot that
- * ran into the VM's timeout, which is not known to be the lab's (see below).
+ * loaded its drivers (1 of ~7). Such a boot is booted again (bootOursRetried), and says so. So
+ * is a boot that ran into the VM's timeout, which is not known to be the lab's (see below).
  */
 function labFlake(r: VmResult): string | undefined {
   if (r.status === 'error' && /suberror 3\b/.test(r.message ?? '')) return r.message;
   if (r.status === 'shutdown') return 'a triple fault (KVM_EXIT_SHUTDOWN)';
   // Not known to be the lab's: a guest stuck in its drivers' probe until the VM's timeout
   // (2 of ~14 boots on 2026-11-30, fast path and trapped; the dump above shows the interrupt
-  // state). Booted once more so that CI shows the rest, and said loudly: it is an open bug.
+  // state). Booted again so that CI shows the rest, and said loudly: it is an open bug.
   if (r.status === 'timeout') return 'TIMEOUT: the guest stuck (an open bug, see the dump above)';
   return undefined;
 }
@@ -255,7 +257,7 @@ function labFlake(r: VmResult): string | undefined {
 const FLAKY_BOOTS = 3;
 
 /** bootOurs, again while the lab's nested KVM ends the boot (labFlake), FLAKY_BOOTS in all. */
-async function bootOursOnce(fastPath: boolean): Promise<OurRun> {
+async function bootOursRetried(fastPath: boolean): Promise<OurRun> {
   for (let n = 1; ; n++) {
     try {
       return await bootOurs(fastPath);
@@ -283,7 +285,10 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
     initrd: join(image, 'initrd.gz'),
     memory: 512 * MiB,
     cpus: 2,
-    cmdline: `${DEFAULT_CMDLINE} quiet loglevel=4 ${GUEST_PARAMS} ${MOVE_PARAMS}${fastPath ? '' : ` ${KILL_PARAMS}`}`,
+    cmdline: [
+      `${DEFAULT_CMDLINE} quiet loglevel=4`,
+      ...guestArgs({ ...GUEST_PARAMS, ...MOVE_PARAMS, ...(fastPath ? {} : KILL_PARAMS) }),
+    ].join(' '),
     timeoutMs: 300_000, // a boot takes 30-90 s here (the trapped one with its kill rounds the longest)
     iommu: [{ id: 'ctx0' }],
     vfio: [
@@ -495,7 +500,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
   assert.equal(
     after.fds,
     before.fds,
-    `the process holds the fds it held before the VMM started (new: ${describeFds(after.fds.filter((f) => !before.fds.includes(f)))})`,
+    `the process holds the fds it held before the VMM started (new: ${describeNewFds(before, after)})`,
   );
   assert.is(after.threads, before.threads, 'and the same number of threads');
   return ours;
@@ -512,7 +517,7 @@ boot(
   'fast',
   'our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass',
   async () => {
-    runs.ours = await bootOursOnce(true);
+    runs.ours = await bootOursRetried(true);
   },
 );
 
@@ -520,28 +525,28 @@ boot(
   'trapped',
   'our VMM, the BAR fast path off (noMmap): every BAR access traps, the same checks pass',
   async () => {
-    runs.trapped = await bootOursOnce(false);
+    runs.trapped = await bootOursRetried(false);
   },
 );
+
+/** QEMU's vfio-pci on the lab's two NVMe and e1000e, the guest asked what ours is asked. */
+function bootQemu(noMmap: boolean, extra: Record<string, number>, timeoutMs: number) {
+  const [n0, n1] = labDevices('nvme'),
+    nic = labDevice('e1000e');
+  return runQemuReference({
+    devices: [n0!, n1!, nic].map((bdf) => ({ kind: 'vfio' as const, bdf, noMmap })),
+    smp: 2,
+    mem: '512M',
+    guestParams: { ...GUEST_PARAMS, ...MOVE_PARAMS, ...extra },
+    timeoutMs,
+  });
+}
 
 boot(
   'qemu',
   "the reference: QEMU's vfio-pci boots the same guest on the same devices",
   async () => {
-    const [n0, n1] = labDevices('nvme'),
-      nic = labDevice('e1000e');
-    const boot = () =>
-      runQemuReference({
-        devices: [
-          { kind: 'vfio', bdf: n0! },
-          { kind: 'vfio', bdf: n1! },
-          { kind: 'vfio', bdf: nic },
-        ],
-        smp: 2,
-        mem: '512M',
-        guestParams: { cpus: 2, dd_mib: 4, dd_offset_mib: 8, bar_move: 1, irq_affinity: 1 },
-        timeoutMs: 150_000,
-      });
+    const boot = () => bootQemu(false, {}, 150_000);
     // QEMU's guest passes in 30-45 s here, but now and then freezes silently after SeaBIOS
     // (nested KVM on TCG; seen once in 3 lab runs, and in docs/testing.md): one more boot then.
     let q = await boot();
@@ -566,22 +571,7 @@ boot(
   'qemu-trapped',
   "the reference for the trapped boot: QEMU's vfio-pci with x-no-mmap, the same I/O rounds",
   async () => {
-    const [n0, n1] = labDevices('nvme'),
-      nic = labDevice('e1000e');
-    const q = await runQemuReference({
-      devices: [n0!, n1!, nic].map((bdf) => ({ kind: 'vfio' as const, bdf, noMmap: true })),
-      smp: 2,
-      mem: '512M',
-      guestParams: {
-        cpus: 2,
-        dd_mib: 4,
-        dd_offset_mib: 8,
-        bar_move: 1,
-        irq_affinity: 1,
-        kill_rounds: KILLS + 3,
-      },
-      timeoutMs: 200_000,
-    });
+    const q = await bootQemu(true, KILL_PARAMS, 200_000);
     console.log(
       `    QEMU x-no-mmap ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s${q.timedOut ? ' (timed out)' : ''}; boot-to-init ${q.guest.bootToInitS} s`,
     );

@@ -18,6 +18,10 @@ export const describeFds = (fds: string[]): string =>
     })
     .join(', ') || 'none';
 
+/** The fds open in `after` that were not in `before`, described (describeFds). */
+export const describeNewFds = (before: ProcessState, after: ProcessState): string =>
+  describeFds(after.fds.filter((f) => !before.fds.includes(f)));
+
 export const threadCount = (): number => readdirSync('/proc/self/task').length;
 
 export interface ProcessState {

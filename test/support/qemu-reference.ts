@@ -116,9 +116,7 @@ export function qemuArgv(o: QemuReferenceOptions): string[] {
     machine = o.machine ?? 'q35',
     image = guestImageDir(o.imageDir);
   const acpi = o.acpi ?? true;
-  const params = Object.entries({ cpus: acpi ? (o.smp ?? 2) : 1, ...o.guestParams }).map(
-    ([k, v]) => `guest.${k}=${v}`,
-  );
+  const params = guestArgs({ cpus: acpi ? (o.smp ?? 2) : 1, ...o.guestParams });
   const append = [
     'console=ttyS0',
     'panic=-1',
@@ -155,6 +153,10 @@ export function qemuArgv(o: QemuReferenceOptions): string[] {
     ...deviceArgs(o.devices),
   ];
 }
+
+/** guest/init's parameters on a kernel command line: { dd_mib: 4 } -> ['guest.dd_mib=4']. */
+export const guestArgs = (params: Record<string, string | number>): string[] =>
+  Object.entries(params).map(([k, v]) => `guest.${k}=${v}`);
 
 const KVM_DEBUGFS = '/sys/kernel/debug/kvm';
 

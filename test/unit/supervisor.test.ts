@@ -13,7 +13,7 @@ import { OP, STATUS } from '../../src/ring/protocol.js';
 import { countRefused } from '../../src/vmm/pci-bus.js';
 import { STAT } from '../../src/vmm/shared.js';
 import { collectStats } from '../../src/vmm/stats.js';
-import { describeFds, processState, settledState } from '../support/process-state.js';
+import { describeNewFds, processState, settledState } from '../support/process-state.js';
 import { barWords, DOORBELL, FAIL_SETUP, HANG, HANG_SEEN } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
@@ -226,11 +226,10 @@ test('100 restarts (from warm standbys), then teardown: the fds and threads of b
     await h.shutdown();
   }
   const after = await settledState(before);
-  const fresh = after.fds.filter((f) => !before.fds.includes(f));
   assert.equal(
     after.fds,
     before.fds,
-    `fds (new: ${describeFds(fresh)}; threads ${after.threads}, before ${before.threads})`,
+    `fds (new: ${describeNewFds(before, after)}; threads ${after.threads}, before ${before.threads})`,
   );
   assert.is(after.threads, before.threads, 'threads');
 });
