@@ -32,6 +32,10 @@ await new Promise<void>((done) => {
   );
 });
 
+// The flake ledger (test/support/flakes.ts): this run's retries are the lines added from here on.
+const { ledgerLines, ledgerSummary } = await import('./support/flakes.js');
+const ledgerStart = ledgerLines().length;
+
 process.env.NO_COLOR = '1';
 (globalThis as Record<string, unknown>).UVU_DEFER = 1;
 const uvu = await import('uvu');
@@ -60,6 +64,7 @@ const total = num('Total:'),
   skipped = num('Skipped:');
 const failed = total - passed;
 console.log(`${suite}: ${passed} passed, ${failed} failed, ${skipped} skipped`);
+console.log(`${suite}: ${ledgerSummary(ledgerLines(ledgerStart))} retried as the lab's`);
 if (failed > 0 || Number.isNaN(total)) process.exitCode = 1;
 // Worker threads or handles left open by a failed test must not keep CI waiting.
 setTimeout(() => process.exit(), 200).unref();
