@@ -71,7 +71,18 @@ export interface GuestConsole {
   kernel: string | undefined;
   /** GUEST-LOG lines (the kernel log's tail, printed when a check failed). */
   log: string[];
+  /** GUEST-INFO lines (what the CPU was given, the kernel's view of it), to compare VMMs. */
+  info: string[];
+  /** The first console line that says the guest's kernel died or is dying (GUEST_PANIC). */
+  panic: string | undefined;
 }
+
+/**
+ * A guest kernel's own report of its death or of a fatal bug: always a failure, whatever ends
+ * the VM after it (with panic=-1 reboot=t a panic arrives as a triple fault).
+ */
+export const GUEST_PANIC =
+  /Kernel panic|\bBUG: |\bOops\b|soft lockup|hard LOCKUP|general protection fault|double fault|Fatal exception|sysrq: Trigger a crash/;
 
 /** The words of a check's value that look like key=value. */
 function fieldsOf(value: string): Record<string, string> {
@@ -117,12 +128,15 @@ function interruptsOf(checks: GuestCheck[]): GuestInterrupt[] {
 export function parseGuestConsole(text: string): GuestConsole {
   const checks: GuestCheck[] = [],
     log: string[] = [],
+    info: string[] = [],
     problems: string[] = [];
+  let panic: string | undefined;
   let result: GuestResultJson | undefined,
     exitValue: number | undefined,
     kernel: string | undefined;
   for (const line of lines(text)) {
-    const at = line.search(/GUEST-(CHECK|RESULT|EXIT|LOG|START) /);
+    if (panic === undefined && GUEST_PANIC.test(line)) panic = line.trim();
+    const at = line.search(/GUEST-(CHECK|RESULT|EXIT|LOG|START|INFO) /);
     if (at < 0) continue;
     const l = line.slice(at);
     const m = /^GUEST-CHECK (\S+) (ok|fail) ?(.*)$/.exec(l);
@@ -139,8 +153,10 @@ export function parseGuestConsole(text: string): GuestConsole {
       const v = /value (\d+)/.exec(l);
       if (v) exitValue = Number(v[1]);
     } else if (l.startsWith('GUEST-LOG ')) log.push(l.slice('GUEST-LOG '.length));
+    else if (l.startsWith('GUEST-INFO ')) info.push(l.slice('GUEST-INFO '.length));
     else if (l.startsWith('GUEST-START ')) kernel = /Linux version (\S+)/.exec(l)?.[1];
   }
+  if (panic !== undefined) problems.push(`the guest's kernel died: ${panic}`);
   for (const c of checks) if (!c.ok) problems.push(`check ${c.name} failed: ${c.value}`);
   if (!result && !problems.some((p) => p.startsWith('GUEST-RESULT'))) {
     problems.push(
@@ -163,5 +179,7 @@ export function parseGuestConsole(text: string): GuestConsole {
     exitValue,
     kernel,
     log,
+    info,
+    panic,
   };
 }

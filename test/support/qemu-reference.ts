@@ -30,6 +30,8 @@ export interface QemuReferenceOptions {
   cpu?: string;
   smp?: number;
   mem?: string;
+  /** The guest kernel's own parameters after console= and panic= (default 'quiet loglevel=4'). */
+  kernelArgs?: string;
   /** Extra guest.* parameters for guest/init, e.g. { dd_mib: 4 }. */
   guestParams?: Record<string, string | number>;
   timeoutMs?: number;
@@ -120,8 +122,7 @@ export function qemuArgv(o: QemuReferenceOptions): string[] {
   const append = [
     'console=ttyS0',
     'panic=-1',
-    'quiet',
-    'loglevel=4',
+    ...(o.kernelArgs ?? 'quiet loglevel=4').split(' '),
     ...(acpi ? [] : ['acpi=off']),
     ...params,
   ].join(' ');
