@@ -1,8 +1,55 @@
-// The CPUID a vCPU gets: what KVM supports, cut down to a conservative x86-64 baseline. In the
-// lab (nested KVM on TCG) QEMU's `-cpu host` crashed an L2 Linux in fpstate_reset while kvm64
-// worked, so XSAVE and everything it carries (AVX, AVX-512, AMX, PKU, leaf 0xD) is dropped, as
-// are features a nested guest cannot use (VMX/SVM, MONITOR, perf counters).
+// The CPUID a vCPU gets, by CPU model. 'kvm64' is what QEMU 7.2 gives `-accel kvm -cpu kvm64`
+// (kvm64-model.ts: a K8-class CPU of the host's vendor with only its baseline features, and
+// QEMU's default paravirtual set); 'supported' is what KVM supports cut down to a conservative
+// x86-64 baseline (below): what this VMM gave before issue 22. In the lab (nested KVM on TCG)
+// QEMU's `-cpu host` crashed an L2 Linux in fpstate_reset while kvm64 worked, so 'supported'
+// drops XSAVE and everything it carries (AVX, AVX-512, AMX, PKU, leaf 0xD), as well as features
+// a nested guest cannot use (VMX/SVM, MONITOR, perf counters).
 import type { CpuidEntry } from '../../native/kvm.js';
+import { kvm64Cpuid } from './kvm64-model.js';
+
+export type CpuModel = 'kvm64' | 'supported';
+/** The KVM paravirtual features offered (leaf 0x40000001): QEMU's default set, or all KVM has. */
+export type PvFeatures = 'qemu' | 'supported';
+
+export interface CpuOptions {
+  model: CpuModel;
+  pv: PvFeatures;
+  /** Offer the TSC-deadline timer (see guestCpuid). */
+  tscDeadline: boolean;
+}
+
+/**
+ * QEMU's default KVM features for a named model (target/i386/kvm/kvm-cpu.c kvm_default_props):
+ * kvmclock (CLOCKSOURCE and CLOCKSOURCE2), NOP_IO_DELAY, ASYNC_PF, STEAL_TIME, PV_EOI and
+ * CLOCKSOURCE_STABLE_BIT: no PV_UNHALT (paravirt spinlocks: a vCPU halts with interrupts off
+ * until kicked), PV_TLB_FLUSH, PV_SEND_IPI, POLL_CONTROL, PV_SCHED_YIELD or ASYNC_PF_INT.
+ */
+export const KVM_FEATURES_QEMU = 0x0100007b;
+export const KVM_CPUID_FEATURES = 0x40000001;
+
+/** The CPUID of vCPU `apicId` of `cpus`, by model, from what KVM supports. */
+export function vcpuCpuid(
+  supported: readonly CpuidEntry[],
+  apicId: number,
+  cpus: number,
+  o: CpuOptions,
+): CpuidEntry[] {
+  const entries =
+    o.model === 'kvm64'
+      ? kvm64Cpuid(supported, apicId, cpus)
+      : guestCpuid(supported, apicId, cpus, o.tscDeadline);
+  const kvmAll = supported.find((e) => e.function === KVM_CPUID_FEATURES)?.eax ?? 0;
+  for (const e of entries) {
+    if (e.function === KVM_CPUID_FEATURES) {
+      e.eax = (o.pv === 'qemu' ? kvmAll & KVM_FEATURES_QEMU : kvmAll) >>> 0;
+      if (o.pv === 'qemu') e.edx = 0; // no hints (KVM_HINTS_REALTIME)
+    }
+    if (o.model === 'kvm64' && o.tscDeadline && e.function === 1)
+      e.ecx = (e.ecx | L1_ECX_TSC_DEADLINE) >>> 0;
+  }
+  return entries;
+}
 
 const bits = (...b: number[]): number => b.reduce((m, x) => (m | (1 << x)) >>> 0, 0);
 

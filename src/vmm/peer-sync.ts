@@ -17,6 +17,8 @@ export interface PeerSyncStats {
   /** Area mappings that failed, and the last failure (errno, reason). */
   failures: number;
   lastFailure?: PeerAreaResult;
+  /** Failed areas by `<backend> <via> <errno>` (the report names each once). */
+  failuresBy: Record<string, number>;
   /** Re-syncs made, and the main thread's time in their maps and unmaps (ms): it also commits interrupt routes. */
   syncs: number;
   syncMs: number;
@@ -33,7 +35,14 @@ export interface PeerSyncStats {
 export const SETTLE_MS = 5;
 
 export class PeerSync {
-  readonly stats: PeerSyncStats = { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 };
+  readonly stats: PeerSyncStats = {
+    maps: 0,
+    unmaps: 0,
+    failures: 0,
+    failuresBy: {},
+    syncs: 0,
+    syncMs: 0,
+  };
   #stopped = false;
 
   /** `ports[i]`: device i's port; `skip`: ports without the fast path (noMmap): no P2P either, as QEMU's x-no-mmap. */
@@ -85,6 +94,8 @@ export class PeerSync {
       if (r.ok) continue;
       this.stats.failures++;
       this.stats.lastFailure = r;
+      const key = `${r.backend} ${r.via} ${r.errno ?? 'error'}`;
+      this.stats.failuresBy[key] = (this.stats.failuresBy[key] ?? 0) + 1;
     }
     return true;
   }

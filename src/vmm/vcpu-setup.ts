@@ -4,7 +4,7 @@
 // in-kernel LAPIC holds them in wait-for-SIPI until the guest starts them.
 import * as kvm from '../../native/kvm.js';
 import type { Target } from '../../native/libc.js';
-import { guestCpuid } from './cpuid.js';
+import { type CpuOptions, vcpuCpuid } from './cpuid.js';
 import { BOOT_STACK_ADDR, GDT_ADDR, ZERO_PAGE_ADDR } from './memory-map.js';
 
 const MSR_IA32_MISC_ENABLE = 0x1a0;
@@ -31,9 +31,9 @@ export function setupVcpu(
   index: number,
   cpus: number,
   supported: readonly kvm.CpuidEntry[],
-  tscDeadline: boolean,
+  cpu: CpuOptions,
 ): void {
-  kvm.setCpuid2(vcpu, guestCpuid(supported, index, cpus, tscDeadline));
+  kvm.setCpuid2(vcpu, vcpuCpuid(supported, index, cpus, cpu));
   kvm.setMsrs(vcpu, [
     { index: MSR_IA32_MISC_ENABLE, data: MISC_ENABLE_FAST_STRING },
     { index: MSR_MTRR_DEF_TYPE, data: MTRR_DEF_WB },

@@ -11,7 +11,7 @@ import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import type { SupervisorOptions } from '../coordinator/supervisor.js';
 import type { FaultSpec } from '../device/faults.js';
 import { memfdRegionSource } from '../dma/backend.js';
-import { ConflictError } from '../errors.js';
+import { ConflictError, InvalidSpecError } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import type { RuntimeLogger } from '../log.js';
@@ -29,7 +29,7 @@ import {
 } from './boot.js';
 import { BootError } from './bzimage.js';
 import { ConsoleSink, createConsoleBuffer } from './console.js';
-import { cpuSignature } from './cpuid.js';
+import { type CpuModel, cpuSignature, type PvFeatures } from './cpuid.js';
 import { describeVcpu } from './hang-report.js';
 import { IDENTITY_MAP_ADDR, MiB, ramRanges, TSS_ADDR } from './memory-map.js';
 import type { MpPciIrq } from './mptable.js';
@@ -78,6 +78,10 @@ export interface VmOptions {
   onConsole?: (bytes: Uint8Array) => void;
   /** Offer the TSC-deadline timer (default off: unreliable under nested KVM in the lab, see cpuid.ts). */
   tscDeadline?: boolean;
+  /** The vCPUs' CPUID model (cpuid.ts; default 'supported'). */
+  cpuModel?: CpuModel;
+  /** The KVM paravirtual features offered (cpuid.ts; default 'supported'). */
+  pvFeatures?: PvFeatures;
   /** End the VM (status 'timeout') after this long. */
   timeoutMs?: number;
   /**
@@ -162,14 +166,18 @@ export class Vm {
   static async create(opts: VmOptions): Promise<Vm> {
     const cpus = opts.cpus ?? 1;
     if (!Number.isInteger(cpus) || cpus < 1 || cpus > MAX_CPUS)
-      throw new BootError(`--cpus ${cpus}: give 1 to ${MAX_CPUS}`);
+      throw new InvalidSpecError(`cpus ${cpus}: give 1 to ${MAX_CPUS} (--cpus)`, 'cpus');
     if ((opts.vfio?.length ?? 0) > MAX_DEVICES)
-      throw new BootError(`${opts.vfio!.length} devices: at most ${MAX_DEVICES}`);
+      throw new InvalidSpecError(
+        `${opts.vfio!.length} devices: at most ${MAX_DEVICES} (--vfio)`,
+        'vfio',
+      );
     const files = readBootFiles(opts.kernel, opts.initrd);
     if (opts.memory < minimumMemory(files) || opts.memory % 4096 !== 0) {
-      throw new BootError(
+      throw new InvalidSpecError(
         `memory size=${Math.floor(opts.memory / MiB)}M is too little for this kernel and initrd ` +
           `(give at least ${Math.ceil(minimumMemory(files) / MiB)}M, a multiple of 4 KiB)`,
+        'memory',
       );
     }
     const vm = new Vm(opts);
@@ -212,7 +220,11 @@ export class Vm {
     for (let i = 0; i < this.cpus; i++) {
       const fd = new OwnedFd(kvm.createVcpu(this.vm, i), `kvm-vcpu${i}`);
       this.vcpus.push(fd);
-      setupVcpu(fd, i, this.cpus, supported, tscDeadline);
+      setupVcpu(fd, i, this.cpus, supported, {
+        model: this.opts.cpuModel ?? 'supported',
+        pv: this.opts.pvFeatures ?? 'supported',
+        tscDeadline,
+      });
       if (i === 0) setupBootRegs(fd, entry);
     }
     this.#undo.push(() => {
@@ -562,7 +574,16 @@ export class Vm {
       unknownPorts: Object.fromEntries(
         [...ports].sort((a, b) => b[1] - a[1]).map(([p, c]) => [`0x${p.toString(16)}`, c]),
       ),
-      p2p: { ...(this.peers?.stats ?? { maps: 0, unmaps: 0, failures: 0, syncs: 0, syncMs: 0 }) },
+      p2p: structuredClone(
+        this.peers?.stats ?? {
+          maps: 0,
+          unmaps: 0,
+          failures: 0,
+          failuresBy: {},
+          syncs: 0,
+          syncMs: 0,
+        },
+      ),
       slots: {
         ops: Atomics.load(this.#ctl, CTL.SLOT_OPS),
         ms: Atomics.load(this.#ctl, CTL.SLOT_US) / 1000,
