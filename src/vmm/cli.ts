@@ -1,6 +1,6 @@
 // `vfio-runtime vm`: boot a Linux guest on the minimal VMM, with the runtime's --iommu/--vfio
 // specs for assigned devices and --memory for its RAM. The guest's console goes to stdout, the
-// VMM's own report to stderr; the exit status is the guest's debug-exit byte.
+// VMM's own report to stderr; the exit status says how the guest ended (VM_EXIT below).
 
 import { serveApi, takeApiOptions } from '../api/cli.js';
 import { cliLogger, startCliMetrics, takeObservabilityArgs } from '../cli/observability.js';
@@ -14,6 +14,51 @@ export const VM_USAGE = `  vm        boot a Linux guest: --kernel <bzImage> [--i
             [--vfio ...] [--no-mmap <port>[,<port>...]] [--json]   (--append adds to the default
             kernel command line; --no-mmap: those devices' BARs all trap, no BAR fast path)
             [--metrics-listen <addr:port>] [--log-level <level>] (as run)`;
+
+/**
+ * The exit statuses of `vm`, one meaning each (the user guide's table; the CLI's own 1 and 2:
+ * a runtime or host failure, bad arguments).
+ */
+export const VM_EXIT = {
+  /** The guest ended with debug-exit byte 0, by a reboot, or the VM was stopped on request. */
+  OK: 0,
+  /** The guest ended with a nonzero debug-exit byte (its verdict; the byte is in the report). */
+  GUEST_VERDICT: 3,
+  /** The guest died: a triple fault, a KVM error, or the VM's --timeout. */
+  GUEST_DIED: 4,
+} as const;
+
+/** What each way of ending means for the exit status. */
+export function vmExitStatus(r: VmResult): number {
+  switch (r.status) {
+    case 'exit':
+      return r.code === 0 ? VM_EXIT.OK : VM_EXIT.GUEST_VERDICT;
+    case 'reset':
+    case 'stopped':
+      return VM_EXIT.OK;
+    default:
+      return VM_EXIT.GUEST_DIED;
+  }
+}
+
+/** One line naming how the VM ended. */
+export function describeEnd(r: VmResult, stoppedBy?: string): string {
+  const after = `after ${(r.wallMs / 1000).toFixed(1)} s`;
+  switch (r.status) {
+    case 'exit':
+      return `the guest ended with debug-exit byte ${r.code} ${after}`;
+    case 'reset':
+      return `the guest rebooted ${after}`;
+    case 'stopped':
+      return `stopped on request${stoppedBy ? ` (${stoppedBy})` : ''} ${after}`;
+    case 'shutdown':
+      return `the guest triple-faulted (KVM_EXIT_SHUTDOWN) ${after}: a guest kernel panic with panic=-1 reboot=t ends this way too, see its console`;
+    case 'timeout':
+      return `the VM ran into its --timeout ${after}${r.message ? ` (${r.message})` : ''}`;
+    default:
+      return `${r.status}${r.message ? `: ${r.message}` : ''} ${after}`;
+  }
+}
 
 function value(rest: string[], name: string): string | undefined {
   const i = rest.findIndex((a) => a === name || a.startsWith(`${name}=`));
@@ -79,7 +124,9 @@ export async function vmCommand(argv: string[]): Promise<number> {
   });
   const api = apiOpts ? serveApi(vm.runtime, apiOpts, vm.apiHooks()) : undefined;
   if (api) console.error(`vm: API on ${api.server.address}`);
-  const stop = (): void => {
+  let stoppedBy: string | undefined;
+  const stop = (sig: NodeJS.Signals): void => {
+    stoppedBy = sig;
     void vm.close();
   };
   process.once('SIGINT', stop);
@@ -98,11 +145,11 @@ export async function vmCommand(argv: string[]): Promise<number> {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
   }
-  report(r, json);
-  return r.status === 'exit' ? r.code : r.status === 'reset' ? 0 : 1;
+  report(r, json, stoppedBy);
+  return vmExitStatus(r);
 }
 
-function report(r: VmResult, json: boolean): void {
+function report(r: VmResult, json: boolean, stoppedBy: string | undefined): void {
   if (json) {
     console.error(JSON.stringify(r));
     return;
@@ -111,10 +158,7 @@ function report(r: VmResult, json: boolean): void {
   const bars = Object.entries(s.bar)
     .map(([k, v]) => `${k} ${v}`)
     .join(', ');
-  const why = r.message ? ` (${r.message})` : '';
-  console.error(
-    `vm: ended: ${r.status}${r.status === 'exit' ? ` ${r.code}` : ''}${why} after ${(r.wallMs / 1000).toFixed(1)} s`,
-  );
+  console.error(`vm: ended: ${describeEnd(r, stoppedBy)}`);
   console.error(
     `vm: exits ${s.exits} (io ${s.io}, mmio ${s.mmio}, config ${s.config}, uart ${s.uart}, ` +
       `unknown pio ${s.unknownPio}, unknown mmio ${s.unknownMmio}, refused ${s.refused}, signals ${s.interrupted})` +
@@ -140,15 +184,26 @@ function report(r: VmResult, json: boolean): void {
   );
 }
 
-/** Peer-to-peer DMA to BARs: what was mapped, and the last refusal (a warning, as QEMU's). */
+/**
+ * Peer-to-peer DMA to BARs: what was mapped, and each kind of refusal once. A kernel that cannot
+ * export a BAR as a dma-buf (ENOTTY, EOPNOTSUPP: before Linux 6.19, or without
+ * CONFIG_VFIO_PCI_DMABUF) refuses every area of an iommufd context: expected there, so a note
+ * naming the context; anything else is a warning, as QEMU's.
+ */
 function reportP2p(p: VmResult['p2p']): void {
   if (p.maps === 0) return;
   console.error(
     `vm: BARs mapped for peer DMA ${p.maps} times, unmapped ${p.unmaps} (${p.syncMs.toFixed(0)} ms)`,
   );
-  const f = p.lastFailure;
-  if (f)
-    console.error(
-      `vm: warning: ${p.failures} BAR area(s) could not be mapped for peers; last: ${f.port} BAR${f.bar} in ${f.backend} via ${f.via}: ${f.errno}: ${f.reason}`,
-    );
+  for (const [key, n] of Object.entries(p.failuresBy)) {
+    const [backend, via, errno] = key.split(' ');
+    if (via === 'dma-buf' && (errno === 'ENOTTY' || errno === 'EOPNOTSUPP'))
+      console.error(
+        `vm: note: no peer DMA into BARs through ${backend} (${n} area mappings refused, ${errno}): this kernel cannot export a BAR as a dma-buf (Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF); expected on such a kernel, and the guest runs as before`,
+      );
+    else
+      console.error(
+        `vm: warning: ${n} BAR area mapping(s) for peers refused in ${backend} via ${via}: ${errno}${p.lastFailure?.reason ? ` (last: ${p.lastFailure.reason})` : ''}`,
+      );
+  }
 }
