@@ -8,11 +8,12 @@
 // errors but keeps running, and the boot NVMe keeps working. One boot.
 //   lab/run --smp 2 --mem 3G --devices "nvme nvme e1000e" -- node dist/test/run.js guest hotplug
 
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import {
   chmodSync,
   chownSync,
   copyFileSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -29,14 +30,21 @@ import { decode, encode } from '../../native/layout.js';
 import { C, check, close, open, raw, rlimit } from '../../native/libc.js';
 import { cdevOf } from '../../src/api/cli.js';
 import { type ApiReply, apiCall } from '../../src/api/client.js';
+import type { VmResult } from '../../src/vmm/vm.js';
+import { checkEnd, ledgerLines, withLabRetries } from '../support/flakes.js';
+import { type BootEnd, endOfOurs } from '../support/guest-boot.js';
 import { parseGuestConsole } from '../support/guest-console.js';
 import { watchForHang } from '../support/hang-watchdog.js';
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { labDevices, requireLab } from '../support/lab.js';
+import { repoRoot } from '../support/paths.js';
 import { guestImageDir } from '../support/qemu-reference.js';
 
 const t = suite('hot-plug: an unprivileged VMM gets an NVMe through its API while the guest runs');
-const CLI = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The CLI's path below the repository's root (the unprivileged VMM runs it from a bind mount). */
+const CLI_IN_REPO = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url)).slice(
+  repoRoot.length,
+);
 const NOBODY = 65534;
 const MEMLOCK = 1n << 30n; // 512 MiB of guest RAM pinned for DMA, and room
 
@@ -50,13 +58,18 @@ function setMemlock(v: { rlim_cur: bigint; rlim_max: bigint }): {
   return decode(rlimit, old);
 }
 
-/** What uid/gid gets opening each path: 'OPEN' or the error code (one child tries them all). */
-async function accessAs(uid: number, gid: number, paths: string[]): Promise<string[]> {
+/** What uid/gid gets opening each path (`flags` 'r+' or 'r'): 'OPEN' or the error code. */
+async function accessAs(
+  uid: number,
+  gid: number,
+  paths: string[],
+  flags = 'r+',
+): Promise<string[]> {
   const p = spawn(
     process.execPath,
     [
       '-e',
-      `const fs=require('fs');console.log(JSON.stringify(${JSON.stringify(paths)}.map((p)=>{try{fs.closeSync(fs.openSync(p,'r+'));return 'OPEN'}catch(e){return e.code}})))`,
+      `const fs=require('fs');console.log(JSON.stringify(${JSON.stringify(paths)}.map((p)=>{try{fs.closeSync(fs.openSync(p,'${flags}'));return 'OPEN'}catch(e){return e.code}})))`,
     ],
     { uid, gid, stdio: ['ignore', 'pipe', 'inherit'] },
   );
@@ -78,6 +91,53 @@ async function settledFds(pid: number, want: number, ms = 3000): Promise<number>
   return n;
 }
 
+/**
+ * The repository where uid 65534 can read it. A clone may sit in a folder that uid cannot enter
+ * (a `mktemp -d` folder is 0700, and so is /root: the VMM died with "Cannot find module"), so
+ * the tree is bind-mounted below `dir` (0755) for the VMM; that needs only the tree's own files
+ * to be readable by others, as git's default umask leaves them. Fails at once, saying why, if
+ * they are not.
+ */
+async function repoForNobody(dir: string): Promise<{ cli: string; unmount: () => void }> {
+  const at = join(dir, 'repo');
+  mkdirSync(at);
+  // Read-only, so that nothing through this path can change the tree; unmount() makes sure the
+  // mount is gone before the caller removes `dir` (a recursive rm would go into it).
+  for (const args of [
+    ['--bind', repoRoot, at],
+    ['-o', 'remount,bind,ro', at],
+  ]) {
+    const m = spawnSync('mount', args, { encoding: 'utf8' });
+    assert.is(m.status, 0, `mount ${args.join(' ')}: ${m.stderr}`);
+  }
+  const unmount = (): void => {
+    for (const args of [[at], ['-l', at]]) {
+      if (!existsSync(join(at, 'package.json'))) return;
+      spawnSync('umount', args);
+    }
+    if (existsSync(join(at, 'package.json')))
+      throw new Error(`could not unmount ${at} (the repository bind-mounted there)`);
+  };
+  const cli = join(at, CLI_IN_REPO);
+  const [seen] = await accessAs(NOBODY, NOBODY, [cli], 'r');
+  if (seen !== 'OPEN') {
+    unmount();
+    throw new Error(
+      `uid ${NOBODY} cannot read ${repoRoot}${CLI_IN_REPO} (${seen}), even bind-mounted at a path it can enter: make the clone readable by others (chmod -R o+rX ${repoRoot})`,
+    );
+  }
+  return { cli, unmount };
+}
+
+/** The last line of the VMM's stderr that is its --json result, if it wrote one. */
+function vmResultOf(stderr: string): VmResult | undefined {
+  const line = stderr
+    .split('\n')
+    .reverse()
+    .find((l) => l.startsWith('{"status"'));
+  return line ? (JSON.parse(line) as VmResult) : undefined;
+}
+
 let restore = (): void => {};
 /** The device nodes' owners and modes before the first boot changed them (restore puts them back). */
 let savedNodes: { p: string; st: Stats }[] | undefined;
@@ -93,13 +153,12 @@ t.after(() => {
 });
 
 /**
- * One boot of the whole scenario; false (after cleaning up) if the guest froze before its init
- * and this is not the `last` try. The lab's nested KVM (SVM emulated by QEMU's TCG) now and then
- * freezes a guest early with no output, under QEMU's VMM too (test/support/qemu-reference.ts):
- * in CI on 2026-11-30 this VMM's guest printed nothing in 240 s, its second vCPU never started
- * (rip 0xfff0), and only PCI config exits came. Such a boot is booted once more, and says so.
+ * One boot of the whole scenario. How it ended is checked first (test/support/flakes.ts): only a
+ * known lab signature is booted again, never a VMM that crashed or a guest that panicked.
+ * `crashVmm`: the meta-test's boot, whose VMM is killed (SIGSEGV) as soon as its API is up,
+ * before the guest's init.
  */
-async function hotplugBoot(last: boolean): Promise<boolean> {
+async function hotplugBoot(crashVmm = false): Promise<void> {
   const [n0, n1] = labDevices('nvme');
   assert.ok(n0 && n1, 'two NVMe: lab/run --devices "nvme nvme e1000e"');
   // Files the unprivileged VMM may read: the kernel and initrd, a directory for its socket.
@@ -110,6 +169,7 @@ async function hotplugBoot(last: boolean): Promise<boolean> {
     copyFileSync(join(image, f), join(dir, f));
     chmodSync(join(dir, f), 0o644);
   }
+  const repo = await repoForNobody(dir);
   const sockDir = join(dir, 'run');
   rmSync(sockDir, { force: true, recursive: true });
   mkdirSync(sockDir, { mode: 0o700 });
@@ -145,7 +205,7 @@ async function hotplugBoot(last: boolean): Promise<boolean> {
     vmm = spawn(
       process.execPath,
       [
-        CLI,
+        repo.cli,
         'vm',
         '--kernel',
         join(dir, 'vmlinuz'),
@@ -243,20 +303,34 @@ async function hotplugBoot(last: boolean): Promise<boolean> {
   // thread dumps its threads' and this process's kernel stacks, then kills it (this thread
   // may be the one stuck: it opens the VFIO cdev, which waits for a close of that device).
   const watchdog = watchForHang(pid, 300_000);
-  const code = await new Promise<number>((r) => vmm.once('exit', (c) => r(c ?? -1)));
+  if (crashVmm) {
+    const until = Date.now() + 120_000;
+    while (!existsSync(sock) && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+    vmm.kill('SIGSEGV');
+  }
+  const [code, signal] = await new Promise<[number | null, NodeJS.Signals | null]>((r) =>
+    vmm.once('exit', (c, sig) => r([c, sig])),
+  );
   await watchdog.disarm();
+  repo.unmount();
   if (watchdog.fired()) events.push(`${at()} the hang watchdog fired (its dump is on stderr)`);
   events.push(`${at()} VMM exited`);
   await chain;
   rmSync(dir, { recursive: true, force: true });
 
   const g = parseGuestConsole(text);
-  if (!last && g.checks.length === 0 && code !== 0) {
-    console.log(
-      `    LAB FREEZE, booting once more: the guest printed no check in ${at()} (VMM exit ${code}); VMM stderr: ${stderr.slice(-600)}`,
-    );
-    return false;
-  }
+  const result = vmResultOf(stderr);
+  const ended = signal ? `signal ${signal}` : `exit ${code}`;
+  const end: BootEnd = result
+    ? endOfOurs(result, g, text)
+    : {
+        kind: 'vmm-error',
+        detail: `the VMM ended with ${ended} and no result, ${g.checks.length} guest checks printed`,
+        text: `OURS-END vmm-error the VMM ended with ${ended} and no result\n${text.split('\n').slice(-25).join('\n')}`,
+      };
+  // The hot-plug checks fail on their own below; any other end is reported whole here.
+  if (end.kind !== 'checks-failed')
+    checkEnd(end, ['guest'], `VMM stderr: ${stderr.slice(-2000)}\nevents: ${events.join('; ')}`);
   const hp = g.checks.filter((c) => c.name.startsWith('hotplug'));
   console.log(
     `    VMM uid ${NOBODY} exit ${code}; boot to init ${g.bootToInitS} s; ${events.join('; ')}\n    guest: ${hp.map((c) => `${c.name} ${c.ok ? 'ok' : 'FAIL'} ${c.value}`).join('\n           ')}` +
@@ -288,14 +362,24 @@ async function hotplugBoot(last: boolean): Promise<boolean> {
     fdsBefore,
     'after each removal the VMM holds the fds it held before the add',
   );
-  return true;
 }
 
-t(
-  'add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on',
-  async () => {
-    if (!(await hotplugBoot(false))) await hotplugBoot(true);
-  },
+// The meta-test: a VMM that crashes before the guest's init fails the boot at once with how it
+// ended, and is never booted again as the lab's (~15 s).
+t('meta: a VMM killed (SIGSEGV) before the guest reached its init fails, not retried', async () => {
+  const flakes = ledgerLines().length;
+  const err = await withLabRetries('hot-plug VMM, meta-test', () => hotplugBoot(true)).then(
+    () => undefined,
+    (e: Error) => e,
+  );
+  assert.ok(err, 'the boot whose VMM crashed failed');
+  assert.match(err.message, /vmm-error .*signal SIGSEGV/, `it says how: ${err.message}`);
+  assert.is(ledgerLines().length, flakes, 'and was not booted again');
+  console.log(`    failed as it must: ${err.message.split('\n')[0]}`);
+});
+
+t('add, remove idle, add again, surprise removal under I/O: guest and boot NVMe carry on', () =>
+  withLabRetries('hot-plug VMM', () => hotplugBoot()),
 );
 
 t.run();

@@ -18,32 +18,31 @@ import * as assert from 'uvu/assert';
 import { SRC } from '../../src/irq/irq-state.js';
 import { readCounters } from '../../src/metrics/read-counters.js';
 import { listFunctions } from '../../src/platform/pci-sysfs.js';
-import { DEFAULT_CMDLINE } from '../../src/vmm/boot.js';
 import { BAR, BARS } from '../../src/vmm/shared.js';
 import { Vm, type VmResult } from '../../src/vmm/vm.js';
+import { checkEnd, ledgerLines, withLabRetries } from '../support/flakes.js';
+import {
+  bootQemuGuest,
+  consoleTail,
+  endOfOurs,
+  endOfQemu,
+  labGuestDevices,
+  MOVE_PARAMS,
+  ourGuestOptions,
+  watchStall,
+} from '../support/guest-boot.js';
 import { type GuestConsole, parseGuestConsole } from '../support/guest-console.js';
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
-import { labDevice, labDevices, requireLab } from '../support/lab.js';
+import { requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
 import { describeNewFds, processState, settledState } from '../support/process-state.js';
 import { byDevice, type RuntimeScrape, scrapeRuntime } from '../support/prometheus.js';
-import {
-  guestArgs,
-  guestImageDir,
-  type QemuReferenceResult,
-  readVmStats,
-  runQemuReference,
-} from '../support/qemu-reference.js';
+import { type QemuReferenceResult, readVmStats } from '../support/qemu-reference.js';
 import { skipBecause } from '../support/skip.js';
 import { WorkerKiller } from '../support/worker-killer.js';
 
 const t = suite("a real guest: Debian's kernel drives the assigned NVMe and e1000e");
 const MiB = 1 << 20;
-// guest/init's parameters, the same for every boot of the guest (ours and QEMU's).
-const GUEST_PARAMS = { cpus: 2, dd_mib: 4, dd_offset_mib: 8 };
-// Issue 14: a BAR moved while mapped and an MSI-X vector reprogrammed by the guest (guest/init's
-// bar-move and irq-affinity checks, after the data checks).
-const MOVE_PARAMS = { bar_move: 1, irq_affinity: 1 };
 // Issue 16, in the trapped boot (every NVMe register access goes through its worker): nvme0's
 // worker killed KILLS times under the guest's I/O, one kill per announced round at most
 // (test/support/worker-killer.ts); restarts from a warm standby, within a raised budget.
@@ -195,122 +194,32 @@ function checkKills(vm: Vm, killer: WorkerKiller, g: GuestConsole, r: VmResult):
 }
 
 /**
- * For the intermittent probe hang: once the guest's console has been silent for 45 s (a boot
- * never is, short of a 60 s driver timeout), KVM's counters of the VM twice, 2 s apart, and what
- * moved: interrupts injected and halt wake-ups going on mean a live guest waiting on something;
- * nothing moving, a frozen one.
+ * Boot the guest on our VMM, check it, and return its figures; `fastPath` false: every BAR traps.
+ * `params`: more of guest/init's parameters (the meta-test's crash=1).
  */
-function watchStall(
-  consoleBytes: () => number,
-  kvmStats: () => Record<string, number> | undefined,
-): NodeJS.Timeout {
-  let last = consoleBytes(),
-    since = Date.now(),
-    told = false;
-  const timer = setInterval(() => {
-    const n = consoleBytes();
-    if (n !== last) [last, since, told] = [n, Date.now(), false];
-    if (told || Date.now() - since < 45_000) return;
-    told = true;
-    const a = kvmStats();
-    setTimeout(() => {
-      const b = kvmStats();
-      const moved = Object.entries(b ?? {})
-        .filter(([k, v]) => v !== (a?.[k] ?? v))
-        .map(([k, v]) => `${k} +${v - a![k]!}`);
-      console.log(
-        `    STALL: no console output for 45 s; KVM counters over 2 s: ${b ? moved.join(', ') || 'nothing moved' : 'unavailable'}`,
-      );
-    }, 2000);
-  }, 5000);
-  timer.unref();
-  return timer;
-}
-
-/** A boot ended by the lab's nested virtualization, not by the guest or the VMM (see labFlake). */
-class LabFlake extends Error {}
-
-/**
- * How the lab's KVM (nested SVM, itself emulated by QEMU's TCG) now and then ends a guest, with
- * no fault of the guest's or the VMM's known: KVM_EXIT_INTERNAL_ERROR suberror 3 (an exit KVM
- * must emulate during event delivery: seen on trapped MMIO only, in 1 of ~7 trapped boots and
- * in 6 of 17 boots whose guest read BARs from user space) and a triple fault while the guest
- * loaded its drivers (1 of ~7). Such a boot is booted again (bootOursRetried), and says so. So
- * is a boot that ran into the VM's timeout, which is not known to be the lab's (see below).
- */
-function labFlake(r: VmResult): string | undefined {
-  if (r.status === 'error' && /suberror 3\b/.test(r.message ?? '')) return r.message;
-  if (r.status === 'shutdown') return 'a triple fault (KVM_EXIT_SHUTDOWN)';
-  // Not known to be the lab's: a guest stuck in its drivers' probe until the VM's timeout
-  // (2 of ~14 boots on 2026-11-30, fast path and trapped; the dump above shows the interrupt
-  // state). Booted again so that CI shows the rest, and said loudly: it is an open bug.
-  if (r.status === 'timeout') return 'TIMEOUT: the guest stuck (an open bug, see the dump above)';
-  return undefined;
-}
-
-/**
- * Boots of one kind, at most, while the lab's nested KVM ends them (labFlake). Three, since the
- * trapped boot (~60 s of trapped doorbells under I/O) ends that way in about 4 of 10 boots
- * (2026-11-30: 3 triple faults, 1 suberror 3), and QEMU's own vfio-pci with x-no-mmap on the
- * same guest froze in 2 of 5 (GUEST_BOOTS=qemu-trapped): two lost boots in a row were seen in CI.
- */
-const FLAKY_BOOTS = 3;
-
-/** bootOurs, again while the lab's nested KVM ends the boot (labFlake), FLAKY_BOOTS in all. */
-async function bootOursRetried(fastPath: boolean): Promise<OurRun> {
-  for (let n = 1; ; n++) {
-    try {
-      return await bootOurs(fastPath);
-    } catch (e) {
-      if (!(e instanceof LabFlake) || n === FLAKY_BOOTS) throw e;
-      // The reason, then the console's last lines (a guest's panic or oops line would be there).
-      const [why, ...tail] = e.message.split('\n');
-      console.log(`    LAB FLAKE (boot ${n} of ${FLAKY_BOOTS}): ${why}`);
-      for (const line of tail.filter((l) => l.trim()).slice(-6)) console.log(`      | ${line}`);
-    }
-  }
-}
-
-/** Boot the guest on our VMM, check it, and return its figures; `fastPath` false: every BAR traps. */
-async function bootOurs(fastPath: boolean): Promise<OurRun> {
-  const image = guestImageDir();
-  const [n0, n1] = labDevices('nvme'),
-    nic = labDevice('e1000e');
-  assert.ok(n0 && n1, 'the lab needs two NVMe: lab/run --devices "nvme nvme e1000e"');
+async function bootOurs(fastPath: boolean, params: Record<string, number> = {}): Promise<OurRun> {
   const before = processState();
   let text = '';
   let killer: WorkerKiller | undefined;
-  const vm = await Vm.create({
-    kernel: join(image, 'vmlinuz'),
-    initrd: join(image, 'initrd.gz'),
-    memory: 512 * MiB,
-    cpus: 2,
-    cmdline: [
-      `${DEFAULT_CMDLINE} quiet loglevel=4`,
-      ...guestArgs({ ...GUEST_PARAMS, ...MOVE_PARAMS, ...(fastPath ? {} : KILL_PARAMS) }),
-    ].join(' '),
-    timeoutMs: 300_000, // a boot takes 30-90 s here (the trapped one with its kill rounds the longest)
-    iommu: [{ id: 'ctx0' }],
-    vfio: [
-      { port: 'nvme0', bdf: n0!, iommu: 'ctx0' },
-      { port: 'nvme1', bdf: n1!, iommu: 'ctx0' },
-      { port: 'nic0', bdf: nic },
-    ],
-    ...(fastPath
-      ? {}
-      : {
-          noMmap: ['nvme0', 'nvme1', 'nic0'],
-          faults: { nvme0: {} },
-          supervise: { maxRestarts: KILLS + 5, windowMs: 600_000 },
-          standby: true,
-        }),
-    onConsole: (b) => {
-      const s = Buffer.from(b).toString('latin1');
-      text += s;
-      killer?.feed(s);
-      if (STREAM) process.stdout.write(s);
-    },
-  });
+  const vm = await Vm.create(
+    ourGuestOptions({
+      fastPath,
+      params: { ...MOVE_PARAMS, ...(fastPath ? {} : KILL_PARAMS), ...params },
+      onConsole: (b) => {
+        const s = Buffer.from(b).toString('latin1');
+        text += s;
+        killer?.feed(s);
+        if (STREAM) process.stdout.write(s);
+      },
+      extra: fastPath
+        ? {}
+        : {
+            faults: { nvme0: {} },
+            supervise: { maxRestarts: KILLS + 5, windowMs: 600_000 },
+            standby: true,
+          },
+    }),
+  );
   killer = fastPath ? undefined : new WorkerKiller(vm.runtime.devices.get('nvme0')!, KILLS);
   const stall = watchStall(
     () => text.length,
@@ -328,7 +237,7 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       scrape = await scrapeRuntime((reg) => vm.runtime.registerMetrics(reg), promDir);
       if (!scrape) console.log('    (no Prometheus scrape: /usr/bin/prometheus is not installed)');
     }
-    const r = await vm.run().finally(() => clearInterval(stall));
+    const r = await vm.run().finally(() => stall.stop());
     const kvm = readVmStats(process.pid, vm.vm.fd);
     const mapped = vm.mappedBars();
     console.log(
@@ -359,31 +268,26 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
       };
     }
     const guest = parseGuestConsole(text);
-    const tail = text.split('\n').slice(-25).join('\n');
-    if (r.status !== 'exit') {
-      for (const [i, v] of (r.vcpuStates ?? []).entries()) console.log(`    vCPU ${i}: ${v}`);
+    const end = endOfOurs(r, guest, text, stall.seen());
+    let dump = '';
+    if (end.kind !== 'pass') {
+      // Each vCPU's state, and what each vector looked like at the end: mode, masks, routes,
+      // what fired and was delivered, and what KVM has.
+      const lines = (r.vcpuStates ?? []).map((v, i) => `vCPU ${i}: ${v}`);
       for (const [port, d] of vm.runtime.devices) {
-        // What each vector looked like at the end: mode, masks, routes, what fired and was
-        // delivered, and what KVM has (a guest stuck in a driver's probe is most likely waiting
-        // for an interrupt).
         const irq = await d.handle.irqStatus().catch((e: Error) => e.message);
         const routes = [...(vm.router?.routesOf(port) ?? new Map())];
-        console.log(
-          `    ${port}: worker ${d.handle.state}, supervisor events ${JSON.stringify(d.supervisor?.events ?? [])}\n      interrupts ${JSON.stringify(irq)}\n      KVM routes ${JSON.stringify(routes)}`,
+        lines.push(
+          `${port}: worker ${d.handle.state}, supervisor events ${JSON.stringify(d.supervisor?.events ?? [])}; interrupts ${JSON.stringify(irq)}; KVM routes ${JSON.stringify(routes)}`,
         );
       }
+      dump = lines.join('\n');
     }
     console.log(
-      `    ${r.status} ${r.code}${r.status === 'exit' ? '' : ` (${r.message ?? 'no message'}; vCPU rips ${r.rips.join(' ')}; ${JSON.stringify(r.stats.vcpus)})`} after ${(r.wallMs / 1000).toFixed(1)} s; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
+      `    ${end.kind}: ${end.detail.slice(0, 400)}; vCPU exits ${JSON.stringify(r.stats.vcpus)}; boot-to-init ${guest.bootToInitS} s; guest: ${guest.checks.map((c) => `${c.name}=${c.ok ? 'ok' : 'FAIL'}`).join(' ')}`,
     );
-    const flake = labFlake(r);
-    if (flake)
-      throw new LabFlake(`${flake} at ${(r.wallMs / 1000).toFixed(1)} s; console:\n${tail}`);
-    assert.is(
-      r.status,
-      'exit',
-      `the guest did not end by its debug-exit port (${r.message ?? ''}); console:\n${tail}`,
-    );
+    checkEnd(end, ['guest'], dump);
+    const tail = consoleTail(text);
     assert.equal(guest.problems, [], tail);
     assert.is(r.code, 0, "the guest's verdict");
     checkMoveAndAffinity(vm, guest, r, fastPath);
@@ -401,7 +305,8 @@ async function bootOurs(fastPath: boolean): Promise<OurRun> {
         })
         .sort()
         .join(' ');
-    for (const bdf of [n0!, n1!, nic]) {
+    const lab = labGuestDevices();
+    for (const bdf of [...lab.nvme, lab.nic]) {
       const f = host.get(bdf)!,
         id = `${f.vendor.toString(16).padStart(4, '0')}:${f.device.toString(16).padStart(4, '0')}`;
       const want = f.bars
@@ -513,11 +418,33 @@ const boot = (key: string, name: string, fn: () => Promise<void>, optIn = false)
   else t(name, fn);
 };
 
+// The meta-test: a guest kernel panic fails its boot at once with the panic text, and is never
+// booted again as the lab's (guest/init's crash=1: sysrq c; ~20 s).
+boot(
+  'meta',
+  'meta: a guest whose kernel panics on purpose fails its boot with the panic text, not retried',
+  async () => {
+    const flakes = ledgerLines().length;
+    const err = await withLabRetries('our VMM, meta-test', () => bootOurs(true, { crash: 1 })).then(
+      () => undefined,
+      (e: Error) => e,
+    );
+    assert.ok(err, 'the boot whose guest panicked failed');
+    assert.match(
+      err.message,
+      /guest-panic .*sysrq/,
+      `it failed with the panic text: ${err.message}`,
+    );
+    assert.is(ledgerLines().length, flakes, 'and was not booted again');
+    console.log(`    failed as it must: ${err.message.split('\n')[0]}`);
+  },
+);
+
 boot(
   'fast',
   'our VMM: the guest binds nvme and e1000e, its data and interrupt checks pass',
   async () => {
-    runs.ours = await bootOursRetried(true);
+    runs.ours = await withLabRetries('our VMM, fast path', () => bootOurs(true));
   },
 );
 
@@ -525,42 +452,27 @@ boot(
   'trapped',
   'our VMM, the BAR fast path off (noMmap): every BAR access traps, the same checks pass',
   async () => {
-    runs.trapped = await bootOursRetried(false);
+    runs.trapped = await withLabRetries('our VMM, trapped', () => bootOurs(false));
   },
 );
 
-/** QEMU's vfio-pci on the lab's two NVMe and e1000e, the guest asked what ours is asked. */
-function bootQemu(noMmap: boolean, extra: Record<string, number>, timeoutMs: number) {
-  const [n0, n1] = labDevices('nvme'),
-    nic = labDevice('e1000e');
-  return runQemuReference({
-    devices: [n0!, n1!, nic].map((bdf) => ({ kind: 'vfio' as const, bdf, noMmap })),
-    smp: 2,
-    mem: '512M',
-    guestParams: { ...GUEST_PARAMS, ...MOVE_PARAMS, ...extra },
-    timeoutMs,
+/** QEMU's boot of the guest, checked as ours are (a known lab signature of QEMU's is retried). */
+const qemuBoot = (what: string, noMmap: boolean, params: Record<string, number>, ms: number) =>
+  withLabRetries(what, async () => {
+    const q = await bootQemuGuest(noMmap, params, ms);
+    const end = endOfQemu(q);
+    console.log(
+      `    ${what}: ${end.kind} ${end.detail.slice(0, 300)}; boot-to-init ${q.guest.bootToInitS} s`,
+    );
+    checkEnd(end, ['guest', 'qemu-guest']);
+    return q;
   });
-}
 
 boot(
   'qemu',
   "the reference: QEMU's vfio-pci boots the same guest on the same devices",
   async () => {
-    const boot = () => bootQemu(false, {}, 150_000);
-    // QEMU's guest passes in 30-45 s here, but now and then freezes silently after SeaBIOS
-    // (nested KVM on TCG; seen once in 3 lab runs, and in docs/testing.md): one more boot then.
-    let q = await boot();
-    if (q.timedOut) {
-      console.log(
-        `    QEMU froze (no guest output for ${(q.wallMs / 1000).toFixed(0)} s); booting it once more`,
-      );
-      q = await boot();
-    }
-    runs.qemu = q;
-    console.log(
-      `    QEMU ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s; boot-to-init ${q.guest.bootToInitS} s${q.guest.problems.length ? `; ${q.guest.problems.join('; ')}` : ''}`,
-    );
-    assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
+    runs.qemu = await qemuBoot("QEMU's vfio-pci", false, MOVE_PARAMS, 150_000);
   },
 );
 
@@ -571,23 +483,21 @@ boot(
   'qemu-trapped',
   "the reference for the trapped boot: QEMU's vfio-pci with x-no-mmap, the same I/O rounds",
   async () => {
-    const q = await bootQemu(true, KILL_PARAMS, 200_000);
-    console.log(
-      `    QEMU x-no-mmap ${q.ok ? 'passed' : 'FAILED'} after ${(q.wallMs / 1000).toFixed(1)} s${q.timedOut ? ' (timed out)' : ''}; boot-to-init ${q.guest.bootToInitS} s`,
-    );
-    assert.ok(q.ok, q.console.split('\n').slice(-25).join('\n'));
+    await qemuBoot("QEMU's vfio-pci, x-no-mmap", true, { ...MOVE_PARAMS, ...KILL_PARAMS }, 200_000);
   },
   true,
 );
 
-t('side by side: boot-to-init, dd throughput, exits', () => {
+// A report, not a test: the three boots side by side (boot-to-init, dd throughput, exits).
+t.after(() => {
   const o = runs.ours,
     x = runs.trapped,
     q = runs.qemu;
   if (!o || !x || !q) {
-    console.log('    (one of the two runs failed; nothing to compare)');
+    console.log('  report: side by side: (a boot did not pass; nothing to compare)');
     return;
   }
+  console.log('  report: side by side');
   const rate = (g: GuestConsole, k: 'writeMiBs' | 'readMiBs'): number =>
     g.nvmeIo.reduce((a, n) => a + n[k], 0) / Math.max(1, g.nvmeIo.length);
   const exits = (s: Record<string, number> | undefined, k: string): number => s?.[k] ?? NaN;
