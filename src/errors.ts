@@ -4,6 +4,7 @@
 // device worker to the coordinator (src/control/comlink-node.ts rebuilds the class from it).
 // Messages stay prose that names what was wrong and the fix; callers never parse them.
 import { SysError } from '../native/errno.js';
+import type { IovaRange, IovaSpan } from './dma/iova-ranges.js';
 
 export const ERR = {
   NOT_FOUND: 'VFR_ERR_NOT_FOUND',
@@ -16,6 +17,13 @@ export const ERR = {
   PARTIAL_INVALIDATION: 'VFR_ERR_PARTIAL_INVALIDATION',
   NESTING_SETUP: 'VFR_ERR_NESTING_SETUP',
   DEVICE_FAILED: 'VFR_ERR_DEVICE_FAILED',
+  RING_REQUEST: 'VFR_ERR_RING_REQUEST',
+  GSI_ROUTING: 'VFR_ERR_GSI_ROUTING',
+  BOOT: 'VFR_ERR_BOOT',
+  HTTP: 'VFR_ERR_HTTP',
+  DEVICE_CONFIG: 'VFR_ERR_DEVICE_CONFIG',
+  IOVA_HOLE: 'VFR_ERR_IOVA_HOLE',
+  OUTSIDE_ACCESS: 'VFR_ERR_OUTSIDE_ACCESS',
 } as const;
 export type ErrorCode = (typeof ERR)[keyof typeof ERR];
 
@@ -231,6 +239,115 @@ export class DeviceFailedError extends VfrError {
   }
 }
 
+/**
+ * A ring request completed with an error status (BAD_BAR, OUT_OF_RANGE, IO_ERROR, WORKER_DIED,
+ * ...): `status` is the ring's STATUS code, `statusName` its name, `request` what was asked.
+ * 502: the device behind its worker refused what was asked of it.
+ */
+export class RingError extends VfrError {
+  override readonly name = 'RingError';
+  static override readonly statusCode: number = 502;
+  readonly code = ERR.RING_REQUEST;
+  constructor(
+    message: string,
+    readonly status: number,
+    readonly statusName: string,
+    readonly request: string,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * The VM's GSI router could not do what was asked: KVM refused the routing table or an irqfd
+ * (`errno`, `errnoName`, `call` kept), or no GSI is left.
+ */
+export class GsiRouterError extends VfrError {
+  override readonly name = 'GsiRouterError';
+  static override readonly statusCode: number = 500;
+  readonly code = ERR.GSI_ROUTING;
+  readonly errno: number | undefined;
+  readonly errnoName: string | undefined;
+  readonly call: string | undefined;
+  constructor(message: string, cause?: unknown) {
+    super(message, { cause });
+    ({ errno: this.errno, errnoName: this.errnoName, call: this.call } = kernelCall(cause));
+  }
+}
+
+/** The guest cannot be booted as given: the kernel is not a bzImage, a boot file is unreadable or too big. */
+export class BootError extends VfrError {
+  override readonly name = 'BootError';
+  static override readonly statusCode: number = 400;
+  readonly code = ERR.BOOT;
+}
+
+/**
+ * A request the HTTP API refuses itself (not JSON, a missing or wrong fd, no such route, a wrong
+ * method, a host that cannot hot-plug): its `status` is the answer's (400, 404, 405, 501).
+ */
+export class ApiError extends VfrError {
+  override readonly name = 'ApiError';
+  static override readonly statusCode: number = 400;
+  readonly code = ERR.HTTP;
+  constructor(
+    readonly status: number,
+    message: string,
+  ) {
+    super(message);
+  }
+  override get statusCode(): number {
+    return this.status;
+  }
+}
+
+/**
+ * The device's config space cannot be virtualized: not an endpoint (a bridge), a size other
+ * than 256 or 4096 bytes, a BAR that is not a power of two, a capability list that loops. 422:
+ * the request was understood, but this device cannot be assigned.
+ */
+export class ConfigError extends VfrError {
+  override readonly name = 'ConfigError';
+  static override readonly statusCode: number = 422;
+  readonly code = ERR.DEVICE_CONFIG;
+}
+
+/**
+ * A guest range lies entirely in a reserved IOVA hole (`hole`) of a backend that allows
+ * `allowed`: nothing of it can be mapped; place the memory elsewhere. 409: the placement
+ * conflicts with what the IOMMU reserves.
+ */
+export class IovaHoleError extends VfrError {
+  override readonly name = 'IovaHoleError';
+  static override readonly statusCode: number = 409;
+  readonly code = ERR.IOVA_HOLE;
+  constructor(
+    message: string,
+    readonly span: IovaSpan,
+    readonly hole: IovaRange,
+    readonly allowed: readonly IovaRange[],
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * A device-fd access outside the window it names (src/device/access-guard.ts): request
+ * validation missed it, the guard refused it. `offset` and `size` are the access's. 500: a bug.
+ */
+export class OutsideAccessError extends VfrError {
+  override readonly name = 'OutsideAccessError';
+  static override readonly statusCode: number = 500;
+  readonly code = ERR.OUTSIDE_ACCESS;
+  constructor(
+    message: string,
+    readonly offset: number,
+    readonly size: number,
+  ) {
+    super(message);
+  }
+}
+
 type AnyClass = abstract new (...a: never[]) => Error;
 /** Each code's class, for rebuilding an error that crossed a thread boundary. */
 export const ERROR_CLASSES: ReadonlyMap<string, AnyClass> = new Map<string, AnyClass>([
@@ -244,6 +361,13 @@ export const ERROR_CLASSES: ReadonlyMap<string, AnyClass> = new Map<string, AnyC
   [ERR.PARTIAL_INVALIDATION, PartialInvalidationError],
   [ERR.NESTING_SETUP, NestingSetupError],
   [ERR.DEVICE_FAILED, DeviceFailedError],
+  [ERR.RING_REQUEST, RingError],
+  [ERR.GSI_ROUTING, GsiRouterError],
+  [ERR.BOOT, BootError],
+  [ERR.HTTP, ApiError],
+  [ERR.DEVICE_CONFIG, ConfigError],
+  [ERR.IOVA_HOLE, IovaHoleError],
+  [ERR.OUTSIDE_ACCESS, OutsideAccessError],
   ['SysError', SysError],
 ]);
 

@@ -5,6 +5,7 @@
 // message names what was wrong and the fix.
 import { SysError } from '../../native/errno.js';
 import {
+  ApiError,
   ConflictError,
   ERR,
   HostSetupError,
@@ -27,16 +28,9 @@ export interface ApiHost {
 
 export const API_PREFIX = '/api/v1/';
 
-/** A request the API refuses with `status` (400 and 404 of its own making). */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly code: string = 'VFR_ERR_HTTP',
-  ) {
-    super(message);
-  }
-}
+// A request the API refuses with `status` (400, 404, 405, 501 of its own making): one of the
+// runtime's error kinds (VFR_ERR_HTTP).
+export { ApiError };
 
 /** The status for an error kind: 400 bad spec, 404 unknown, 409 taken/busy/host state, 500 kernel. */
 export function statusOf(e: unknown): number {

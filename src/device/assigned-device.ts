@@ -338,6 +338,8 @@ export function configIo(fd: number, base: number, path: string, guard?: AccessG
     if (guard && !guard.inside(CONFIG_WINDOW, base + offset, size))
       throw new OutsideAccessError(
         `config access 0x${offset.toString(16)}/${size} outside ${path}'s config region`,
+        offset,
+        size,
       );
   };
   return {
