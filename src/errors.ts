@@ -1,8 +1,10 @@
 // The runtime's error kinds, each with a stable `code` a caller can branch on (as undici's
-// UND_ERR_*), and the fields that tell one failure of a kind from another. `instanceof` works
-// for every kind and for the base VfrError; so does `code`, also after an error crossed from a
-// device worker to the coordinator (src/control/comlink-node.ts rebuilds the class from it).
-// Messages stay prose that names what was wrong and the fix; callers never parse them.
+// UND_ERR_*), the HTTP status the API answers it with (as fastify's createError), and the
+// fields that tell one failure of a kind from another. `instanceof` works for every kind and
+// for the base VfrError; so does `code`, also after an error crossed from a device worker to
+// the coordinator (src/control/comlink-node.ts rebuilds the class from it). Messages stay prose
+// that names what was wrong and the fix; callers never parse them (a fix added on the way up
+// is also the `hint` field: withHint).
 import { SysError } from '../native/errno.js';
 import type { IovaRange, IovaSpan } from './dma/iova-ranges.js';
 
