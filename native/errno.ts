@@ -24,6 +24,8 @@ export function errnoNumber(name: string): number {
 export class SysError extends Error {
   override readonly name: string = 'SysError';
   readonly code: string;
+  /** The fix named in parentheses after the errno, if any (the message holds it too). */
+  readonly hint: string | undefined;
   constructor(
     readonly call: string,
     readonly target: string,
@@ -32,5 +34,6 @@ export class SysError extends Error {
   ) {
     super(`${call} on ${target}: ${errnoName(errno)}${hint ? ` (${hint})` : ''}`);
     this.code = errnoName(errno);
+    this.hint = hint || undefined;
   }
 }

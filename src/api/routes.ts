@@ -1,19 +1,10 @@
-// The API's routes (Cloud Hypervisor-like, under /api/v1/) and how errors become statuses: the
-// runtime's error kinds (src/errors.ts) map to HTTP statuses, and every error answer is
-//   {"error": {"status", "code", "message", ...fields}}
-// where code is the VFR_ERR_* code (VFR_ERR_HTTP for what the server refuses itself) and the
+// The API's routes (Cloud Hypervisor-like, under /api/v1/): each calls its ApiHost; an error
+// answers with the status its kind carries and the body error-body.ts makes of it,
+//   {"error": {"status", "code", "message", "hint"?, ...fields}}
+// where code is the VFR_ERR_* code (VFR_ERR_HTTP for what the API refuses itself) and the
 // message names what was wrong and the fix.
-import { SysError } from '../../native/errno.js';
-import {
-  ConflictError,
-  ERR,
-  HostSetupError,
-  InvalidSpecError,
-  KernelError,
-  NestingSetupError,
-  NotFoundError,
-  VfrError,
-} from '../errors.js';
+import { ApiError } from '../errors.js';
+import { errorBody } from './error-body.js';
 import type { ApiHandler, ApiRequest, ApiResponse } from './server.js';
 
 /** What serves the routes: a runtime host (runtime-api.ts), or a test double. */
@@ -27,54 +18,9 @@ export interface ApiHost {
 
 export const API_PREFIX = '/api/v1/';
 
-/** A request the API refuses with `status` (400 and 404 of its own making). */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    message: string,
-    readonly code: string = 'VFR_ERR_HTTP',
-  ) {
-    super(message);
-  }
-}
-
-/** The status for an error kind: 400 bad spec, 404 unknown, 409 taken/busy/host state, 500 kernel. */
-export function statusOf(e: unknown): number {
-  if (e instanceof ApiError) return e.status;
-  if (e instanceof InvalidSpecError) return 400;
-  if (e instanceof NotFoundError) return 404;
-  if (e instanceof ConflictError || e instanceof HostSetupError) return 409;
-  return 500;
-}
-
-export function errorBody(e: unknown): { error: Record<string, unknown> } {
-  const status = statusOf(e);
-  const err = e instanceof Error ? e : new Error(String(e));
-  const out: Record<string, unknown> = {
-    status,
-    code:
-      e instanceof ApiError
-        ? e.code
-        : e instanceof VfrError || e instanceof KernelError
-          ? (e as { code: string }).code
-          : e instanceof SysError
-            ? ERR.KERNEL
-            : 'VFR_ERR_INTERNAL',
-    message: err.message,
-  };
-  if (e instanceof SysError) {
-    out.errno = e.errno;
-    out.errnoName = e instanceof KernelError ? e.errnoName : e.code;
-    out.call = e.call;
-  }
-  if (e instanceof NestingSetupError && e.errnoName) out.errnoName = e.errnoName;
-  if (e instanceof InvalidSpecError && e.field) out.field = e.field;
-  if (e instanceof NotFoundError || e instanceof ConflictError) {
-    out.resource = e.resource;
-    out.id = e.id;
-  }
-  return { error: out };
-}
+// A request the API refuses with `status` (400, 404, 405, 501 of its own making): one of the
+// runtime's error kinds (VFR_ERR_HTTP). errorBody, as runtime-api.ts and hosts import it here.
+export { ApiError, errorBody };
 
 /** The JSON object in a request body, or an ApiError 400 that says where it broke. */
 export function jsonBody(req: ApiRequest): Record<string, unknown> {
@@ -136,7 +82,8 @@ export function apiHandler(host: ApiHost): ApiHandler {
         );
       return await route.fn(host, req);
     } catch (e) {
-      return { status: statusOf(e), body: errorBody(e) };
+      const body = errorBody(e);
+      return { status: body.error.status, body };
     }
   };
 }

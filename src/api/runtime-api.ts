@@ -9,9 +9,9 @@
 // closed with that device, so after a removal the process holds the fds it held before.
 import { readlinkSync } from 'node:fs';
 import type { DeviceAttachOptions, Runtime, RuntimeDevice } from '../coordinator/runtime.js';
-import { bdfOfCdev } from '../dma/diagnose.js';
-import { ConflictError, InvalidSpecError, NotFoundError } from '../errors.js';
-import { normalizeBdf } from '../platform/pci-sysfs.js';
+import type { DeviceSpec } from '../coordinator/spec.js';
+import { ConflictError, NotFoundError } from '../errors.js';
+import { API_STYLE, addDeviceInput, removeDeviceInput } from './device-body.js';
 import { ApiError, type ApiHost, errorBody } from './routes.js';
 import type { ApiRequest, ApiResponse, ApiServerStats, ReceivedFds } from './server.js';
 
@@ -52,8 +52,6 @@ function kindOf(link: string): string {
   return 'a regular file or directory';
 }
 
-const ADD_KEYS = ['port', 'id', 'iommu', 'bdf'];
-const REMOVE_KEYS = ['port', 'id', 'wait'];
 const MAX_REMOVALS = 32;
 
 export interface Removal {
@@ -78,84 +76,48 @@ export class RuntimeApi implements ApiHost {
   ) {}
 
   async addDevice(body: Record<string, unknown>, req: ApiRequest): Promise<ApiResponse> {
-    checkKeys(body, ADD_KEYS, 'vm.add-device');
+    const input = addDeviceInput(body);
     if (this.hooks.cannotAdd) throw new ApiError(501, this.hooks.cannotAdd);
-    const port = name(body.port ?? body.id, 'port');
-    const iommu = name(body.iommu, 'iommu');
-    const bdf = body.bdf === undefined ? undefined : pciAddress(body.bdf);
     const fds = sortFds(req.fds);
-    if (this.#busy.has(port))
-      throw new ConflictError(
-        `port ${port} is busy with another request: retry when it completes`,
-        'port',
-        port,
-      );
-    this.#busy.add(port);
-    try {
-      return await this.#add(port, iommu, bdf, fds, req.fds);
-    } finally {
-      this.#busy.delete(port);
-    }
-  }
-
-  async #add(
-    port: string,
-    iommu: string,
-    bdf: string | undefined,
-    fds: SortedFds,
-    received: ReceivedFds,
-  ): Promise<ApiResponse> {
-    const rt = this.runtime;
-    // Checked here, before any fd is handed over, so an fd is either taken or closed by us.
-    if (fds.cdev === undefined && bdf === undefined)
+    if (fds.cdev === undefined && input.bdf === undefined)
       throw new ApiError(
         400,
         `missing fd: attach the device's VFIO cdev (/dev/vfio/devices/vfioN) to the request by SCM_RIGHTS, or give bdf for the runtime to open it itself`,
       );
-    if (rt.devices.has(port))
+    // The runtime's own checks, before any fd is handed over (so an fd is either taken or
+    // closed by the server): the spec, port and device taken, the context.
+    const spec = this.runtime.checkAdd(
+      fds.cdevFd !== undefined ? { ...input, fd: fds.cdevFd } : input,
+      { newContext: fds.iommufd !== undefined, style: API_STYLE },
+    );
+    if (this.#busy.has(spec.port))
       throw new ConflictError(
-        `port ${port} already has a device: remove it first or pick another port`,
+        `port ${spec.port} is busy with another request: retry when it completes`,
         'port',
-        port,
+        spec.port,
       );
-    const cdevBdf = fds.cdevLink !== undefined ? bdfOfCdev(fds.cdevLink) : bdf;
-    if (bdf && fds.cdev !== undefined && cdevBdf && cdevBdf !== bdf)
-      throw new InvalidSpecError(
-        `bdf ${bdf} does not match the attached cdev, which is ${cdevBdf}: attach that device's cdev or drop bdf`,
-        'bdf',
-      );
-    const holder = cdevBdf && [...rt.devices.values()].find((d) => d.bdf === cdevBdf);
-    if (holder)
-      throw new ConflictError(
-        `${cdevBdf} is assigned already, on port ${holder.port}`,
-        'device',
-        cdevBdf,
-      );
-    const exists = rt.contexts.has(iommu);
-    if (exists && fds.iommufd !== undefined)
-      throw new InvalidSpecError(
-        `iommufd context '${iommu}' exists already: attach /dev/iommu only to create a new context`,
-        'iommu',
-      );
-    if (!exists && fds.iommufd === undefined)
-      throw new NotFoundError(
-        `no iommufd context '${iommu}' (contexts: ${[...rt.contexts.keys()].join(', ') || 'none'}): use one of them, or attach an fd opened on /dev/iommu to create it`,
-        'context',
-        iommu,
-      );
+    this.#busy.add(spec.port);
+    try {
+      return await this.#add(spec, fds, req.fds);
+    } finally {
+      this.#busy.delete(spec.port);
+    }
+  }
+
+  async #add(spec: DeviceSpec, fds: SortedFds, received: ReceivedFds): Promise<ApiResponse> {
+    const rt = this.runtime;
+    const { port } = spec,
+      iommu = spec.iommu!;
     let newContext = false;
-    if (!exists) {
-      rt.addContext({ id: iommu, iommufdFd: received.take(fds.iommufd!) });
+    if (fds.iommufd !== undefined) {
+      rt.addContext({ id: iommu, iommufdFd: received.take(fds.iommufd) });
       this.#ownedContexts.set(iommu, port);
       newContext = true;
     }
     const t0 = performance.now();
     let d: RuntimeDevice;
     try {
-      const spec =
-        fds.cdev !== undefined
-          ? { port, iommu, fd: received.take(fds.cdev), ...(cdevBdf ? { bdf: cdevBdf } : {}) }
-          : { port, iommu, bdf: bdf! };
+      if (fds.cdev !== undefined) received.take(fds.cdev); // spec.fd: the runtime owns it now
       d = await rt.addDevice(spec, this.hooks.attachOptions?.(port) ?? {});
     } catch (e) {
       this.#dropContext(iommu, port);
@@ -175,7 +137,7 @@ export class RuntimeApi implements ApiHost {
       status: 200,
       body: {
         id: port,
-        bdf: d.bdf ?? cdevBdf,
+        bdf: d.bdf,
         iommu,
         newContext,
         ioasId: ctx?.ioasId,
@@ -196,11 +158,8 @@ export class RuntimeApi implements ApiHost {
   }
 
   async removeDevice(body: Record<string, unknown>): Promise<ApiResponse> {
-    checkKeys(body, REMOVE_KEYS, 'vm.remove-device');
+    const { port, wait } = removeDeviceInput(body);
     if (this.hooks.cannotRemove) throw new ApiError(501, this.hooks.cannotRemove);
-    const port = name(body.id ?? body.port, 'id');
-    if (body.wait !== undefined && typeof body.wait !== 'boolean')
-      throw new InvalidSpecError('vm.remove-device: wait must be true or false', 'wait');
     const d = this.runtime.devices.get(port);
     if (!d)
       throw new NotFoundError(
@@ -218,7 +177,7 @@ export class RuntimeApi implements ApiHost {
     const r: Removal = { id: port, state: 'removing' };
     this.#remember(r);
     const done = this.#remove(port, r).finally(() => this.#busy.delete(port));
-    if (body.wait === false) return { status: 202, body: { id: port, state: r.state } };
+    if (!wait) return { status: 202, body: { id: port, state: r.state } };
     await done;
     return this.removal(port);
   }
@@ -307,43 +266,11 @@ export class RuntimeApi implements ApiHost {
   }
 }
 
-function checkKeys(body: Record<string, unknown>, keys: readonly string[], route: string): void {
-  for (const k of Object.keys(body)) {
-    if (k === 'fd' || k === 'fds' || k === 'iommufd_fd' || k === 'iommufdFd')
-      throw new InvalidSpecError(
-        `${route}: '${k}' in the body is not used: fd numbers are never taken from JSON; attach the fds to the request by SCM_RIGHTS`,
-        k,
-      );
-    if (!keys.includes(k))
-      throw new InvalidSpecError(`${route}: unknown key '${k}' (known: ${keys.join(', ')})`, k);
-  }
-}
-
-function name(v: unknown, key: string): string {
-  if (v === undefined) throw new InvalidSpecError(`"${key}" is required`, key);
-  if (typeof v !== 'string' || !/^[A-Za-z0-9_.-]{1,64}$/.test(v))
-    throw new InvalidSpecError(
-      `"${key}": ${JSON.stringify(v)} is not a valid name (letters, digits, '_', '.', '-'; at most 64)`,
-      key,
-    );
-  return v;
-}
-
-function pciAddress(v: unknown): string {
-  const bdf = typeof v === 'string' ? normalizeBdf(v) : undefined;
-  if (!bdf)
-    throw new InvalidSpecError(
-      `"bdf": ${JSON.stringify(v)} is not a PCI address (like 0000:01:00.0)`,
-      'bdf',
-    );
-  return bdf;
-}
-
-/** The arrival indexes of the attached cdev and /dev/iommu, and what the cdev fd points at. */
+/** The arrival indexes of the attached cdev and /dev/iommu, and the cdev's fd number. */
 interface SortedFds {
   cdev?: number;
   iommufd?: number;
-  cdevLink?: string;
+  cdevFd?: number;
 }
 
 /** Which attached fd is the cdev and which /dev/iommu; anything else is refused (400). */
@@ -362,7 +289,7 @@ function sortFds(fds: ReceivedFds): SortedFds {
         `two ${kind === 'cdev' ? 'VFIO cdevs' : '/dev/iommu fds'} attached: add one device per request`,
       );
     out[kind] = index;
-    if (kind === 'cdev') out.cdevLink = link;
+    if (kind === 'cdev') out.cdevFd = fd;
   }
   return out;
 }

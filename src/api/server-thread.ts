@@ -19,6 +19,7 @@ import { errnoNumber } from '../../native/errno.js';
 import { decode, encode } from '../../native/layout.js';
 import { addressOf, C, cmsghdr, errno, iovec, msghdr, pollfd, raw } from '../../native/libc.js';
 import { SOCK, sock } from '../../native/socket.js';
+import { ERR } from '../errors.js';
 import { formatResponse, isHeadError, parseHead } from './http.js';
 import { API_STAT, type ServerThreadData, type ToMain, type ToThread } from './thread-protocol.js';
 
@@ -239,7 +240,7 @@ class ServerThread {
     c.waiting = false;
     this.#send(
       c,
-      formatResponse(status, { error: { status, code: 'VFR_ERR_HTTP', message } }, false),
+      formatResponse(status, { error: { status, code: ERR.HTTP, message } }, false),
       true,
     );
   }

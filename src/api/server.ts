@@ -10,6 +10,7 @@ import { C, check, raw } from '../../native/libc.js';
 import { boundPort, SOCK, sock, sockaddrLoopback, sockaddrUn } from '../../native/socket.js';
 import type { OwnedFd } from '../fd.js';
 import { createEventfd, signalEventfd } from '../irq/eventfd.js';
+import { INTERNAL_CODE } from './error-body.js';
 import { DEFAULT_LIMITS, formatResponse, type HttpLimits } from './http.js';
 import { API_STAT, type ServerThreadData, type ToMain, type ToThread } from './thread-protocol.js';
 
@@ -202,7 +203,7 @@ export class ApiServer {
     } catch (e) {
       res = {
         status: 500,
-        body: { error: { status: 500, code: 'VFR_ERR_INTERNAL', message: String(e) } },
+        body: { error: { status: 500, code: INTERNAL_CODE, message: String(e) } },
       };
     } finally {
       fds.closeRest();

@@ -2,13 +2,11 @@
 // Type1v2 container for devices without iommu=, the guest-memory table over all of them, and
 // one device worker per assigned device. Devices may come as pre-opened cdev fds, contexts as
 // pre-opened iommufd fds, so an unprivileged runtime can use what a privileged helper opened.
-import { readlinkSync } from 'node:fs';
 import type { Registry } from 'prom-client';
 import type { Target } from '../../native/libc.js';
 import type { DeviceDescription } from '../device/assigned-device.js';
 import { type DmaBackend, memfdRegionSource } from '../dma/backend.js';
 import { ContainerBackend } from '../dma/container-backend.js';
-import { bdfOfCdev } from '../dma/diagnose.js';
 import { GuestMemory, type GuestRegion, type GuestRegionSpec } from '../dma/guest-memory.js';
 import { IommufdContext } from '../dma/iommufd-context.js';
 import { type PeerAreaResult, PeerBars } from '../dma/peer-bars.js';
@@ -30,12 +28,12 @@ import {
   type VIommuDescription,
   type VIommuOptions,
 } from '../nesting/viommu.js';
+import { type AddCheckOptions, checkAdd, contextTaken } from './add-check.js';
 import { type BarSummary, barSummaries } from './bar-summary.js';
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import {
   type DeviceSpec,
   type IommuSpec,
-  normalizeDeviceSpec,
   normalizeRuntimeSpec,
   type RuntimeSpec,
   type RuntimeSpecInput,
@@ -107,15 +105,6 @@ export interface RuntimeDescription {
 
 const hex = (n: bigint): string => `0x${n.toString(16)}`;
 
-/** The PCI address of an inherited cdev fd, if sysfs tells (for naming the device in errors). */
-function cdevBdf(fd: number): string | undefined {
-  try {
-    return bdfOfCdev(readlinkSync(`/proc/self/fd/${fd}`));
-  } catch {
-    return undefined;
-  }
-}
-
 export class Runtime {
   readonly contexts = new Map<string, IommufdContext>();
   container: ContainerBackend | undefined;
@@ -185,29 +174,28 @@ export class Runtime {
   }
 
   /**
+   * What addDevice(spec) would refuse before it touches a node or an fd, answered without side
+   * effects (a dry run: the HTTP API asks before it takes a request's fds): the spec
+   * (InvalidSpecError), a port or device taken (ConflictError), an unknown context
+   * (NotFoundError) or, with `newContext` (the caller brings the context), one that exists.
+   * Returns the spec normalized, its bdf read off its cdev fd when not given.
+   */
+  checkAdd(spec: unknown, opts: AddCheckOptions = {}): DeviceSpec {
+    return checkAdd(this, spec, opts);
+  }
+
+  /**
    * Attach one device (cdev on its context, or the legacy container) and start its worker. The
-   * spec is checked first (InvalidSpecError); a taken port or device is a ConflictError, an
-   * unknown context a NotFoundError, a failed kernel call a KernelError naming the device.
+   * spec is checked first (checkAdd: InvalidSpecError, ConflictError for a taken port or
+   * device, NotFoundError for an unknown context); a failed kernel call is a KernelError naming
+   * the device.
    */
   async addDevice(spec: DeviceSpec, opts: DeviceAttachOptions = {}): Promise<RuntimeDevice> {
-    const v = normalizeDeviceSpec(spec);
-    if (this.devices.has(v.port))
-      throw new ConflictError(`port ${v.port} already has a device`, 'port', v.port);
-    const holder =
-      v.bdf === undefined ? undefined : [...this.devices.values()].find((d) => d.bdf === v.bdf);
-    if (holder)
-      throw new ConflictError(
-        `${v.bdf} is assigned already, on port ${holder.port}`,
-        'device',
-        v.bdf!,
-      );
+    const v = this.checkAdd(spec);
     try {
       return await this.#attach(v, opts);
     } catch (e) {
-      const err = attributeKernelError(e, {
-        bdf: v.bdf ?? (typeof v.fd === 'number' ? cdevBdf(v.fd) : undefined),
-        port: v.port,
-      });
+      const err = attributeKernelError(e, { bdf: v.bdf, port: v.port });
       this.log.error({ ...errorFields(err), device: v.port }, 'device not attached');
       throw err;
     }
@@ -217,13 +205,7 @@ export class Runtime {
     let backend: DmaBackend, device: OwnedFd | { fd: number; path: string }, detach: () => void;
     let devId: number | undefined; // iommufd's id for the device
     if (v.iommu) {
-      const ctx = this.contexts.get(v.iommu);
-      if (!ctx)
-        throw new NotFoundError(
-          `--vfio port=${v.port}: no iommufd context '${v.iommu}' (contexts: ${[...this.contexts.keys()].join(', ') || 'none'})`,
-          'context',
-          v.iommu,
-        );
+      const ctx = this.contexts.get(v.iommu)!; // checkAdd found it, in this same turn
       backend = ctx;
       if (v.fd !== undefined) {
         const cdev = OwnedFd.inherited(
@@ -336,8 +318,7 @@ export class Runtime {
    * device attaches. A taken id is a ConflictError.
    */
   addContext(spec: IommuSpec): IommufdContext {
-    if (this.contexts.has(spec.id))
-      throw new ConflictError(`iommufd context '${spec.id}' exists already`, 'context', spec.id);
+    if (this.contexts.has(spec.id)) throw contextTaken(spec.id);
     let ctx: IommufdContext;
     try {
       ctx = IommufdContext.open(

@@ -1,6 +1,6 @@
 // The runtime's one front door for what to run: the spec types (iommufd contexts, devices, guest
 // memory) and their validation. normalizeRuntimeSpec takes a plain object — what a library
-// caller passes, what the HTTP API will parse from JSON, what the CLI builds from argv text —
+// caller passes, what the HTTP API parses from JSON, what the CLI builds from argv text —
 // checks every field and the spec as a whole, and returns it normalized (BDFs in full form,
 // sizes and addresses as bigint). Every mistake is an InvalidSpecError naming the field.
 import { InvalidSpecError } from '../errors.js';
@@ -45,6 +45,21 @@ export interface SpecStyle {
   option(kind: SpecKind): string;
   entry(kind: SpecKind, index: number): string;
   key(key: string): string;
+  /** The error's `field` for `key` of an entry; by default its JSON path (`vfio[1].bdf`). */
+  field?(kind: SpecKind, index: number, key?: string): string | undefined;
+  /** The keys messages list as known; by default all of the entry's (the HTTP API takes no fds in JSON). */
+  keys?(kind: SpecKind): readonly string[];
+}
+
+/** The `field` an error about `key` of entry `index` carries, as `style` names it. */
+export function fieldPath(
+  style: SpecStyle,
+  kind: SpecKind,
+  index: number,
+  key?: string,
+): string | undefined {
+  if (style.field) return style.field(kind, index, key);
+  return `${kind}[${index}]${key ? `.${key}` : ''}`;
 }
 
 export const OBJECT_STYLE: SpecStyle = {
@@ -87,20 +102,23 @@ class Entry {
     input: unknown,
     readonly style: SpecStyle,
   ) {
+    const known = style.keys?.(kind) ?? KEYS[kind];
     if (typeof input !== 'object' || input === null || Array.isArray(input)) {
-      throw this.error(`must be an object with ${KEYS[kind].map((k) => style.key(k)).join(', ')}`);
+      throw this.error(`must be an object with ${known.map((k) => style.key(k)).join(', ')}`);
     }
     this.fields = input as Record<string, unknown>;
     for (const k of Object.keys(this.fields)) {
       if (!KEYS[kind].includes(k)) {
-        throw this.error(`unknown key '${k}' (known: ${KEYS[kind].join(', ')})`, k);
+        throw this.error(`unknown key '${k}' (known: ${known.join(', ')})`, k);
       }
     }
   }
 
   error(what: string, key?: string): InvalidSpecError {
-    const path = `${this.kind}[${this.index}]${key ? `.${key}` : ''}`;
-    return new InvalidSpecError(`${this.style.entry(this.kind, this.index)}: ${what}`, path);
+    return new InvalidSpecError(
+      `${this.style.entry(this.kind, this.index)}: ${what}`,
+      fieldPath(this.style, this.kind, this.index, key),
+    );
   }
 
   has(key: string): boolean {

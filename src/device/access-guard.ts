@@ -27,7 +27,6 @@ export class AccessGuard {
   }
 }
 
-/** The error a refused config-region access throws (ConfigSpace's I/O cannot return a status). */
-export class OutsideAccessError extends RangeError {
-  override readonly name = 'OutsideAccessError';
-}
+// The error a refused config-region access throws (ConfigSpace's I/O cannot return a status);
+// one of the runtime's error kinds (VFR_ERR_OUTSIDE_ACCESS).
+export { OutsideAccessError } from '../errors.js';

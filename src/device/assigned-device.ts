@@ -4,6 +4,7 @@
 // it validates every request before anything reaches the device, and never throws.
 import { errno, raw, type Target } from '../../native/libc.js';
 import * as vfio from '../../native/vfio.js';
+import { HostSetupError } from '../errors.js';
 import {
   C_BAR_BYTES_READ,
   C_BAR_BYTES_WRITTEN,
@@ -101,7 +102,9 @@ export class AssignedDevice {
     this.#fd = dev.fd;
     const info = vfio.deviceGetInfo(dev);
     if (!(info.flags & V.VFIO_DEVICE_FLAGS_PCI))
-      throw new Error(`${dev.path} is not a vfio-pci device`);
+      throw new HostSetupError(
+        `${dev.path} is not a vfio-pci device (VFIO_DEVICE_FLAGS_PCI is clear): assign PCI functions bound to vfio-pci`,
+      );
     // BARs 0-5, the ROM and config space; the VGA region (8) exists only on VGA-class devices.
     this.regions = Array.from(
       { length: Math.min(info.num_regions, V.VFIO_PCI_CONFIG_REGION_INDEX + 1) },
@@ -338,6 +341,8 @@ export function configIo(fd: number, base: number, path: string, guard?: AccessG
     if (guard && !guard.inside(CONFIG_WINDOW, base + offset, size))
       throw new OutsideAccessError(
         `config access 0x${offset.toString(16)}/${size} outside ${path}'s config region`,
+        offset,
+        size,
       );
   };
   return {

@@ -4,7 +4,9 @@
 // writing all ones is answered here), the interrupt line, the MSI and MSI-X message control
 // (and the whole MSI capability), and extended capabilities a guest cannot use (SR-IOV, ARI,
 // Resizable BAR), which are unlinked from the list and read as zero.
+
 import { PCI } from '../../native/pci-regs.js';
+import { ConfigError } from '../errors.js';
 
 /** Access to the physical config region (pread/pwrite on the VFIO device fd). */
 export interface ConfigIo {
@@ -42,9 +44,8 @@ export interface BarLayout {
   prefetch: boolean;
 }
 
-export class ConfigError extends Error {
-  override readonly name = 'ConfigError';
-}
+// One of the runtime's error kinds (VFR_ERR_DEVICE_CONFIG): a config space this cannot virtualize.
+export { ConfigError };
 
 export class ConfigSpace {
   readonly size: number;

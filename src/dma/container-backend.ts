@@ -6,7 +6,7 @@
 // up again. Type1 cannot choose an IOVA itself: mapAnywhere picks the lowest free one here.
 import { SysError } from '../../native/errno.js';
 import * as vfio from '../../native/vfio.js';
-import { ConflictError, withHint } from '../errors.js';
+import { ConflictError, HostSetupError, withHint } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { iommuGroupOf } from '../platform/pci-sysfs.js';
 import { openContainer, openGroup } from '../vfio/open.js';
@@ -83,8 +83,9 @@ function adoptGroup(bdf: string, fd: number): { group: OwnedFd; groupId: number 
   const m = /^\/dev\/vfio\/(\d+) /.exec(group.path)!;
   if (!(vfio.groupGetStatus(group) & V.VFIO_GROUP_FLAGS_VIABLE)) {
     group.close();
-    throw new Error(
-      `IOMMU group ${m[1]} (fd ${fd}) is not viable: bind every device of the group to vfio-pci`,
+    throw new HostSetupError(
+      `IOMMU group ${m[1]} (fd ${fd}) of ${bdf} is not viable: bind every device in /sys/kernel/iommu_groups/${m[1]}/devices to vfio-pci`,
+      bdf,
     );
   }
   return { group, groupId: Number(m[1]) };
@@ -115,11 +116,11 @@ export class ContainerBackend extends CountedDmaCalls implements DmaBackend {
     try {
       const version = vfio.getApiVersion(container);
       if (version !== V.VFIO_API_VERSION)
-        throw new Error(
-          `${container.path} speaks VFIO API ${version}, this runtime speaks ${V.VFIO_API_VERSION}`,
+        throw new HostSetupError(
+          `${container.path} speaks VFIO API ${version}, this runtime speaks ${V.VFIO_API_VERSION}: use iommufd instead (--iommu)`,
         );
       if (vfio.checkExtension(container, V.VFIO_TYPE1v2_IOMMU) !== 1) {
-        throw new Error(
+        throw new HostSetupError(
           `${container.path} does not offer the VFIO Type1v2 IOMMU: the kernel lacks CONFIG_VFIO_IOMMU_TYPE1, or the IOMMU is off (intel_iommu=on / amd_iommu=on); use iommufd instead (--iommu)`,
         );
       }

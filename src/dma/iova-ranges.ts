@@ -3,6 +3,7 @@
 // them), the holes between them, and the split of a guest range [gpa, gpa+size) into the
 // pieces a backend may map. No window is hard-coded here: every hole (the x86 MSI window
 // 0xfee00000-0xfeefffff among them) comes from the kernel's list.
+import { IovaHoleError } from '../errors.js';
 
 export const U64_MAX = (1n << 64n) - 1n;
 /** The host page size this runtime maps in (x86_64); the kernel's reported alignment applies on top. */
@@ -157,20 +158,22 @@ export function spanCovered(s: IovaSpan, cover: readonly IovaSpan[]): boolean {
   return subtractSpans([s], cover).length === 0;
 }
 
-/** A guest range that lies entirely in a hole: nothing of it can be mapped. */
-export class IovaHoleError extends Error {
-  override readonly name = 'IovaHoleError';
-  constructor(
-    readonly span: IovaSpan,
-    readonly hole: IovaRange,
-    readonly allowed: readonly IovaRange[],
-    where?: string,
-  ) {
-    super(
-      `guest range ${formatSpan(span)} lies entirely in the reserved IOVA hole ${formatRange(hole)}${where ? ` of ${where}` : ''}` +
-        ` (the IOMMU allows ${formatRanges(allowed)}): place this memory at guest-physical addresses outside the hole`,
-    );
-  }
+// A guest range that lies entirely in a hole: one of the runtime's error kinds (VFR_ERR_IOVA_HOLE).
+export { IovaHoleError };
+
+function iovaHoleError(
+  span: IovaSpan,
+  hole: IovaRange,
+  allowed: readonly IovaRange[],
+  where?: string,
+): IovaHoleError {
+  return new IovaHoleError(
+    `guest range ${formatSpan(span)} lies entirely in the reserved IOVA hole ${formatRange(hole)}${where ? ` of ${where}` : ''}` +
+      ` (the IOMMU allows ${formatRanges(allowed)}): place this memory at guest-physical addresses outside the hole`,
+    span,
+    hole,
+    allowed,
+  );
 }
 
 export interface SplitOptions {
@@ -210,7 +213,7 @@ export function splitGuestRange(
   const holeAt = (iova: bigint): IovaRange => holes.find((h) => h.start <= iova && iova <= h.last)!;
   const skipped = subtractSpans([span], pieces).map((s) => ({ ...s, hole: holeAt(s.iova) }));
   if (pieces.length === 0)
-    throw new IovaHoleError(span, holeAt(span.iova), normalizeRanges(allowed), opts.where);
+    throw iovaHoleError(span, holeAt(span.iova), normalizeRanges(allowed), opts.where);
   return { pieces, skipped };
 }
 

@@ -9,6 +9,7 @@ import * as kvm from '../../native/kvm.js';
 import type { Init } from '../../native/layout.js';
 import type { Target } from '../../native/libc.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../control/comlink-node.js';
+import { GsiRouterError } from '../errors.js';
 import type { RuntimeLogger } from '../log.js';
 
 const K = kvm.KVM_C;
@@ -86,9 +87,8 @@ export function x86DefaultRoutes(): Entry[] {
   return out;
 }
 
-export class GsiRouterError extends Error {
-  override readonly name = 'GsiRouterError';
-}
+// What the router throws and rejects with: one of the runtime's error kinds (VFR_ERR_GSI_ROUTING).
+export { GsiRouterError };
 
 export class GsiRouter {
   readonly #ops: KvmRoutingOps;
@@ -292,6 +292,7 @@ export class GsiRouter {
       for (const g of allocated) this.#used.delete(g);
       const err = new GsiRouterError(
         `KVM_SET_GSI_ROUTING with ${entries.length} entries refused: ${(e as Error).message}`,
+        e,
       );
       for (const p of batch) p.reject(err);
       return;
@@ -320,6 +321,7 @@ export class GsiRouter {
             p,
             new GsiRouterError(
               `KVM_IRQFD for fd ${r.fd} on GSI ${r.gsi} (${p.owner}) failed: ${(e as Error).message}`,
+              e,
             ),
           );
         }

@@ -117,12 +117,8 @@ class Undo {
       ? `; destroyed again: ${undone.map((u) => `${u.what} ${u.id}`).join(', ')}`
       : '';
     const left = leaked.length ? `; COULD NOT UNDO ${leaked.join('; ')}` : '';
-    return new NestingSetupError(
-      withHint(e, `${hint}, at step "${step}"${done}${left}`).message,
-      step,
-      undone,
-      e,
-    );
+    const hinted = withHint(e, `${hint}, at step "${step}"${done}${left}`);
+    return new NestingSetupError(hinted.message, step, undone, e, hinted.hint);
   }
 }
 

@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { PCI } from '../../native/pci-regs.js';
-import { InvalidSpecError, NotFoundError } from '../errors.js';
+import { ConfigError, InvalidSpecError, NotFoundError } from '../errors.js';
 
 export const SYSFS_PCI = process.env.VFIO_RUNTIME_SYSFS_PCI ?? '/sys/bus/pci/devices';
 
@@ -133,7 +133,7 @@ export function* capabilities(cfg: Buffer): Generator<{ id: number; offset: numb
   let off = cfg[PCI.PCI_CAPABILITY_LIST]! & ~3;
   for (let guard = 0; off >= 0x40 && off + 2 <= cfg.length; guard++) {
     if (guard >= 48)
-      throw new Error('PCI capability list loops or is longer than config space allows');
+      throw new ConfigError('PCI capability list loops or is longer than config space allows');
     yield { id: cfg[off]!, offset: off };
     off = cfg[off + 1]! & ~3;
   }

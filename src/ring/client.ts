@@ -3,7 +3,7 @@
 // Waiting spins (up to an adaptive budget in µs), then sleeps on the slot's sequence word, so a
 // busy device costs sub-microsecond hops and an idle one no CPU. A full ring blocks the producer
 // (back-pressure).
-import { DeviceFailedError, RingClosedError } from '../errors.js';
+import { DeviceFailedError, RingClosedError, RingError } from '../errors.js';
 import {
   bulkOffset,
   freeWord,
@@ -44,18 +44,15 @@ import {
 } from './protocol.js';
 import { POLLS_PER_CLOCK, SpinBudget } from './spin.js';
 
-export class RingError extends Error {
-  override readonly name = 'RingError';
-  constructor(
-    readonly status: number,
-    readonly request: string,
-  ) {
-    super(`${request}: ${statusName(status)} (${statusText(status)})`);
-  }
-}
+// Thrown to producers: a closed ring (VFR_ERR_RING_CLOSED), a request refused with a status
+// (VFR_ERR_RING_REQUEST); both of the runtime's error kinds.
+export { RingClosedError, RingError } from '../errors.js';
 
-// Thrown to producers of a closed ring; one of the runtime's error kinds (VFR_ERR_RING_CLOSED).
-export { RingClosedError } from '../errors.js';
+/** The RingError for `status` on `request` ("BAR_READ BAR0 offset 0x10 size 4"), naming the status. */
+export function ringError(status: number, request: string): RingError {
+  const name = statusName(status);
+  return new RingError(`${request}: ${name} (${statusText(status)})`, status, name, request);
+}
 
 const OP_NAME: Record<number, string> = {
   [OP.NOP]: 'NOP',
@@ -356,7 +353,7 @@ export class RingClient {
   #bulk(op: Op, bar: number, offset: number, data: Uint8Array, write: boolean): void {
     const n = data.length;
     if (n > this.geometry.bulkBytes)
-      throw new RingError(
+      throw ringError(
         STATUS.BAD_WIDTH,
         `${describe(op, bar, offset, n)} (ring bulk limit ${this.geometry.bulkBytes})`,
       );
@@ -384,7 +381,7 @@ export class RingClient {
         '',
         'unknown',
       );
-    throw new RingError(status, describe(op, index, offset, size));
+    throw ringError(status, describe(op, index, offset, size));
   }
 
   #checkOpen(): void {

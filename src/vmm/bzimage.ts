@@ -2,6 +2,7 @@
 // header and filling the zero page (struct boot_params) a 32-bit boot entry expects. The
 // header is a packed on-disk format, not an ioctl struct, so its fields are named by their
 // offsets in boot_params as the protocol document gives them.
+import { BootError } from '../errors.js';
 import type { E820Entry } from './memory-map.js';
 
 /** Offsets in boot_params (the setup header starts at 0x1f1, as in the file's first sector). */
@@ -35,9 +36,8 @@ const HDRS = 0x53726448; // "HdrS"
 const LOADED_HIGH = 0x01;
 const E820_MAX = 128;
 
-export class BootError extends Error {
-  override readonly name = 'BootError';
-}
+// One of the runtime's error kinds (VFR_ERR_BOOT), thrown here and by boot.ts.
+export { BootError };
 
 export interface BzImage {
   /** Protocol version, e.g. 0x20f for 2.15. */

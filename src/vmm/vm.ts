@@ -11,7 +11,7 @@ import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
 import type { SupervisorOptions } from '../coordinator/supervisor.js';
 import type { FaultSpec } from '../device/faults.js';
 import { memfdRegionSource } from '../dma/backend.js';
-import { ConflictError, InvalidSpecError } from '../errors.js';
+import { ConflictError, InvalidSpecError, withPrefix } from '../errors.js';
 import { OwnedFd } from '../fd.js';
 import { GsiRouter } from '../irq/gsi-router.js';
 import type { RuntimeLogger } from '../log.js';
@@ -288,8 +288,8 @@ export class Vm {
           ...(this.opts.faults?.[spec.port] ? { faults: this.opts.faults[spec.port] } : {}),
         });
       } catch (e) {
-        const which = `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`;
-        throw new Error(`${which}: ${(e as Error).message}`, { cause: e });
+        // Named by its option, of the same kind (the CLI's exit status and the API read it).
+        throw withPrefix(e, `--vfio port=${spec.port}${spec.bdf ? ` host=${spec.bdf}` : ''}`);
       }
       this.deviceNames.push(spec.port);
       if (!this.opts.noMmap?.includes(spec.port)) this.#mapBars(d, i);

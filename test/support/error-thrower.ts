@@ -4,15 +4,22 @@ import { parentPort } from 'node:worker_threads';
 import { errnoNumber, SysError } from '../../native/errno.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../../src/control/comlink-node.js';
 import {
+  ApiError,
+  BootError,
+  ConfigError,
   ConflictError,
   DeviceFailedError,
+  GsiRouterError,
   HostSetupError,
   InvalidSpecError,
+  IovaHoleError,
   KernelError,
   NestingSetupError,
   NotFoundError,
+  OutsideAccessError,
   PartialInvalidationError,
   RingClosedError,
+  RingError,
   WorkerExitedError,
 } from '../../src/errors.js';
 
@@ -46,6 +53,30 @@ export const samples: Record<string, () => Error> = {
       [{ what: 'nesting parent HWPT', id: 7 }],
       new SysError('IOMMU_VIOMMU_ALLOC', '/dev/iommu', errnoNumber('EINVAL')),
     ),
+  RingError: () =>
+    new RingError(
+      'BAR_READ BAR1 offset 0x0 size 4: BAD_BAR (no such BAR)',
+      2,
+      'BAD_BAR',
+      'BAR_READ BAR1 offset 0x0 size 4',
+    ),
+  GsiRouterError: () =>
+    new GsiRouterError(
+      'KVM_SET_GSI_ROUTING with 42 entries refused: KVM_SET_GSI_ROUTING on vm: EINVAL',
+      new SysError('KVM_SET_GSI_ROUTING', 'vm', errnoNumber('EINVAL')),
+    ),
+  BootError: () => new BootError('kernel /boot/x is not a bzImage: no HdrS magic'),
+  ApiError: () => new ApiError(405, '/api/v1/vm.info takes GET, not PUT'),
+  ConfigError: () => new ConfigError('only type 0 (endpoint) headers can be assigned, not bridges'),
+  IovaHoleError: () =>
+    new IovaHoleError(
+      'guest range 0xfee00000-0xfeefffff lies entirely in the reserved IOVA hole 0xfee00000-0xfeefffff',
+      { iova: 0xfee00000n, length: 0x100000n },
+      { start: 0xfee00000n, last: 0xfeefffffn },
+      [{ start: 0n, last: 0xfedfffffn }],
+    ),
+  OutsideAccessError: () =>
+    new OutsideAccessError("config access 0x1000/4 outside vfio0's config region", 0x1000, 4),
   SysError: () => sys('EBUSY'),
 };
 

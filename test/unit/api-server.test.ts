@@ -113,12 +113,16 @@ t(
       err(fd.json).message,
       /fd numbers are never taken from JSON; attach the fds .* SCM_RIGHTS/,
     );
-    const key = await add({ port: 'd1', iommu: 'ctx0', host: 'x' });
+    const key = await add({ port: 'd1', iommu: 'ctx0', bdf: '00:04.0', host: 'x' });
     assert.is(key.status, 400);
-    assert.match(err(key.json).message, /unknown key 'host' \(known: port, id, iommu, bdf\)/);
-    const name = await add({ port: 'a b', iommu: 'ctx0' });
+    assert.match(
+      err(key.json).message,
+      /^vm\.add-device: unknown key 'host' \(known: port, iommu, bdf\)$/,
+    );
+    const name = await add({ port: 'a b', iommu: 'ctx0', bdf: '00:04.0' });
     assert.is(name.status, 400);
     assert.is(err(name.json).code, 'VFR_ERR_INVALID_SPEC');
+    assert.is((err(name.json) as unknown as { field: string }).field, 'port');
   },
 );
 
@@ -150,7 +154,7 @@ t(
     assert.is(ctx.status, 404);
     assert.match(
       err(ctx.json).message,
-      /no iommufd context 'ctx9' \(contexts: none\): .*attach an fd opened on \/dev\/iommu to create it/,
+      /no iommufd context 'ctx9' \(contexts: none\): .*over the HTTP API, attach an fd opened on \/dev\/iommu/,
     );
     closeSync(file);
     efd.close();

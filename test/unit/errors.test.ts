@@ -1,5 +1,6 @@
-// Error kinds: stable codes and fields, `instanceof` for each kind and the base, and all of it
-// intact after the error crossed from a worker thread to this one through comlink.
+// Error kinds: stable codes and fields, `instanceof` for each kind and the base, the hint and
+// the HTTP status as fields, kinds kept by withHint/withPrefix, and all of it intact after the
+// error crossed from a worker thread to this one through comlink.
 
 import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
@@ -8,22 +9,31 @@ import { errnoNumber, SysError } from '../../native/errno.js';
 import { Comlink, installErrorTransfer, nodeEndpoint } from '../../src/control/comlink-node.js';
 import { explainBindFailure, explainUnsafeInterrupts } from '../../src/dma/diagnose.js';
 import {
+  ApiError,
   attributeKernelError,
+  BootError,
+  ConfigError,
   ConflictError,
   DeviceFailedError,
   ERR,
   ERROR_CLASSES,
   errnoNameOf,
+  GsiRouterError,
   HostSetupError,
   InvalidSpecError,
+  IovaHoleError,
   KernelError,
   NestingSetupError,
   NotFoundError,
+  OutsideAccessError,
   PartialInvalidationError,
   RingClosedError,
+  RingError,
+  statusOf,
   VfrError,
   WorkerExitedError,
   withHint,
+  withPrefix,
 } from '../../src/errors.js';
 import { samples, type Thrower } from '../support/error-thrower.js';
 import { supportUrl } from '../support/threads.js';
@@ -86,6 +96,33 @@ const expected: Record<
       call: 'IOMMU_VIOMMU_ALLOC',
     },
   },
+  RingError: {
+    cls: RingError,
+    code: ERR.RING_REQUEST,
+    fields: { status: 2, statusName: 'BAD_BAR', request: 'BAR_READ BAR1 offset 0x0 size 4' },
+  },
+  GsiRouterError: {
+    cls: GsiRouterError,
+    code: ERR.GSI_ROUTING,
+    fields: { errno: 22, errnoName: 'EINVAL', call: 'KVM_SET_GSI_ROUTING' },
+  },
+  BootError: { cls: BootError, code: ERR.BOOT, fields: {} },
+  ApiError: { cls: ApiError, code: ERR.HTTP, fields: { status: 405, statusCode: 405 } },
+  ConfigError: { cls: ConfigError, code: ERR.DEVICE_CONFIG, fields: {} },
+  IovaHoleError: {
+    cls: IovaHoleError,
+    code: ERR.IOVA_HOLE,
+    fields: {
+      span: { iova: 0xfee00000n, length: 0x100000n },
+      hole: { start: 0xfee00000n, last: 0xfeefffffn },
+      allowed: [{ start: 0n, last: 0xfedfffffn }],
+    },
+  },
+  OutsideAccessError: {
+    cls: OutsideAccessError,
+    code: ERR.OUTSIDE_ACCESS,
+    fields: { offset: 0x1000, size: 4 },
+  },
   SysError: {
     cls: SysError,
     code: 'EBUSY',
@@ -134,6 +171,42 @@ test('a KernelError is still a SysError, names the device, and keeps the errno n
   assert.ok(plain instanceof SysError && !(plain instanceof KernelError));
   assert.is((plain as SysError).code, 'EBUSY', 'a SysError keeps its errno name as code');
   assert.is(plain.message, 'X on /dev/y: EBUSY (first; second)');
+});
+
+test('the hint is a field; withHint and withPrefix keep the kind, its fields and its status', () => {
+  const sys = new SysError('open', '/dev/vfio/7', 16, 'stop the holder');
+  assert.is(sys.hint, 'stop the holder', 'a SysError keeps the hint it was made with');
+  const host = new HostSetupError('0000:00:04.0 is not bound to vfio-pci', '0000:00:04.0');
+  const hinted = withHint(withHint(host, 'bind it'), 'then retry');
+  assert.ok(hinted instanceof HostSetupError && hinted instanceof VfrError);
+  assert.equal(
+    [hinted.code, hinted.bdf, hinted.hint, hinted.statusCode],
+    [ERR.HOST_SETUP, '0000:00:04.0', 'bind it; then retry', 409],
+  );
+  assert.is(hinted.message, '0000:00:04.0 is not bound to vfio-pci (bind it; then retry)');
+  assert.ok(hinted.cause instanceof HostSetupError, 'the cause is the error before the hint');
+  const plain = withHint(new TypeError('x'), 'y');
+  assert.equal([plain.message, plain.hint, statusOf(plain)], ['x (y)', 'y', 500]);
+  const at = withPrefix(
+    new InvalidSpecError('bdf=x is not a PCI address', 'vfio[0].bdf'),
+    '--vfio port=a',
+  );
+  assert.ok(at instanceof InvalidSpecError, 'a device spec error stays one (the CLI exits 2)');
+  assert.equal(
+    [at.message, at.field],
+    ['--vfio port=a: bdf=x is not a PCI address', 'vfio[0].bdf'],
+  );
+  const k = withPrefix(samples.KernelError!(), 'vm');
+  assert.ok(
+    k instanceof KernelError && k instanceof SysError && (k as KernelError).bdf === '0000:00:04.0',
+  );
+  assert.equal(
+    Object.values(ERR).map(
+      (c) => (ERROR_CLASSES.get(c) as unknown as { statusCode: number }).statusCode > 0,
+    ),
+    Object.values(ERR).map(() => true),
+    'every kind carries a status',
+  );
 });
 
 test('across a worker_threads boundary (comlink): class by code, code, fields, message', async () => {

@@ -1,10 +1,16 @@
 // GsiRouter against fake KVM calls: GSI allocation after the irqchip pins, changes from the same
 // turn coalesced into one KVM_SET_GSI_ROUTING, irqfds bound once per route, a refused commit
-// leaves the table as it was, INTx resample irqfds, release.
+// leaves the table as it was and rejects with KVM's errno, INTx resample irqfds, release.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { errnoNumber, SysError } from '../../native/errno.js';
 import * as kvm from '../../native/kvm.js';
-import { GsiRouter, type KvmRoutingOps, x86DefaultRoutes } from '../../src/irq/gsi-router.js';
+import {
+  GsiRouter,
+  GsiRouterError,
+  type KvmRoutingOps,
+  x86DefaultRoutes,
+} from '../../src/irq/gsi-router.js';
 
 const K = kvm.KVM_C;
 type Call = {
@@ -24,7 +30,7 @@ function fake(fail?: () => boolean): {
     tables,
     ops: {
       setGsiRouting: (e) => {
-        if (fail?.()) throw new Error('EINVAL');
+        if (fail?.()) throw new SysError('KVM_SET_GSI_ROUTING', 'fake-vm', errnoNumber('EINVAL'));
         calls.push({ setGsiRouting: e.length });
         tables.push(structuredClone([...e]));
       },
@@ -125,7 +131,16 @@ test('a refused commit rejects its batch and leaves the table and GSIs as they w
     await r.update('d', [{ key: 1, fd: 11, msi: { lo: 0xfee00000, hi: 0, data: 2 } }]);
     assert.unreachable();
   } catch (e) {
-    assert.match((e as Error).message, /KVM_SET_GSI_ROUTING with 42 entries refused: EINVAL/);
+    assert.match(
+      (e as Error).message,
+      /KVM_SET_GSI_ROUTING with 42 entries refused: KVM_SET_GSI_ROUTING on fake-vm: EINVAL/,
+    );
+    assert.ok(e instanceof GsiRouterError && e.code === 'VFR_ERR_GSI_ROUTING');
+    assert.equal(
+      [e.errno, e.errnoName, e.call],
+      [22, 'EINVAL', 'KVM_SET_GSI_ROUTING'],
+      'the errno is kept',
+    );
   }
   assert.is(r.failedCommits, 1);
   assert.equal(msiEntries(r.table()), [[24, 0xfee00000, 1]]);
@@ -145,6 +160,7 @@ test('running out of GSIs names the VM and the limit', async () => {
     assert.unreachable();
   } catch (e) {
     assert.match((e as Error).message, 'fake-vm: no free GSI (KVM allows 26, 2 in use)');
+    assert.ok(e instanceof GsiRouterError && e.errno === undefined, 'no kernel call failed');
   }
 });
 

@@ -5,7 +5,7 @@ import { Worker } from 'node:worker_threads';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { C_LOST, C_SERVED, STATS_SLOTS } from '../../src/metrics/schema.js';
-import { RingClient, RingError } from '../../src/ring/client.js';
+import { RingClient, RingError, ringError } from '../../src/ring/client.js';
 import {
   createRingBuffer,
   H_HEAD,
@@ -141,8 +141,10 @@ test('typed accessors turn WORKER_DIED into a RingError that says the effect is 
   const status = c.await(t);
   c.release(t);
   // What RingClient's accessors throw for a non-OK status.
-  const e = new RingError(status, 'BAR_WRITE BAR0 offset 0x10 size 4');
+  const e = ringError(status, 'BAR_WRITE BAR0 offset 0x10 size 4');
+  assert.ok(e instanceof RingError && e.code === 'VFR_ERR_RING_REQUEST');
   assert.is(statusName(status), 'WORKER_DIED');
+  assert.is(e.statusName, 'WORKER_DIED');
   assert.match(
     e.message,
     'BAR_WRITE BAR0 offset 0x10 size 4: WORKER_DIED (lost: the device worker died while handling it; effect unknown, not replayed)',

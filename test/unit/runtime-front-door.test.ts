@@ -1,6 +1,7 @@
 // The runtime as a library caller meets it, without a kernel: specs checked at Runtime.start and
 // addDevice (InvalidSpec before any path or fd is touched), lookups that fail as NotFound or
-// Conflict, describe() showing the pieces each backend really mapped, and the CLI's help.
+// Conflict, checkAdd's dry run refusing as addDevice does, describe() showing the pieces each
+// backend really mapped, and the CLI's help.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -134,6 +135,55 @@ test('addDevice: a port or device already taken is a Conflict', async () => {
     assert.match((err as Error).message, '0000:00:04.0 is assigned already, on port nvme0');
   } finally {
     rt.devices.clear();
+    await rt.shutdown();
+  }
+});
+
+/** What a call threw (sync or async), or undefined. */
+async function thrown(fn: () => unknown): Promise<unknown> {
+  try {
+    await fn();
+  } catch (e) {
+    return e;
+  }
+  return undefined;
+}
+
+test('checkAdd: a dry run refusing what addDevice refuses, with the same error, changing nothing', async () => {
+  const rt = await Runtime.start({});
+  try {
+    // Bookkeeping only: a device on nvme0 and a context ctx0, as addDevice/addContext leave them.
+    rt.devices.set('nvme0', { port: 'nvme0', bdf: '0000:00:04.0' } as never);
+    rt.contexts.set('ctx0', { close: () => {} } as never);
+    for (const [spec, cls, where] of [
+      [{ port: 'nvme0', iommu: 'ctx0', bdf: '00:05.0' }, ConflictError, 'port nvme0'],
+      [{ port: 'nvme1', iommu: 'ctx0', bdf: '00:04.0' }, ConflictError, 'device 0000:00:04.0'],
+      [{ port: 'nvme1', iommu: 'ctx9', bdf: '00:05.0' }, NotFoundError, 'context ctx9'],
+      [{ port: 'nvme1', bdf: 'x' }, InvalidSpecError, 'vfio[0].bdf'],
+    ] as const) {
+      const dry = (await thrown(() => rt.checkAdd(spec))) as Record<string, unknown>;
+      const real = (await thrown(() => rt.addDevice(spec))) as Record<string, unknown>;
+      assert.ok(dry instanceof cls, `${where}: ${String(dry)}`);
+      assert.ok(real instanceof cls, `${where}: addDevice: ${String(real)}`);
+      for (const k of ['code', 'message', 'resource', 'id', 'field'])
+        assert.is(real[k], dry[k], `${where}: the same ${k}`);
+    }
+    const made = await thrown(() =>
+      rt.checkAdd({ port: 'n2', iommu: 'ctx0', bdf: '00:06.0' }, { newContext: true }),
+    );
+    const again = await thrown(() => rt.addContext({ id: 'ctx0' }));
+    assert.ok(made instanceof ConflictError && made.resource === 'context', String(made));
+    assert.is((again as Error).message, (made as Error).message, 'as addContext says it');
+    assert.equal(rt.checkAdd({ port: 'n2', iommu: 'ctx0', bdf: '00:06.0' }), {
+      port: 'n2',
+      bdf: '0000:00:06.0',
+      iommu: 'ctx0',
+    });
+    assert.ok(rt.checkAdd({ port: 'n2', iommu: 'ctx1', bdf: '00:06.0' }, { newContext: true }));
+    assert.equal([[...rt.devices.keys()], [...rt.contexts.keys()]], [['nvme0'], ['ctx0']]);
+  } finally {
+    rt.devices.clear();
+    rt.contexts.clear();
     await rt.shutdown();
   }
 });
