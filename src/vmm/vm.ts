@@ -78,10 +78,15 @@ export interface VmOptions {
   onConsole?: (bytes: Uint8Array) => void;
   /** Offer the TSC-deadline timer (default off: unreliable under nested KVM in the lab, see cpuid.ts). */
   tscDeadline?: boolean;
-  /** The vCPUs' CPUID model (cpuid.ts; default 'supported'). */
+  /** The vCPUs' CPUID model (cpuid.ts; default 'kvm64', as QEMU's). */
   cpuModel?: CpuModel;
-  /** The KVM paravirtual features offered (cpuid.ts; default 'supported'). */
+  /** The KVM paravirtual features offered (cpuid.ts; default 'qemu', QEMU's default set). */
   pvFeatures?: PvFeatures;
+  /**
+   * The in-kernel PIT delivers ticks a vCPU missed while descheduled (KVM's default, true) or
+   * drops them (false, QEMU's lost_tick_policy=discard).
+   */
+  pitReinject?: boolean;
   /** End the VM (status 'timeout') after this long. */
   timeoutMs?: number;
   /**
@@ -221,8 +226,8 @@ export class Vm {
       const fd = new OwnedFd(kvm.createVcpu(this.vm, i), `kvm-vcpu${i}`);
       this.vcpus.push(fd);
       setupVcpu(fd, i, this.cpus, supported, {
-        model: this.opts.cpuModel ?? 'supported',
-        pv: this.opts.pvFeatures ?? 'supported',
+        model: this.opts.cpuModel ?? 'kvm64',
+        pv: this.opts.pvFeatures ?? 'qemu',
         tscDeadline,
       });
       if (i === 0) setupBootRegs(fd, entry);
@@ -251,6 +256,7 @@ export class Vm {
     kvm.setTssAddr(this.vm, TSS_ADDR);
     kvm.createIrqchip(this.vm);
     kvm.createPit2(this.vm, kvm.KVM_C.KVM_PIT_SPEAKER_DUMMY);
+    if (this.opts.pitReinject === false) kvm.reinjectControl(this.vm, false);
   }
 
   #makeRam(): void {
