@@ -24,9 +24,9 @@ import {
   watchStall,
 } from '../../test/support/guest-boot.js';
 import { parseGuestConsole } from '../../test/support/guest-console.js';
+import { KvmTrace, summarizeTrace } from '../../test/support/kvm-trace.js';
 import { repoRoot } from '../../test/support/paths.js';
 import { readVmStats } from '../../test/support/qemu-reference.js';
-import { KvmTrace } from './kvm-trace.js';
 
 /** Our VMM changed one way each: what a plan's KIND+PRESET boots with. */
 const PRESETS: Record<string, Partial<VmOptions>> = {
@@ -124,6 +124,8 @@ interface BootRecord {
   bootToInitS: number | undefined;
   /** What the guest's kernel said of its clocks and paravirtual features (notesOf). */
   notes: string[];
+  /** With --trace, what KVM's last events show of a boot that did not pass (summarizeTrace). */
+  trace?: string;
 }
 
 /** Facts of a boot read from its GUEST-INFO lines: the ones a death could follow from. */
@@ -216,7 +218,8 @@ async function main(): Promise<void> {
   const args = parseArgs(process.argv.slice(2));
   mkdirSync(args.out, { recursive: true });
   const order = schedule(args.plan);
-  const trace = args.trace ? KvmTrace.start() : undefined;
+  const trace = args.trace ? KvmTrace.start(65536) : undefined;
+  if (args.trace && !trace) usage('--trace: no tracefs with KVM events here (run it in the lab)');
   console.log(
     `soak: ${order.length} boots (${args.plan.map((p) => `${p.kind} ${p.count}`).join(', ')}), ${args.rounds} I/O rounds each; output in ${args.out}${trace ? '; KVM trace on' : ''}`,
   );
@@ -248,10 +251,13 @@ async function main(): Promise<void> {
       wallS: Number(b.wallS.toFixed(1)),
       bootToInitS: b.init,
       notes: notesOf(b.info),
+      ...(trace && b.end.kind !== 'pass'
+        ? { trace: summarizeTrace(trace.tail(2000)) ?? 'nothing known' }
+        : {}),
     };
     records.push(rec);
     console.log(
-      `SOAK ${rec.n}/${order.length} ${rec.kind} ${rec.end} wall=${rec.wallS}s init=${rec.bootToInitS ?? '-'}s [${rec.notes.join(' ')}] ${rec.end === 'pass' ? '' : rec.detail.slice(0, 300)}`,
+      `SOAK ${rec.n}/${order.length} ${rec.kind} ${rec.end} wall=${rec.wallS}s init=${rec.bootToInitS ?? '-'}s [${rec.notes.join(' ')}] ${rec.end === 'pass' ? '' : `${rec.detail.slice(0, 300)}${rec.trace ? ` KVM-TRACE ${rec.trace}` : ''}`}`,
     );
     // The first boot of each kind leaves what its CPU was given (GUEST-INFO), to compare VMMs.
     if (!infoSeen.has(entry.kind) && b.info.length) {
@@ -269,7 +275,7 @@ async function main(): Promise<void> {
           '',
           ...b.info,
           '',
-          trace ? `KVM trace (last lines):\n${trace.tail(400)}` : '',
+          trace ? `KVM trace (last lines):\n${trace.tail(3000)}` : '',
         ].join('\n'),
       );
     }

@@ -32,10 +32,11 @@ import { cdevOf } from '../../src/api/cli.js';
 import { type ApiReply, apiCall } from '../../src/api/client.js';
 import type { VmResult } from '../../src/vmm/vm.js';
 import { checkEnd, ledgerLines, withLabRetries } from '../support/flakes.js';
-import { type BootEnd, endOfOurs } from '../support/guest-boot.js';
+import { type BootEnd, endOfOurs, withTrace } from '../support/guest-boot.js';
 import { parseGuestConsole } from '../support/guest-console.js';
 import { watchForHang } from '../support/hang-watchdog.js';
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
+import { KvmTrace } from '../support/kvm-trace.js';
 import { labDevices, requireLab } from '../support/lab.js';
 import { repoRoot } from '../support/paths.js';
 import { guestImageDir } from '../support/qemu-reference.js';
@@ -143,12 +144,16 @@ let restore = (): void => {};
 let savedNodes: { p: string; st: Stats }[] | undefined;
 // One idle KVM VM held meanwhile, so the VMM's own VM flips no scheduler static key in the lab
 // kernel (test/support/kvm-hold.ts).
+// The lab kernel's KVM trace, read to name how a boot that did not pass ended (kvm-trace.ts).
+let trace: KvmTrace | undefined;
 t.before(() => {
   requireLab();
   holdKvmVm();
+  trace = KvmTrace.start();
 });
 t.after(() => {
   restore();
+  trace?.stop();
   releaseKvmVm();
 });
 
@@ -159,6 +164,7 @@ t.after(() => {
  * before the guest's init.
  */
 async function hotplugBoot(crashVmm = false): Promise<void> {
+  trace?.clear();
   const [n0, n1] = labDevices('nvme');
   assert.ok(n0 && n1, 'two NVMe: lab/run --devices "nvme nvme e1000e"');
   // Files the unprivileged VMM may read: the kernel and initrd, a directory for its socket.
@@ -322,7 +328,7 @@ async function hotplugBoot(crashVmm = false): Promise<void> {
   const result = vmResultOf(stderr);
   const ended = signal ? `signal ${signal}` : `exit ${code}`;
   const end: BootEnd = result
-    ? endOfOurs(result, g, text)
+    ? withTrace(endOfOurs(result, g, text), trace)
     : {
         kind: 'vmm-error',
         detail: `the VMM ended with ${ended} and no result, ${g.checks.length} guest checks printed`,

@@ -30,9 +30,11 @@ import {
   MOVE_PARAMS,
   ourGuestOptions,
   watchStall,
+  withTrace,
 } from '../support/guest-boot.js';
 import { type GuestConsole, parseGuestConsole } from '../support/guest-console.js';
 import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
+import { KvmTrace } from '../support/kvm-trace.js';
 import { requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
 import { describeNewFds, processState, settledState } from '../support/process-state.js';
@@ -63,11 +65,17 @@ interface OurRun {
 const runs: { ours?: OurRun; trapped?: OurRun; qemu?: QemuReferenceResult } = {};
 
 // One idle KVM VM held for the whole suite (test/support/kvm-hold.ts says why).
+// The lab kernel's KVM trace, read to name how a boot that did not pass ended (kvm-trace.ts).
+let trace: KvmTrace | undefined;
 t.before(() => {
   requireLab();
   holdKvmVm();
+  trace = KvmTrace.start();
 });
-t.after(() => releaseKvmVm());
+t.after(() => {
+  trace?.stop();
+  releaseKvmVm();
+});
 
 /** The e1000e's MAC as the device itself holds it (RAL0/RAH0, loaded from its EEPROM). */
 function macOf(ral: number, rah: number): string {
@@ -201,6 +209,7 @@ async function bootOurs(fastPath: boolean, params: Record<string, number> = {}):
   const before = processState();
   let text = '';
   let killer: WorkerKiller | undefined;
+  trace?.clear();
   const vm = await Vm.create(
     ourGuestOptions({
       fastPath,
@@ -268,7 +277,7 @@ async function bootOurs(fastPath: boolean, params: Record<string, number> = {}):
       };
     }
     const guest = parseGuestConsole(text);
-    const end = endOfOurs(r, guest, text, stall.seen());
+    const end = withTrace(endOfOurs(r, guest, text, stall.seen()), trace);
     let dump = '';
     if (end.kind !== 'pass') {
       // Each vCPU's state, and what each vector looked like at the end: mode, masks, routes,
@@ -459,8 +468,9 @@ boot(
 /** QEMU's boot of the guest, checked as ours are (a known lab signature of QEMU's is retried). */
 const qemuBoot = (what: string, noMmap: boolean, params: Record<string, number>, ms: number) =>
   withLabRetries(what, async () => {
+    trace?.clear();
     const q = await bootQemuGuest(noMmap, params, ms);
-    const end = endOfQemu(q);
+    const end = withTrace(endOfQemu(q), trace);
     console.log(
       `    ${what}: ${end.kind} ${end.detail.slice(0, 300)}; boot-to-init ${q.guest.bootToInitS} s`,
     );

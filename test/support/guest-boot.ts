@@ -5,6 +5,7 @@
 import { DEFAULT_CMDLINE } from '../../src/vmm/boot.js';
 import type { VmOptions, VmResult } from '../../src/vmm/vm.js';
 import type { GuestConsole } from './guest-console.js';
+import { type KvmTrace, summarizeTrace } from './kvm-trace.js';
 import { labDevice, labDevices } from './lab.js';
 import type { QemuReferenceResult } from './qemu-reference.js';
 import { guestArgs, guestImageDir, runQemuReference } from './qemu-reference.js';
@@ -184,4 +185,21 @@ export function watchStall(
   }, 5000);
   timer.unref();
   return { stop: () => clearInterval(timer), seen: () => seen };
+}
+
+/**
+ * `end` with what the lab kernel's KVM trace shows of it (summarizeTrace) as its second line,
+ * `KVM-TRACE <summary>`, which lab signatures can match; `end` itself if it passed or the trace
+ * shows nothing known.
+ */
+export function withTrace(end: BootEnd, trace: KvmTrace | undefined): BootEnd {
+  if (end.kind === 'pass' || !trace) return end;
+  const summary = summarizeTrace(trace.tail(2000));
+  if (!summary) return end;
+  const [first, ...rest] = end.text.split('\n');
+  return {
+    ...end,
+    detail: `${end.detail}; KVM-TRACE ${summary}`,
+    text: [first, `KVM-TRACE ${summary}`, ...rest].join('\n'),
+  };
 }

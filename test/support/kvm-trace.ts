@@ -1,0 +1,112 @@
+// The lab kernel's KVM tracepoints in a tracefs instance of our own: what KVM did with a guest's
+// last exits, injected exceptions and interrupts before a boot died. A triple fault leaves no
+// guest state (KVM resets the vCPU) and a livelock shows only counters, so the suites and the
+// soak read this trace to name how a boot ended (summarize): it is what told the lab's livelock
+// (a vCPU looping on a nested page fault while delivering a #PF, on QEMU's guest as on ours)
+// from a bug of ours. Every VM of the lab kernel is traced, the reference QEMU's too.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
+
+const TRACEFS = '/sys/kernel/tracing';
+const INSTANCE = `${TRACEFS}/instances/vfio-runtime`;
+/** Exits, injected exceptions and interrupts, emulated instructions, MSRs and hypercalls. */
+const EVENTS = [
+  'kvm_exit',
+  'kvm_inj_exception',
+  'kvm_inj_virq',
+  'kvm_emulate_insn',
+  'kvm_msr',
+  'kvm_hypercall',
+  'kvm_pv_eoi',
+];
+
+export class KvmTrace {
+  #paused = false;
+  private constructor(readonly events: string[]) {}
+
+  /** Starts tracing (root, in the lab); undefined where there is no tracefs with KVM events. */
+  static start(bufferKb = 16384): KvmTrace | undefined {
+    try {
+      if (!existsSync(`${TRACEFS}/instances`))
+        execFileSync('mount', ['-t', 'tracefs', 'nodev', TRACEFS], { stdio: 'ignore' });
+      if (!existsSync(`${TRACEFS}/events/kvm`)) return undefined;
+      if (!existsSync(INSTANCE)) mkdirSync(INSTANCE);
+      writeFileSync(`${INSTANCE}/buffer_size_kb`, String(bufferKb));
+      const on = EVENTS.filter((e) => {
+        const f = `${INSTANCE}/events/kvm/${e}/enable`;
+        if (!existsSync(f)) return false;
+        writeFileSync(f, '1');
+        return true;
+      });
+      writeFileSync(`${INSTANCE}/tracing_on`, '1');
+      return new KvmTrace(on);
+    } catch {
+      return undefined;
+    }
+  }
+
+  clear(): void {
+    writeFileSync(`${INSTANCE}/trace`, '');
+    this.resume();
+  }
+
+  /** Stops recording, keeping what the buffer holds (the moment a guest went quiet). */
+  pause(): void {
+    if (this.#paused) return;
+    writeFileSync(`${INSTANCE}/tracing_on`, '0');
+    this.#paused = true;
+  }
+
+  resume(): void {
+    if (!this.#paused) return;
+    writeFileSync(`${INSTANCE}/tracing_on`, '1');
+    this.#paused = false;
+  }
+
+  tail(lines: number): string {
+    return readFileSync(`${INSTANCE}/trace`, 'utf8').split('\n').slice(-lines).join('\n');
+  }
+
+  stop(): void {
+    writeFileSync(`${INSTANCE}/tracing_on`, '0');
+    try {
+      rmdirSync(INSTANCE);
+    } catch {
+      /* busy: left for the lab's power-off */
+    }
+  }
+}
+
+/**
+ * One line naming what the trace's last events show, or undefined when they show nothing known:
+ * `npf-loop-in-pf-delivery`: the last exits are all one vCPU's nested page fault at one RIP while
+ * it delivered a #PF (exit_int_info valid, vector 14), each answered by KVM reinjecting the #PF;
+ * `shutdown after <exceptions>`: the exceptions KVM injected or saw last before a shutdown exit.
+ */
+export function summarizeTrace(trace: string): string | undefined {
+  const lines = trace.split('\n').filter((l) => l.includes('kvm_'));
+  const exits = lines.filter((l) => l.includes('kvm_exit:')).slice(-50);
+  const npf = exits.map((l) =>
+    /vcpu (\d+) reason npf rip (0x[0-9a-f]+) info1 (0x[0-9a-f]+) info2 (0x[0-9a-f]+) intr_info (0x8[0-9a-f]{3}0b0e)/.exec(
+      l,
+    ),
+  );
+  if (exits.length >= 20 && npf.every((m) => m && m[2] === npf[0]![2] && m[4] === npf[0]![4])) {
+    const m = npf[0]!;
+    return `npf-loop-in-pf-delivery vcpu ${m[1]} rip ${m[2]} gpa ${m[4]} (the last ${exits.length} exits: a nested page fault while delivering a #PF, reinjected)`;
+  }
+  const shutdownAt = lines.findLastIndex((l) => /reason shutdown/.test(l));
+  if (shutdownAt >= 0) {
+    const before = lines
+      .slice(Math.max(0, shutdownAt - 40), shutdownAt)
+      .map(
+        (l) =>
+          /kvm_inj_exception: (\S+)/.exec(l)?.[1] ??
+          /reason (\S+) rip (0x[0-9a-f]+)/.exec(l)?.slice(1).join('@'),
+      )
+      .filter(Boolean)
+      .slice(-8);
+    return `shutdown after ${before.join(' ')}`;
+  }
+  return undefined;
+}
