@@ -177,10 +177,6 @@ export const kvm_cpuid2 = struct('struct kvm_cpuid2', {
   entries: flex(kvm_cpuid_entry2),
 });
 export const kvm_pit_config = struct('struct kvm_pit_config', { flags: u32, pad: array(u32, 15) });
-export const kvm_reinject_control = struct('struct kvm_reinject_control', {
-  pit_reinject: u8,
-  reserved: array(u8, 31),
-});
 export const kvm_msr_entry = struct('struct kvm_msr_entry', {
   index: u32,
   reserved: u32,
@@ -196,7 +192,6 @@ export const KVM = defineIoctls('linux/kvm.h', {
   KVM_GET_SUPPORTED_CPUID: _IOWR(KVMIO, 0x05, kvm_cpuid2.size),
   KVM_SET_IDENTITY_MAP_ADDR: _IOW(KVMIO, 0x48, 8),
   KVM_CREATE_PIT2: _IOW(KVMIO, 0x77, kvm_pit_config.size),
-  KVM_REINJECT_CONTROL: _IO(KVMIO, 0x71),
   KVM_GET_MSRS: _IOWR(KVMIO, 0x88, kvm_msrs.size),
   KVM_SET_MSRS: _IOW(KVMIO, 0x89, kvm_msrs.size),
   KVM_SET_CPUID2: _IOW(KVMIO, 0x90, kvm_cpuid2.size),
@@ -384,16 +379,6 @@ export function setCpuid2(t: Target, entries: readonly CpuidEntry[]): void {
 
 export function createPit2(t: Target, flags: number): void {
   ioctl(t, 'KVM_CREATE_PIT2', KVM.KVM_CREATE_PIT2, encode(kvm_pit_config, { flags }));
-}
-
-/** Whether the in-kernel PIT delivers the ticks a vCPU missed (1, KVM's default) or drops them (0). */
-export function reinjectControl(t: Target, pitReinject: boolean): void {
-  ioctl(
-    t,
-    'KVM_REINJECT_CONTROL',
-    KVM.KVM_REINJECT_CONTROL,
-    encode(kvm_reinject_control, { pit_reinject: pitReinject ? 1 : 0 }),
-  );
 }
 
 /** Where KVM (VMX) puts its real-mode identity page table: one page the guest must not use. */

@@ -42,8 +42,6 @@ const PRESETS: Record<string, Partial<VmOptions>> = {
   kvm64cpu: { cpuModel: 'kvm64' },
   /** Only the CPUID model as before issue 22 (the KVM features unchanged). */
   oldcpu: { cpuModel: 'supported' },
-  /** The in-kernel PIT drops the ticks a descheduled vCPU missed (KVM reinjects them by default). */
-  nopitreinject: { pitReinject: false },
 };
 
 interface Args {

@@ -82,11 +82,6 @@ export interface VmOptions {
   cpuModel?: CpuModel;
   /** The KVM paravirtual features offered (cpuid.ts; default 'qemu', QEMU's default set). */
   pvFeatures?: PvFeatures;
-  /**
-   * The in-kernel PIT delivers ticks a vCPU missed while descheduled (KVM's default, true) or
-   * drops them (false, QEMU's lost_tick_policy=discard).
-   */
-  pitReinject?: boolean;
   /** End the VM (status 'timeout') after this long. */
   timeoutMs?: number;
   /**
@@ -256,7 +251,6 @@ export class Vm {
     kvm.setTssAddr(this.vm, TSS_ADDR);
     kvm.createIrqchip(this.vm);
     kvm.createPit2(this.vm, kvm.KVM_C.KVM_PIT_SPEAKER_DUMMY);
-    if (this.opts.pitReinject === false) kvm.reinjectControl(this.vm, false);
   }
 
   #makeRam(): void {
