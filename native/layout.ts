@@ -4,14 +4,14 @@
 
 export type ScalarKind = 'u8' | 's8' | 'u16' | 's16' | 'u32' | 's32' | 'u64' | 's64';
 
-interface ScalarType<V> {
+export interface ScalarType<V> {
   readonly kind: 'scalar';
   readonly scalar: ScalarKind;
   readonly size: number;
   readonly align: number;
   readonly __v?: V;
 }
-interface ArrayType<V> {
+export interface ArrayType<V> {
   readonly kind: 'array';
   readonly elem: LayoutType;
   readonly length: number;
@@ -19,7 +19,7 @@ interface ArrayType<V> {
   readonly align: number;
   readonly __v?: V;
 }
-interface FlexType {
+export interface FlexType {
   readonly kind: 'flex';
   readonly elem: LayoutType;
   readonly size: 0;

@@ -8,26 +8,19 @@
 // with `fd` in it is refused. A context the API made for a device (from its /dev/iommu fd) is
 // closed with that device, so after a removal the process holds the fds it held before.
 import { readlinkSync } from 'node:fs';
-import type { DeviceAttachOptions, Runtime, RuntimeDevice } from '../coordinator/runtime.js';
-import type { DeviceSpec } from '../coordinator/spec.js';
-import { ConflictError, NotFoundError } from '../errors.js';
+import {
+  ConflictError,
+  type DeviceHooks,
+  type DeviceSpec,
+  NotFoundError,
+  type Runtime,
+  type RuntimeDevice,
+} from '../index.js';
 import { API_STYLE, addDeviceInput, removeDeviceInput } from './device-body.js';
 import { ApiError, type ApiHost, errorBody } from './routes.js';
 import type { ApiRequest, ApiResponse, ApiServerStats, ReceivedFds } from './server.js';
 
-export interface DeviceHooks {
-  /** A host that cannot add (remove) devices while it runs says why (the answer is 501). */
-  cannotAdd?: string;
-  cannotRemove?: string;
-  /** Worker options for a new device (a VMM's KVM router and INTx GSI). */
-  attachOptions?(port: string): DeviceAttachOptions;
-  /** The device is attached and its worker runs: put it where the guest finds it. */
-  plugged?(d: RuntimeDevice): Promise<Record<string, unknown>> | Record<string, unknown>;
-  /** Before the runtime lets the device go: take it away from the guest (BARs, slots, routes). */
-  unplugging?(port: string): Promise<void> | void;
-  info?(): unknown;
-  counters?(): unknown;
-}
+export type { DeviceHooks };
 
 export type FdKind = 'cdev' | 'iommufd' | 'other';
 
