@@ -11,6 +11,7 @@
 
 export { recvFds, sendFds, socketPair } from './control/fd-passing.js';
 export type { AddCheckOptions } from './coordinator/add-check.js';
+export type { BarAreaMapping } from './coordinator/bar-maps.js';
 export type { BarSummary } from './coordinator/bar-summary.js';
 export {
   DeviceHandle,

@@ -411,6 +411,15 @@ export class DeviceHandle {
     };
   }
 
+  /**
+   * Close the ring now: every producer waiting on it (for a completion or a free slot) wakes with
+   * RingClosedError, as does any later request not completed at once; the worker is left as it
+   * is. A VMM whose guest is over ends its vCPUs' waits on a device that no longer answers so.
+   */
+  abortRequests(): void {
+    closeRing(this.ring);
+  }
+
   /** Stop the worker (interrupts off in VFIO and KVM), the poller, and close the ring (producers still waiting get RingClosedError). */
   async shutdown(): Promise<void> {
     if (this.#state === 'stopped') return;

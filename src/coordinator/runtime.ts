@@ -29,6 +29,7 @@ import {
   type VIommuOptions,
 } from '../nesting/viommu.js';
 import { type AddCheckOptions, checkAdd, contextTaken } from './add-check.js';
+import { type BarAreaMapping, BarMaps } from './bar-maps.js';
 import { type BarSummary, barSummaries } from './bar-summary.js';
 import { DeviceHandle, type DeviceHandleOptions } from './device-handle.js';
 import {
@@ -118,6 +119,8 @@ export class Runtime {
   log: RuntimeLogger = silentLogger;
   /** Device BARs mapped into the backends for peer-to-peer DMA (mapBarForPeers). */
   readonly peers = new PeerBars();
+  /** BAR areas mapped for a VMM's fast path (mapBarAreas). */
+  readonly #barMaps = new BarMaps();
   #closed = false;
 
   private constructor() {}
@@ -302,6 +305,7 @@ export class Runtime {
     const d = this.devices.get(port);
     if (!d) throw this.#noDevice(port, '');
     this.peers.unmapDevice(port);
+    this.#barMaps.unmap(port);
     this.devices.delete(port);
     try {
       await d.supervisor?.stop();
@@ -446,6 +450,30 @@ export class Runtime {
   }
 
   /**
+   * mmap each mappable area of the device's BARs (`description.bars[i].mappable`, at most
+   * `maxPerBar` per BAR) from its device fd, shared and read-write: the memory a VMM's KVM slot
+   * puts at the BAR's guest address + the area's offset (the BAR fast path: no exit). The runtime
+   * owns the mappings; unmapBarAreas, removeDevice and shutdown unmap them (a VMM deletes its
+   * slots first). A refused mmap is a SysError (the areas mapped before it stay, for the unmap).
+   */
+  mapBarAreas(port: string, opts: { maxPerBar?: number } = {}): readonly BarAreaMapping[] {
+    const d = this.devices.get(port);
+    if (!d) throw this.#noDevice(port, 'mapBarAreas: ');
+    if (this.#barMaps.has(port))
+      throw new ConflictError(
+        `mapBarAreas: port '${port}' has its BARs mapped already`,
+        'port',
+        port,
+      );
+    return this.#barMaps.map(port, d.device, d.handle.description.bars, opts.maxPerBar);
+  }
+
+  /** Undo mapBarAreas (after the VMM's slots over the areas are gone); nothing mapped is a no-op. */
+  unmapBarAreas(port: string): void {
+    this.#barMaps.unmap(port);
+  }
+
+  /**
    * Export the runtime's metrics on a prom-client registry (docs/metrics.md): devices, rings,
    * interrupts, workers, BARs, DMA backends, vIOMMUs; read at scrape time. `process`: also
    * prom-client's default process and Node.js metrics (a VMM with its own registry has them).
@@ -549,6 +577,7 @@ export class Runtime {
     if (this.#closed) return;
     this.#closed = true;
     this.peers.clear();
+    this.#barMaps.clear();
     for (const d of [...this.devices.values()].reverse()) {
       await d.supervisor?.stop().catch(() => {});
       await d.handle.shutdown().catch(() => {});
