@@ -2,7 +2,7 @@
 // header and filling the zero page (struct boot_params) a 32-bit boot entry expects. The
 // header is a packed on-disk format, not an ioctl struct, so its fields are named by their
 // offsets in boot_params as the protocol document gives them.
-import { BootError } from '../errors.js';
+import { BootError } from '../index.js';
 import type { E820Entry } from './memory-map.js';
 
 /** Offsets in boot_params (the setup header starts at 0x1f1, as in the file's first sector). */

@@ -1,7 +1,7 @@
 // What a vCPU does with an I/O-port or MMIO exit: the 8250, the debug-exit port, the keyboard
 // controller's reset line, PCI configuration and the assigned devices' BARs (through their
 // rings). Anything else reads as all ones, drops writes and is counted.
-import { OP, STATUS } from '../ring/protocol.js';
+import { OP, STATUS } from '../threads.js';
 import { CMOS_DATA, CMOS_INDEX, cmosRead, cmosWrite } from './cmos.js';
 import { callOrGone, countRefused, type PciBus } from './pci-bus.js';
 import { END, endVm, STAT } from './shared.js';

@@ -8,9 +8,7 @@
 // Functions come and go while the guest runs (hot-plug, vm.ts): an empty slot reads as all ones,
 // and a device whose ring closed under a vCPU (a surprise removal) answers all ones too.
 
-import { RingClosedError } from '../errors.js';
-import type { RingClient } from '../ring/client.js';
-import { OP, STATUS } from '../ring/protocol.js';
+import { OP, type RingClient, RingClosedError, STATUS } from '../threads.js';
 import type { BarSlots } from './bar-slots.js';
 import { BAR, BAR_IO, BAR_MEM, BARS, CTL, STAT } from './shared.js';
 

@@ -3,8 +3,7 @@
 // size; I/O BARs from 0xc000), turn on memory/IO decoding, and wire INTx to an IOAPIC pin
 // (written to the interrupt line register). The guest may move BARs later; pci-bus.ts follows.
 import { PCI } from '../../native/pci-regs.js';
-import type { DeviceDescription } from '../device/assigned-device.js';
-import type { RingClient } from '../ring/client.js';
+import type { DeviceDescription, RingClient } from '../index.js';
 import { PCI_IO_END, PCI_IO_START, PCI_MMIO32_END, PCI_MMIO32_START } from './memory-map.js';
 import { KIND_IO, KIND_MEM32, KIND_MEM64 } from './pci-bus.js';
 import { BAR, BARS } from './shared.js';

@@ -6,8 +6,7 @@
 // unmapped and mapped at its new address, decoding off unmaps. This lags the guest's write by an
 // event-loop turn (QEMU's memory listener is synchronous); a device told to DMA into a BAR the
 // guest has just moved may miss in between. Failures are counted and kept, never fatal.
-import type { Runtime } from '../coordinator/runtime.js';
-import type { PeerAreaResult } from '../dma/peer-bars.js';
+import type { PeerAreaResult, Runtime } from '../index.js';
 import { BAR, BAR_IO, BARS, CTL } from './shared.js';
 
 export interface PeerSyncStats {

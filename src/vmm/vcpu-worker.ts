@@ -13,7 +13,7 @@ import { errnoName } from '../../native/errno.js';
 import * as kvm from '../../native/kvm.js';
 import { offsetOf } from '../../native/layout.js';
 import { C, errno, MAP_FAILED, raw, view } from '../../native/libc.js';
-import { RingClient } from '../ring/client.js';
+import { RingClient } from '../threads.js';
 import { BarSlots } from './bar-slots.js';
 import { ConsoleWriter } from './console.js';
 import { ExitDevices, topPorts } from './devices.js';

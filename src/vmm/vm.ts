@@ -5,20 +5,26 @@
 import { MessageChannel, type MessagePort, Worker } from 'node:worker_threads';
 import * as kvm from '../../native/kvm.js';
 import { C } from '../../native/libc.js';
-import type { DeviceHooks } from '../api/runtime-api.js';
-import { Runtime, type RuntimeDevice } from '../coordinator/runtime.js';
-import type { DeviceSpec, IommuSpec } from '../coordinator/spec.js';
-import type { SupervisorOptions } from '../coordinator/supervisor.js';
-import type { FaultSpec } from '../device/faults.js';
-import { memfdRegionSource } from '../dma/backend.js';
-import { ConflictError, InvalidSpecError, withPrefix } from '../errors.js';
-import { OwnedFd } from '../fd.js';
-import { GsiRouter } from '../irq/gsi-router.js';
-import type { RuntimeLogger } from '../log.js';
-import { MemfdRegion } from '../memory/memfd-region.js';
-import type { RingClient } from '../ring/client.js';
-import { closeRing } from '../ring/server.js';
-import { BarMapping } from './bar-mapping.js';
+import {
+  type BarAreaMapping,
+  ConflictError,
+  type DeviceHooks,
+  type DeviceSpec,
+  type FaultSpec,
+  GsiRouter,
+  InvalidSpecError,
+  type IommuSpec,
+  MemfdRegion,
+  memfdRegionSource,
+  OwnedFd,
+  type RingClient,
+  Runtime,
+  type RuntimeDevice,
+  type RuntimeLogger,
+  type SupervisorOptions,
+  withHint,
+  withPrefix,
+} from '../index.js';
 import { BarSlots } from './bar-slots.js';
 import {
   type BootFiles,
@@ -306,9 +312,6 @@ export class Vm {
     return out;
   }
 
-  readonly #barMappings: BarMapping[] = [];
-  /** The BAR fast path's mappings by port (a removed device's go with it). */
-  readonly #mappingsOf = new Map<string, BarMapping[]>();
   /** Where BARs go, at boot and for hot-added devices (firmware style, never reused). */
   readonly #alloc = new BarAllocator();
   /** One port per running vCPU: hot-plug sends it the slot's new ring (vcpu-worker.ts replug). */
@@ -321,23 +324,27 @@ export class Vm {
     this.#undo.push(() => {
       this.slots?.clear();
       table.fill(0);
-      for (const m of this.#barMappings.splice(0)) m.close();
+      for (const port of this.deviceNames) if (port) this.runtime.unmapBarAreas(port);
     });
   }
 
-  /** mmap each mappable area of device `i`'s BARs into the slot table (installed by refresh). */
+  /** The runtime mmaps each mappable area of device `i`'s BARs; the slot table records them (installed by refresh). */
   #mapBars(d: RuntimeDevice, i: number): void {
     const table = new Float64Array(this.shared.slots);
-    for (const b of d.handle.description.bars) {
-      for (const [k, area] of b.mappable.slice(0, MAX_AREAS).entries()) {
-        const m = new BarMapping(d.device.fd, d.device.path, d.port, BigInt(b.regionOffset), area);
-        this.#barMappings.push(m);
-        this.#mappingsOf.set(d.port, [...(this.#mappingsOf.get(d.port) ?? []), m]);
-        const row = slotRow(i, b.index, k);
-        table[row + SLOT.OFFSET] = m.offset;
-        table[row + SLOT.SIZE] = m.size;
-        table[row + SLOT.HVA] = Number(m.hva);
-      }
+    let areas: readonly BarAreaMapping[];
+    try {
+      areas = this.runtime.mapBarAreas(d.port, { maxPerBar: MAX_AREAS });
+    } catch (e) {
+      throw withHint(
+        e,
+        `or trap this device's BARs instead: --no-mmap ${d.port} (VmOptions.noMmap)`,
+      );
+    }
+    for (const m of areas) {
+      const row = slotRow(i, m.bar, m.area);
+      table[row + SLOT.OFFSET] = m.offset;
+      table[row + SLOT.SIZE] = m.size;
+      table[row + SLOT.HVA] = Number(m.hva);
     }
   }
 
@@ -441,11 +448,7 @@ export class Vm {
     for (let n = 0; n < BARS; n++)
       for (let k = 0; k < MAX_AREAS; k++) table[slotRow(i, n, k) + SLOT.SIZE] = 0;
     this.slots?.sync(bars);
-    for (const m of this.#mappingsOf.get(port) ?? []) {
-      m.close();
-      this.#barMappings.splice(this.#barMappings.indexOf(m), 1);
-    }
-    this.#mappingsOf.delete(port);
+    this.runtime.unmapBarAreas(port);
     bars.fill(0, i * BARS * BAR.WORDS, (i + 1) * BARS * BAR.WORDS);
     this.deviceNames[i] = '';
     this.#publish(i, null);
@@ -539,10 +542,7 @@ export class Vm {
       // A vCPU waiting on a device that no longer answers is not in KVM_RUN: closing the rings
       // ends its wait (RingClosedError). The VM is over, so the devices have no more users.
       const unstick = setTimeout(() => {
-        for (const [i] of this.deviceNames.entries()) {
-          const r = this.#ringOf(i);
-          if (r) closeRing(r);
-        }
+        for (const port of this.deviceNames) if (port) this.runtime.device(port).abortRequests();
       }, UNSTICK_AFTER_MS);
       await Promise.all(workers);
       clearInterval(kicker);
