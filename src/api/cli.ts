@@ -4,9 +4,7 @@
 // opens itself (the device's cdev from sysfs, /dev/iommu for a new context).
 import { readdirSync } from 'node:fs';
 import { C, open, raw } from '../../native/libc.js';
-import type { Runtime } from '../coordinator/runtime.js';
-import { HostSetupError, InvalidSpecError } from '../errors.js';
-import { normalizeBdf } from '../platform/pci-sysfs.js';
+import { HostSetupError, InvalidSpecError, normalizeBdf, type Runtime } from '../index.js';
 import { type ApiReply, apiCall } from './client.js';
 import { apiHandler } from './routes.js';
 import { type DeviceHooks, RuntimeApi } from './runtime-api.js';

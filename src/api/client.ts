@@ -5,7 +5,7 @@
 import { connect, Socket } from 'node:net';
 import { C, check, raw } from '../../native/libc.js';
 import { sock, sockaddrUn } from '../../native/socket.js';
-import { sendFds } from '../control/fd-passing.js';
+import { sendFds } from '../index.js';
 import { type ParsedResponse, parseResponse } from './http.js';
 
 export interface ApiCall {

@@ -3,8 +3,7 @@
 // a remove-device body the port to remove. The API's own rules stay here: fd numbers are never
 // taken from JSON (fds ride on the request by SCM_RIGHTS), and a device goes on an iommufd
 // context (iommu is required).
-import type { SpecStyle } from '../coordinator/spec.js';
-import { InvalidSpecError } from '../errors.js';
+import { InvalidSpecError, type SpecStyle } from '../index.js';
 
 const ADD = 'vm.add-device';
 const REMOVE = 'vm.remove-device';

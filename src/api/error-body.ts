@@ -4,7 +4,7 @@
 // read off the error itself (its code, its hint, its own data fields), with no list of classes
 // here: a new kind answers with its status and fields with no change to this file.
 import { SysError } from '../../native/errno.js';
-import { ERR, statusOf, VfrError } from '../errors.js';
+import { ERR, statusOf, VfrError } from '../index.js';
 
 /** The code of an answer for an error outside the taxonomy (a bug): status 500. */
 export const INTERNAL_CODE = 'VFR_ERR_INTERNAL';

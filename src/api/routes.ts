@@ -3,7 +3,7 @@
 //   {"error": {"status", "code", "message", "hint"?, ...fields}}
 // where code is the VFR_ERR_* code (VFR_ERR_HTTP for what the API refuses itself) and the
 // message names what was wrong and the fix.
-import { ApiError } from '../errors.js';
+import { ApiError } from '../index.js';
 import { errorBody } from './error-body.js';
 import type { ApiHandler, ApiRequest, ApiResponse } from './server.js';
 

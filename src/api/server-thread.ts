@@ -19,7 +19,7 @@ import { errnoNumber } from '../../native/errno.js';
 import { decode, encode } from '../../native/layout.js';
 import { addressOf, C, cmsghdr, errno, iovec, msghdr, pollfd, raw } from '../../native/libc.js';
 import { SOCK, sock } from '../../native/socket.js';
-import { ERR } from '../errors.js';
+import { ERR } from '../threads.js';
 import { formatResponse, isHeadError, parseHead } from './http.js';
 import { API_STAT, type ServerThreadData, type ToMain, type ToThread } from './thread-protocol.js';
 
