@@ -7,7 +7,6 @@ import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinat
 import { InvalidSpecError } from '../errors.js';
 import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
 import { validateHost } from '../platform/validate.js';
-import { VM_USAGE, vmCommand } from '../vmm/cli.js';
 import {
   cliLogger,
   OBSERVABILITY_USAGE,
@@ -15,6 +14,7 @@ import {
   takeObservabilityArgs,
 } from './observability.js';
 import { parseRuntimeArgs } from './specs.js';
+import { VM_USAGE, vmCommand } from './vm.js';
 
 const USAGE = `usage: vfio-runtime <command> [--json]   (vfio-runtime <command> --help, -h: this text)
   devices   list PCI functions: driver, IOMMU group, VFIO cdev, BARs, MSI/MSI-X vectors

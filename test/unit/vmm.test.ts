@@ -3,9 +3,9 @@
 // command's own flags.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { vmCommand } from '../../src/cli/vm.js';
 import { InvalidSpecError } from '../../src/errors.js';
 import { BootError, BP, fillZeroPage, parseBzImage } from '../../src/vmm/bzimage.js';
-import { vmCommand } from '../../src/vmm/cli.js';
 import { guestCpuid } from '../../src/vmm/cpuid.js';
 import { E820_RAM, E820_RESERVED, e820Map, ramRanges } from '../../src/vmm/memory-map.js';
 import { buildMpTable } from '../../src/vmm/mptable.js';

@@ -1,13 +1,14 @@
-// `vfio-runtime vm`: boot a Linux guest on the minimal VMM, with the runtime's --iommu/--vfio
-// specs for assigned devices and --memory for its RAM. The guest's console goes to stdout, the
-// VMM's own report to stderr; the exit status says how the guest ended (VM_EXIT below).
+// `vfio-runtime vm`: boot a Linux guest on the minimal VMM (src/vmm/, the library; this is the
+// binary's half), with the runtime's --iommu/--vfio specs for assigned devices and --memory for
+// its RAM. The guest's console goes to stdout, the VMM's own report to stderr; the exit status
+// says how the guest ended (VM_EXIT below).
 
 import { serveApi, takeApiOptions } from '../api/cli.js';
-import { cliLogger, startCliMetrics, takeObservabilityArgs } from '../cli/observability.js';
-import { parseRuntimeArgs } from '../cli/specs.js';
-import { InvalidSpecError } from '../errors.js';
-import { DEFAULT_CMDLINE } from './boot.js';
-import { Vm, type VmResult } from './vm.js';
+import { InvalidSpecError } from '../index.js';
+import { DEFAULT_CMDLINE } from '../vmm/boot.js';
+import { Vm, type VmResult } from '../vmm/vm.js';
+import { cliLogger, startCliMetrics, takeObservabilityArgs } from './observability.js';
+import { parseRuntimeArgs } from './specs.js';
 
 export const VM_USAGE = `  vm        boot a Linux guest: --kernel <bzImage> [--initrd <img>] --memory size=<n>[M|G]
             [--cpus <n>] [--cmdline "<text>" | --append "<text>"] [--timeout <s>] [--iommu ...]
