@@ -60,9 +60,9 @@ import {
 } from './shared.js';
 import { collectStats, type VmStats } from './stats.js';
 import { initUart } from './uart.js';
+import type { VcpuWorkerData } from './vcpu.js';
 import { setupBootRegs, setupVcpu } from './vcpu-setup.js';
 import { kick } from './vcpu-threads.js';
-import type { VcpuWorkerData } from './vcpu-worker.js';
 
 export type { VmStats };
 export { BootError };
