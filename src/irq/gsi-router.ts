@@ -199,71 +199,102 @@ export class GsiRouter {
     r.bound = false;
   }
 
+  /** Commit the turn's requests: stage, build the table, install it, then bind and answer. */
   #commit(): void {
     this.#scheduled = false;
     const batch = this.#queue;
     this.#queue = [];
-    // Stage on copies: nothing changes unless KVM accepts the new table.
-    // Each request is applied to a copy of its owner's routes, kept only if all its changes apply.
-    const staged = new Map<string, Map<number, Route>>();
-    const copyOf = (owner: string): Map<number, Route> =>
-      new Map(
-        [...(staged.get(owner) ?? this.#owners.get(owner) ?? [])].map(([k, r]) => [k, { ...r }]),
-      );
-    const allocated: number[] = [];
-    const unbinds: Route[] = []; // irqfds to deassign once KVM has the new table
-    const drop = (r: Route): void => {
-      unbinds.push({ ...r });
-      r.bound = false;
-    };
-    const failed = new Map<Pending, unknown>();
-    const results = new Map<Pending, RouteResult[]>();
+    const st = this.#stage(batch);
+    const entries = this.#tableOf(st.staged);
+    if (!this.#install(entries, st)) return;
+    for (const [o, m] of st.staged) this.#owners.set(o, m);
+    for (const r of st.unbinds) this.#unbind(r);
+    this.#bindNew(st);
     for (const p of batch) {
-      const out: RouteResult[] = [];
-      const mark = allocated.length;
+      const e = st.failed.get(p);
+      if (e) p.reject(e);
+      else p.resolve(st.results.get(p) ?? []);
+    }
+  }
+
+  /**
+   * Stage on copies: nothing changes unless KVM accepts the new table. Each request is applied
+   * to a copy of its owner's routes, kept only if all its changes apply.
+   */
+  #stage(batch: Pending[]): Staging {
+    const st: Staging = {
+      batch,
+      staged: new Map(),
+      allocated: [],
+      unbinds: [],
+      failed: new Map(),
+      results: new Map(),
+    };
+    for (const p of batch) {
+      const mark = st.allocated.length;
       try {
-        const routes = copyOf(p.owner);
-        for (const c of p.changes) {
-          let r = routes.get(c.key);
-          if ('msi' in c) {
-            if (!r) {
-              if (!c.msi) {
-                out.push({ key: c.key, gsi: -1 });
-                continue;
-              }
-              r = { gsi: this.#alloc(), fd: c.fd, msi: null, bound: false };
-              allocated.push(r.gsi);
-              routes.set(c.key, r);
-            }
-            r.msi = c.msi && { lo: c.msi.lo >>> 0, hi: c.msi.hi >>> 0, data: c.msi.data >>> 0 };
-            if (r.fd !== c.fd) {
-              if (r.bound) drop(r);
-              r.fd = c.fd;
-            }
-            out.push({ key: c.key, gsi: r.gsi });
-          } else if (c.on) {
-            if (r?.bound && (r.fd !== c.fd || r.gsi !== c.gsi)) drop(r);
-            routes.set(c.key, {
-              gsi: c.gsi,
-              fd: c.fd,
-              msi: null,
-              bound: r?.bound === true && r.fd === c.fd && r.gsi === c.gsi,
-              intx: { resampleFd: c.resampleFd },
-            });
-            out.push({ key: c.key, gsi: c.gsi });
-          } else {
-            if (r?.bound) drop(r);
-            routes.delete(c.key);
-            out.push({ key: c.key, gsi: -1 });
-          }
-        }
-        results.set(p, out);
-        staged.set(p.owner, routes);
+        const routes = new Map(
+          [...(st.staged.get(p.owner) ?? this.#owners.get(p.owner) ?? [])].map(([k, r]) => [
+            k,
+            { ...r },
+          ]),
+        );
+        st.results.set(
+          p,
+          p.changes.map((c) => this.#apply(st, routes, c)),
+        );
+        st.staged.set(p.owner, routes);
       } catch (e) {
-        for (const g of allocated.splice(mark)) this.#used.delete(g);
-        failed.set(p, e);
+        for (const g of st.allocated.splice(mark)) this.#used.delete(g);
+        st.failed.set(p, e);
       }
     }
+    return st;
+  }
+
+  /** One change on a copy of its owner's routes: an MSI route, or an INTx irqfd on or off. */
+  #apply(st: Staging, routes: Map<number, Route>, c: RouteChange): RouteResult {
+    if ('msi' in c) return this.#applyMsi(st, routes, c);
+    const r = routes.get(c.key);
+    if (c.on) {
+      if (r?.bound && (r.fd !== c.fd || r.gsi !== c.gsi)) drop(st, r);
+      routes.set(c.key, {
+        gsi: c.gsi,
+        fd: c.fd,
+        msi: null,
+        bound: r?.bound === true && r.fd === c.fd && r.gsi === c.gsi,
+        intx: { resampleFd: c.resampleFd },
+      });
+      return { key: c.key, gsi: c.gsi };
+    }
+    if (r?.bound) drop(st, r);
+    routes.delete(c.key);
+    return { key: c.key, gsi: -1 };
+  }
+
+  /** An MSI route set (a GSI allocated the first time) or removed (GSI and irqfd kept). */
+  #applyMsi(
+    st: Staging,
+    routes: Map<number, Route>,
+    c: { key: number; fd: number; msi: MsiMessage | null },
+  ): RouteResult {
+    let r = routes.get(c.key);
+    if (!r) {
+      if (!c.msi) return { key: c.key, gsi: -1 };
+      r = { gsi: this.#alloc(), fd: c.fd, msi: null, bound: false };
+      st.allocated.push(r.gsi);
+      routes.set(c.key, r);
+    }
+    r.msi = c.msi && { lo: c.msi.lo >>> 0, hi: c.msi.hi >>> 0, data: c.msi.data >>> 0 };
+    if (r.fd !== c.fd) {
+      if (r.bound) drop(st, r);
+      r.fd = c.fd;
+    }
+    return { key: c.key, gsi: r.gsi };
+  }
+
+  /** The whole table with the staged owners' routes: the base, then every MSI route. */
+  #tableOf(staged: ReadonlyMap<string, Map<number, Route>>): Entry[] {
     const next = new Map(this.#owners);
     for (const [o, m] of staged) next.set(o, m);
     const entries: Entry[] = [...this.#base];
@@ -277,31 +308,38 @@ export class GsiRouter {
           });
       }
     }
+    return entries;
+  }
+
+  /** KVM_SET_GSI_ROUTING unless KVM has this table; refused: every request rejected, false. */
+  #install(entries: Entry[], st: Staging): boolean {
     try {
       if (!sameTable(entries, this.#committed)) {
         this.#ops.setGsiRouting(entries);
         this.commits++;
         this.#committed = entries;
         this.logger?.info(
-          { event: 'routes_committed', entries: entries.length, changes: batch.length },
+          { event: 'routes_committed', entries: entries.length, changes: st.batch.length },
           'KVM GSI routing table committed',
         );
       }
+      return true;
     } catch (e) {
       this.failedCommits++;
-      for (const g of allocated) this.#used.delete(g);
+      for (const g of st.allocated) this.#used.delete(g);
       const err = new GsiRouterError(
         `KVM_SET_GSI_ROUTING with ${entries.length} entries refused: ${(e as Error).message}`,
         e,
       );
-      for (const p of batch) p.reject(err);
-      return;
+      for (const p of st.batch) p.reject(err);
+      return false;
     }
-    for (const [o, m] of staged) this.#owners.set(o, m);
-    for (const r of unbinds) this.#unbind(r);
-    // Bind each eventfd to its GSI once KVM routes it.
-    for (const p of batch) {
-      if (failed.has(p)) continue;
+  }
+
+  /** Bind each eventfd to its GSI once KVM routes it (a failure fails its request). */
+  #bindNew(st: Staging): void {
+    for (const p of st.batch) {
+      if (st.failed.has(p)) continue;
       for (const r of this.#owners.get(p.owner)?.values() ?? []) {
         if (r.bound) continue;
         try {
@@ -317,7 +355,7 @@ export class GsiRouter {
           );
           r.bound = true;
         } catch (e) {
-          failed.set(
+          st.failed.set(
             p,
             new GsiRouterError(
               `KVM_IRQFD for fd ${r.fd} on GSI ${r.gsi} (${p.owner}) failed: ${(e as Error).message}`,
@@ -327,12 +365,25 @@ export class GsiRouter {
         }
       }
     }
-    for (const p of batch) {
-      const e = failed.get(p);
-      if (e) p.reject(e);
-      else p.resolve(results.get(p) ?? []);
-    }
   }
+}
+
+/** A commit being made (#stage): the batch's requests staged on copies of their owners' routes. */
+interface Staging {
+  readonly batch: Pending[];
+  readonly staged: Map<string, Map<number, Route>>;
+  /** GSIs allocated for the batch, freed again if KVM refuses the table. */
+  readonly allocated: number[];
+  /** irqfds to deassign once KVM has the new table. */
+  readonly unbinds: Route[];
+  readonly failed: Map<Pending, unknown>;
+  readonly results: Map<Pending, RouteResult[]>;
+}
+
+/** A staged route's irqfd goes (deassigned after the commit); the copy is unbound from here. */
+function drop(st: Staging, r: Route): void {
+  st.unbinds.push({ ...r });
+  r.bound = false;
 }
 
 function sameTable(a: readonly Entry[], b: readonly Entry[]): boolean {
