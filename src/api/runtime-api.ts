@@ -97,39 +97,19 @@ export class RuntimeApi implements ApiHost {
     }
   }
 
+  /** The add's steps: the new context if a /dev/iommu came, the device, the VMM's plug, the answer. */
   async #add(spec: DeviceSpec, fds: SortedFds, received: ReceivedFds): Promise<ApiResponse> {
-    const rt = this.runtime;
-    const { port } = spec,
-      iommu = spec.iommu!;
-    let newContext = false;
-    if (fds.iommufd !== undefined) {
-      rt.addContext({ id: iommu, iommufdFd: received.take(fds.iommufd) });
-      this.#ownedContexts.set(iommu, port);
-      newContext = true;
-    }
+    const iommu = spec.iommu!;
+    const newContext = this.#openContext(spec, fds, received);
     const t0 = performance.now();
-    let d: RuntimeDevice;
-    try {
-      if (fds.cdev !== undefined) received.take(fds.cdev); // spec.fd: the runtime owns it now
-      d = await rt.addDevice(spec, this.hooks.attachOptions?.(port) ?? {});
-    } catch (e) {
-      this.#dropContext(iommu, port);
-      throw e;
-    }
-    let plugged: Record<string, unknown> = {};
-    try {
-      plugged = (await this.hooks.plugged?.(d)) ?? {};
-    } catch (e) {
-      await rt.removeDevice(port).catch(() => {});
-      this.#dropContext(iommu, port);
-      throw e;
-    }
-    this.#removals.delete(port);
-    const ctx = rt.contexts.get(iommu);
+    const d = await this.#attach(spec, fds, received);
+    const plugged = await this.#plug(spec, d);
+    this.#removals.delete(spec.port);
+    const ctx = this.runtime.contexts.get(iommu);
     return {
       status: 200,
       body: {
-        id: port,
+        id: spec.port,
         bdf: d.bdf,
         iommu,
         newContext,
@@ -139,6 +119,36 @@ export class RuntimeApi implements ApiHost {
         ...plugged,
       },
     };
+  }
+
+  /** With an attached /dev/iommu: the device's context, opened from it (it goes with the device). */
+  #openContext(spec: DeviceSpec, fds: SortedFds, received: ReceivedFds): boolean {
+    if (fds.iommufd === undefined) return false;
+    this.runtime.addContext({ id: spec.iommu!, iommufdFd: received.take(fds.iommufd) });
+    this.#ownedContexts.set(spec.iommu!, spec.port);
+    return true;
+  }
+
+  /** The runtime attaches the device (owning its cdev fd from here); a failure drops the new context. */
+  async #attach(spec: DeviceSpec, fds: SortedFds, received: ReceivedFds): Promise<RuntimeDevice> {
+    try {
+      if (fds.cdev !== undefined) received.take(fds.cdev); // spec.fd: the runtime owns it now
+      return await this.runtime.addDevice(spec, this.hooks.attachOptions?.(spec.port) ?? {});
+    } catch (e) {
+      this.#dropContext(spec.iommu!, spec.port);
+      throw e;
+    }
+  }
+
+  /** The VMM puts the device where the guest finds it; a failure removes it again. */
+  async #plug(spec: DeviceSpec, d: RuntimeDevice): Promise<Record<string, unknown>> {
+    try {
+      return (await this.hooks.plugged?.(d)) ?? {};
+    } catch (e) {
+      await this.runtime.removeDevice(spec.port).catch(() => {});
+      this.#dropContext(spec.iommu!, spec.port);
+      throw e;
+    }
   }
 
   /** Close the context the API made for `port`'s device, once it has no devices. */
