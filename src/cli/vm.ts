@@ -6,7 +6,7 @@
 import { serveApi, takeApiOptions } from '../api/cli.js';
 import { InvalidSpecError } from '../index.js';
 import { DEFAULT_CMDLINE } from '../vmm/boot.js';
-import { Vm, type VmResult } from '../vmm/vm.js';
+import { Vm, type VmOptions, type VmResult } from '../vmm/vm.js';
 import { cliLogger, startCliMetrics, takeObservabilityArgs } from './observability.js';
 import { parseRuntimeArgs } from './specs.js';
 
@@ -78,6 +78,43 @@ function int(name: string, v: string | undefined): number | undefined {
 }
 
 export async function vmCommand(argv: string[]): Promise<number> {
+  const { obs, apiOpts, json, options } = parseVmArgs(argv);
+  const logger = cliLogger(obs);
+  const vm = await Vm.create({ logger, ...options });
+  const api = apiOpts ? serveApi(vm.runtime, apiOpts, vm.apiHooks()) : undefined;
+  if (api) console.error(`vm: API on ${api.server.address}`);
+  let stoppedBy: string | undefined;
+  const stop = (sig: NodeJS.Signals): void => {
+    stoppedBy = sig;
+    void vm.close();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  let r: VmResult;
+  try {
+    const metrics = await startCliMetrics(obs, vm.runtime, logger);
+    try {
+      r = await vm.run();
+    } finally {
+      await metrics?.close();
+    }
+  } finally {
+    await api?.server.close();
+    await vm.close();
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+  }
+  report(r, json, stoppedBy);
+  return vmExitStatus(r);
+}
+
+/** The vm command's arguments: the runtime's specs, observability, the API, the VM's own. */
+function parseVmArgs(argv: string[]): {
+  obs: ReturnType<typeof takeObservabilityArgs>;
+  apiOpts: ReturnType<typeof takeApiOptions>;
+  json: boolean;
+  options: Omit<VmOptions, 'logger'>;
+} {
   const { spec, rest } = parseRuntimeArgs(argv);
   const obs = takeObservabilityArgs(rest);
   const apiOpts = takeApiOptions(rest);
@@ -110,9 +147,7 @@ export async function vmCommand(argv: string[]): Promise<number> {
       'vm: give the guest RAM as one --memory size=<n> (it is laid out below and above the 4 GiB hole)',
     );
   }
-  const logger = cliLogger(obs);
-  const vm = await Vm.create({
-    logger,
+  const options = {
     kernel,
     memory: Number(spec.memory[0]!.size),
     iommu: spec.iommu,
@@ -122,32 +157,8 @@ export async function vmCommand(argv: string[]): Promise<number> {
     ...(cpus !== undefined ? { cpus } : {}),
     ...(timeout !== undefined ? { timeoutMs: timeout * 1000 } : {}),
     ...(noMmap ? { noMmap } : {}),
-  });
-  const api = apiOpts ? serveApi(vm.runtime, apiOpts, vm.apiHooks()) : undefined;
-  if (api) console.error(`vm: API on ${api.server.address}`);
-  let stoppedBy: string | undefined;
-  const stop = (sig: NodeJS.Signals): void => {
-    stoppedBy = sig;
-    void vm.close();
   };
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-  let r: VmResult;
-  try {
-    const metrics = await startCliMetrics(obs, vm.runtime, logger);
-    try {
-      r = await vm.run();
-    } finally {
-      await metrics?.close();
-    }
-  } finally {
-    await api?.server.close();
-    await vm.close();
-    process.off('SIGINT', stop);
-    process.off('SIGTERM', stop);
-  }
-  report(r, json, stoppedBy);
-  return vmExitStatus(r);
+  return { obs, apiOpts, json, options };
 }
 
 function report(r: VmResult, json: boolean, stoppedBy: string | undefined): void {
