@@ -197,25 +197,26 @@ function report(r: VmResult, json: boolean, stoppedBy: string | undefined): void
 }
 
 /**
- * Peer-to-peer DMA to BARs: what was mapped, and each kind of refusal once. A kernel that cannot
- * export a BAR as a dma-buf (ENOTTY, EOPNOTSUPP: before Linux 6.19, or without
- * CONFIG_VFIO_PCI_DMABUF) refuses every area of an iommufd context: expected there, so a note
- * naming the context; anything else is a warning, as QEMU's.
+ * Peer-to-peer DMA to BARs: what was mapped, and each kind of refusal still standing at the end,
+ * once (a refusal in a race with the guest turning decoding off is gone once the BAR is mapped
+ * again). A kernel that cannot export a BAR as a dma-buf (ENOTTY, EOPNOTSUPP: before Linux 6.19,
+ * or without CONFIG_VFIO_PCI_DMABUF) refuses every area of an iommufd context: expected there,
+ * so a note naming the context; anything else is a warning, as QEMU's.
  */
 function reportP2p(p: VmResult['p2p']): void {
   if (p.maps === 0) return;
   console.error(
-    `vm: BARs mapped for peer DMA ${p.maps} times, unmapped ${p.unmaps} (${p.syncMs.toFixed(0)} ms)`,
+    `vm: BARs mapped for peer DMA ${p.maps} times, unmapped ${p.unmaps} (${p.syncMs.toFixed(0)} ms; ${p.failures} area refusals along the way)`,
   );
-  for (const [key, n] of Object.entries(p.failuresBy)) {
+  for (const [key, { areas, reason }] of Object.entries(p.refused)) {
     const [backend, via, errno] = key.split(' ');
     if (via === 'dma-buf' && (errno === 'ENOTTY' || errno === 'EOPNOTSUPP'))
       console.error(
-        `vm: note: no peer DMA into BARs through ${backend} (${n} area mappings refused, ${errno}): this kernel cannot export a BAR as a dma-buf (Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF); expected on such a kernel, and the guest runs as before`,
+        `vm: note: no peer DMA into BARs through ${backend} (${areas} areas refused, ${errno}): this kernel cannot export a BAR as a dma-buf (Linux 6.19+ with CONFIG_VFIO_PCI_DMABUF); expected on such a kernel, and the guest runs as before`,
       );
     else
       console.error(
-        `vm: warning: ${n} BAR area mapping(s) for peers refused in ${backend} via ${via}: ${errno}${p.lastFailure?.reason ? ` (last: ${p.lastFailure.reason})` : ''}`,
+        `vm: warning: ${areas} BAR area(s) not mapped for peers in ${backend} via ${via}: ${errno}${reason ? ` (${reason})` : ''}`,
       );
   }
 }

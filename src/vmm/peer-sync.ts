@@ -16,8 +16,14 @@ export interface PeerSyncStats {
   /** Area mappings that failed, and the last failure (errno, reason). */
   failures: number;
   lastFailure?: PeerAreaResult;
-  /** Failed areas by `<backend> <via> <errno>` (the report names each once). */
+  /** Failed areas by `<backend> <via> <errno>`, over the whole run. */
   failuresBy: Record<string, number>;
+  /**
+   * The refusals still standing: areas of BARs mapped now whose last map was refused, by
+   * `<backend> <via> <errno>` (a refusal in a race with decoding off is gone once the BAR is
+   * mapped again). The report names each once.
+   */
+  refused: Record<string, { areas: number; reason: string }>;
   /** Re-syncs made, and the main thread's time in their maps and unmaps (ms): it also commits interrupt routes. */
   syncs: number;
   syncMs: number;
@@ -39,10 +45,13 @@ export class PeerSync {
     unmaps: 0,
     failures: 0,
     failuresBy: {},
+    refused: {},
     syncs: 0,
     syncMs: 0,
   };
   #stopped = false;
+  /** Each mapped BAR's last map results, by `<port>/<bar>`. */
+  readonly #last = new Map<string, readonly PeerAreaResult[]>();
 
   /** `ports[i]`: device i's port; `skip`: ports without the fast path (noMmap): no P2P either, as QEMU's x-no-mmap. */
   constructor(
@@ -86,17 +95,34 @@ export class PeerSync {
     if (want === undefined) {
       this.runtime.unmapBarForPeers(port, bar);
       this.stats.unmaps++;
+      this.#last.delete(`${port}/${bar}`);
+      this.#tallyRefused();
       return true;
     }
     this.stats.maps++;
-    for (const r of this.runtime.mapBarForPeers(port, bar, want)) {
+    const results = this.runtime.mapBarForPeers(port, bar, want);
+    for (const r of results) {
       if (r.ok) continue;
       this.stats.failures++;
       this.stats.lastFailure = r;
       const key = `${r.backend} ${r.via} ${r.errno ?? 'error'}`;
       this.stats.failuresBy[key] = (this.stats.failuresBy[key] ?? 0) + 1;
     }
+    this.#last.set(`${port}/${bar}`, results);
+    this.#tallyRefused();
     return true;
+  }
+
+  /** stats.refused from the last map of every BAR mapped now. */
+  #tallyRefused(): void {
+    const refused: PeerSyncStats['refused'] = {};
+    for (const results of this.#last.values())
+      for (const r of results) {
+        if (r.ok) continue;
+        const key = `${r.backend} ${r.via} ${r.errno ?? 'error'}`;
+        refused[key] = { areas: (refused[key]?.areas ?? 0) + 1, reason: r.reason ?? '' };
+      }
+    this.stats.refused = refused;
   }
 
   /** Follow the guest until stop(): re-sync once BAR_GEN has not moved for `settleMs`. */

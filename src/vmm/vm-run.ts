@@ -21,6 +21,7 @@ const NO_P2P: PeerSyncStats = {
   unmaps: 0,
   failures: 0,
   failuresBy: {},
+  refused: {},
   syncs: 0,
   syncMs: 0,
 };

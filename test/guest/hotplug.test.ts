@@ -132,11 +132,16 @@ async function repoForNobody(dir: string): Promise<{ cli: string; unmount: () =>
 
 /** The last line of the VMM's stderr that is its --json result, if it wrote one. */
 function vmResultOf(stderr: string): VmResult | undefined {
-  const line = stderr
-    .split('\n')
-    .reverse()
-    .find((l) => l.startsWith('{"status"'));
-  return line ? (JSON.parse(line) as VmResult) : undefined;
+  for (const l of stderr.split('\n').reverse()) {
+    if (!l.startsWith('{')) continue;
+    try {
+      const r = JSON.parse(l) as Partial<VmResult>;
+      if (typeof r.status === 'string' && typeof r.wallMs === 'number') return r as VmResult;
+    } catch {
+      /* a log line cut short */
+    }
+  }
+  return undefined;
 }
 
 let restore = (): void => {};

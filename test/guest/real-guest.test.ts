@@ -37,6 +37,7 @@ import { holdKvmVm, releaseKvmVm } from '../support/kvm-hold.js';
 import { KvmTrace } from '../support/kvm-trace.js';
 import { requireLab } from '../support/lab.js';
 import { md5, NvmeAdmin } from '../support/nvme-admin.js';
+import { until } from '../support/poll.js';
 import { describeNewFds, processState, settledState } from '../support/process-state.js';
 import { byDevice, type RuntimeScrape, scrapeRuntime } from '../support/prometheus.js';
 import { type QemuReferenceResult, readVmStats } from '../support/qemu-reference.js';
@@ -157,7 +158,9 @@ function checkMoveAndAffinity(vm: Vm, g: GuestConsole, r: VmResult, fastPath: bo
  * interrupt series (route commits; the vectors KVM delivers by irqfd, which no userspace counts).
  */
 async function checkScrape(scrape: RuntimeScrape): Promise<void> {
-  await new Promise((r) => setTimeout(r, 2500)); // two more scrapes after the guest's end
+  // Two more scrapes after the guest's end, as Prometheus's own query API counts them.
+  const seen = await scrape.scrapes();
+  await until('two more scrapes', async () => (await scrape.scrapes()) >= seen + 2, 20_000, 200);
   const at = scrape.promPort;
   const mmio = await byDevice(at, 'vfio_runtime_bar_accesses_total');
   const cfg = await byDevice(at, 'vfio_runtime_ring_requests_total{op=~"cfg_.*"}');

@@ -1,6 +1,7 @@
 // Foundation lab tests: the ground ../shared/lab/selftest.c covers, from TypeScript, against
 // the real lab kernel: iommufd IOAS, cdev bind/attach, region info, the legacy container,
 // an e1000e MSI-X interrupt on a VFIO eventfd, KVM irqfd; and the error paths.
+import { connect, createServer } from 'node:net';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SysError } from '../../native/errno.js';
@@ -333,4 +334,23 @@ vmm('a real-mode guest writes a port and halts', () => {
     sys.close();
   }
 });
+
+// lab/run brings lo up: a --metrics-listen 127.0.0.1:<port> inside the lab was unreachable.
+const net = suite('the lab itself');
+net('loopback: a 127.0.0.1 listener inside the lab takes a connection', async () => {
+  const server = createServer((c) => c.end('hi'));
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  const got = await new Promise<string>((resolve, reject) => {
+    let data = '';
+    connect(port, '127.0.0.1')
+      .on('data', (b) => (data += b))
+      .on('end', () => resolve(data))
+      .on('error', reject);
+  });
+  await new Promise((r) => server.close(r));
+  assert.is(got, 'hi');
+});
+
 vmm.run();
+net.run();

@@ -1,11 +1,13 @@
 // A real Prometheus (Debian's package) for the tests: started on loopback with a generated
 // config scraping one target every second, its query API, and stopping it. Used by the lab's
 // metrics test.
+
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { get } from 'node:http';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
+import { until } from './poll.js';
 
 export const PROMETHEUS = '/usr/bin/prometheus';
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -105,20 +107,20 @@ export async function startPrometheus(
   prom.stderr!.on('data', (d) => {
     log += d.toString();
   });
-  const t0 = Date.now();
-  for (;;) {
+  const ready = (): Promise<boolean> => {
     if (prom.exitCode !== null) throw new Error(`prometheus exited (${prom.exitCode}): ${log}`);
-    const ok = await httpGet(`http://127.0.0.1:${port}/-/ready`).then(
+    return httpGet(`http://127.0.0.1:${port}/-/ready`).then(
       (r) => r.status === 200,
       () => false,
     );
-    if (ok) return [prom, port];
-    if (Date.now() - t0 > 30_000) {
-      prom.kill('SIGKILL');
-      throw new Error(`prometheus not ready in 30 s: ${log}`);
-    }
-    await sleep(200);
+  };
+  try {
+    await until('prometheus to be ready (/-/ready)', ready, 30_000, 200);
+  } catch (e) {
+    prom.kill('SIGKILL');
+    throw new Error(`${(e as Error).message}: ${log}`);
   }
+  return [prom, port];
 }
 
 /** Stop a Prometheus started by startPrometheus: SIGTERM, then SIGKILL after 5 s. */

@@ -12,6 +12,7 @@ import type { DeviceControl } from '../../src/device/worker-contract.js';
 import { startDeviceWorker } from '../../src/device/worker-main.js';
 import { WorkerExitedError } from '../../src/errors.js';
 import { createRingBuffer, OP, STATUS } from '../../src/ring/protocol.js';
+import { until } from '../support/poll.js';
 import { barWords, DOORBELL, HANG, HANG_SEEN, syntheticDeps } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
@@ -23,11 +24,6 @@ const start = (): Promise<DeviceHandle> =>
     workerUrl,
     ring: { capacity: 8, bulkBytes: 64 },
   });
-const until = async (ok: () => boolean, what: string): Promise<void> => {
-  for (const t0 = performance.now(); !ok(); await new Promise((r) => setTimeout(r, 2))) {
-    if (performance.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}`);
-  }
-};
 
 test('startDeviceWorker runs on any port: a test drives its control API in this thread', async () => {
   const ch = new MessageChannel();
@@ -73,14 +69,14 @@ test('a worker that dies: state exited, an exit event, calls reject; respawn res
       ring: handle.ring,
       offset: HANG,
     });
-    await until(() => Atomics.load(bar, HANG_SEEN / 4) === 1, 'the handler to hang');
+    await until('the handler to hang', () => Atomics.load(bar, HANG_SEEN / 4) === 1);
     const queued = [
       c.submit(OP.BAR_WRITE, 0, DOORBELL, 4, 1),
       c.submit(OP.BAR_WRITE, 0, 0x20, 4, 7),
       c.submit(OP.BAR_READ, 0, 0x10, 4),
     ];
     await handle.worker.terminate();
-    await until(() => exits.length === 1, 'the exit event');
+    await until('the exit event', () => exits.length === 1);
     assert.is(handle.state, 'exited');
     assert.equal(
       { planned: exits[0]!.planned, incarnation: exits[0]!.incarnation },
@@ -167,7 +163,7 @@ test('respawn() of a worker stuck in its handler: terminated after the grace per
       ring: handle.ring,
       offset: HANG,
     });
-    await until(() => Atomics.load(bar, HANG_SEEN / 4) === 1, 'the handler to hang');
+    await until('the handler to hang', () => Atomics.load(bar, HANG_SEEN / 4) === 1);
     const t0 = performance.now();
     await handle.respawn();
     assert.ok(

@@ -6,14 +6,7 @@ import * as assert from 'uvu/assert';
 import { createEventfd, signalEventfd } from '../../src/irq/eventfd.js';
 import { createIrqState, IRQ, irqViews, SRC, takeBits } from '../../src/irq/irq-state.js';
 import { type InterruptEvent, IrqPoller, VmmIrqListener } from '../../src/irq/poller.js';
-
-const until = async (what: string, ok: () => boolean, ms = 3000): Promise<void> => {
-  const end = Date.now() + ms;
-  while (!ok()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-};
+import { until } from '../support/poll.js';
 
 test('firings reach the host callback (DIRECT) or the worker doorbell; new eventfds are adopted', async () => {
   const sab = createIrqState();

@@ -19,14 +19,10 @@ import {
 } from '../../src/ring/protocol.js';
 import { RingServer } from '../../src/ring/server.js';
 import { countingHandler, HANG_OFFSET, HANGING } from '../support/lost-request.js';
+import { until } from '../support/poll.js';
 import { runThread, supportUrl } from '../support/threads.js';
 
 const calls = (): Int32Array => new Int32Array(new SharedArrayBuffer(4 * 128));
-const until = async (ok: () => boolean, what: string): Promise<void> => {
-  for (const t0 = performance.now(); !ok(); await new Promise((r) => setTimeout(r, 2))) {
-    if (performance.now() - t0 > 10_000) throw new Error(`timed out waiting for ${what}`);
-  }
-};
 
 test('taken before the handler ran: completed as WORKER_DIED, the queue behind it served once', () => {
   const ring = createRingBuffer({ capacity: 8, bulkBytes: 64 });
@@ -107,7 +103,7 @@ test('a server thread terminated in its handler: the waiting producer gets WORKE
     ring,
     offset: HANG_OFFSET,
   });
-  await until(() => Atomics.load(n, HANGING) === 1, 'the handler to hang');
+  await until('the handler to hang', () => Atomics.load(n, HANGING) === 1);
   const c = new RingClient(ring, { spinUs: 1, waitSliceMs: 5 });
   const queued = [0x10, 0x20, 0x30].map((o) => c.submit(OP.BAR_WRITE, 0, o, 4, 1));
   await dying.terminate();

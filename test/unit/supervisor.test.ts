@@ -13,6 +13,7 @@ import { OP, STATUS } from '../../src/ring/protocol.js';
 import { countRefused } from '../../src/vmm/pci-bus.js';
 import { STAT } from '../../src/vmm/shared.js';
 import { collectStats } from '../../src/vmm/stats.js';
+import { until } from '../support/poll.js';
 import { describeNewFds, processState, settledState } from '../support/process-state.js';
 import { barWords, DOORBELL, FAIL_SETUP, HANG, HANG_SEEN } from '../support/synthetic-device.js';
 import { runThread, supportUrl } from '../support/threads.js';
@@ -27,11 +28,6 @@ const start = (name: string, stopGraceMs = 300): Promise<DeviceHandle> =>
     faults: {},
     stopGraceMs,
   });
-const until = async (ok: () => boolean, what: string, ms = 10_000): Promise<void> => {
-  for (const t0 = performance.now(); !ok(); await new Promise((r) => setTimeout(r, 2))) {
-    if (performance.now() - t0 > ms) throw new Error(`timed out waiting for ${what}`);
-  }
-};
 const write = (ring: SharedArrayBuffer, offset: number): Promise<number> =>
   runThread<number>('lost-request.js', { role: 'one-write', ring, offset });
 const row = (h: DeviceHandle, name: string, labels: Record<string, string> = {}): number =>
@@ -50,7 +46,7 @@ test('a killed worker is restarted with its state; its taken request completes o
     c.barWrite(0, 0x10, 4, 0x55aa);
     h.injectFault('kill'); // served (the doorbell rings), then the worker ends uncompleted
     assert.is(await write(h.ring, DOORBELL), STATUS.WORKER_DIED);
-    await until(() => sup.restarts === 1 && sup.state === 'running', 'the restart');
+    await until('the restart', () => sup.restarts === 1 && sup.state === 'running');
     assert.is(c.barRead(0, 0x10, 4), 0x55aa, 'state kept');
     assert.is(c.barRead(0, DOORBELL, 4), 1, 'the lost write happened once, never replayed');
     assert.equal(
@@ -78,7 +74,7 @@ test('a crash (uncaught error) is told apart from an exit; a handler that throws
     assert.is(sup.restarts, 0);
     h.injectFault('crash');
     assert.is(await write(h.ring, 0x24), STATUS.OK, 'served, then the worker dies');
-    await until(() => sup.restarts === 1 && sup.state === 'running', 'the restart');
+    await until('the restart', () => sup.restarts === 1 && sup.state === 'running');
     const crash = sup.events.find((e) => e.kind === 'crash');
     assert.match(crash?.detail ?? '', /injected fault/);
     assert.is(h.client().barRead(0, 0x24, 4), 1);
@@ -94,9 +90,9 @@ test('a worker hung in its handler: the watchdog restarts it, the hung request W
   try {
     const t0 = performance.now();
     const hung = write(h.ring, HANG);
-    await until(() => Atomics.load(barWords(h.memory.state), HANG_SEEN / 4) === 1, 'the hang');
+    await until('the hang', () => Atomics.load(barWords(h.memory.state), HANG_SEEN / 4) === 1);
     assert.is(await hung, STATUS.WORKER_DIED);
-    await until(() => sup.state === 'running' && sup.restarts === 1, 'the restart');
+    await until('the restart', () => sup.state === 'running' && sup.restarts === 1);
     const ms = performance.now() - t0;
     assert.ok(ms >= 300 && ms < 5000, `detected and restarted in ${ms.toFixed(0)} ms`);
     assert.is(sup.events[0]?.kind, 'hang');
@@ -114,7 +110,7 @@ test('a worker stuck in a kernel call: the device fails, requests complete at on
   try {
     h.injectFault('hang'); // read() on an empty eventfd: terminate() cannot interrupt it
     const stuck = write(h.ring, 0x30);
-    await until(() => sup.state === 'failed', 'the device to fail');
+    await until('the device to fail', () => sup.state === 'failed');
     assert.is(await stuck, STATUS.WORKER_DIED, 'the request it had taken');
     assert.is(h.state, 'failed');
     assert.is(h.failure?.reason, 'stuck');
@@ -137,12 +133,12 @@ test('a worker stuck in a kernel call: the device fails, requests complete at on
       ended = true;
     });
     assert.ok(h.releaseHang(), 'it was blocked in read()');
-    await until(() => ended, 'the stuck thread to end');
+    await until('the stuck thread to end', () => ended);
     for (let i = 0; i < 20; i++) assert.is(c.call(OP.NOP, 0, 0, 0), STATUS.DEVICE_FAILED);
     // Counted before each completion: exact. Served is counted just after it.
     assert.is(row(h, 'vfio_runtime_ring_errors', { status: 'DEVICE_FAILED' }), 22);
     // Only the failing server completed: 22 refused and the stuck one's request (lost).
-    await until(() => row(h, 'vfio_runtime_ring_served') === 23, 'served = 23', 1000);
+    await until('served = 23', () => row(h, 'vfio_runtime_ring_served') === 23, 1000);
     await new Promise((r) => setTimeout(r, 50));
     assert.is(row(h, 'vfio_runtime_ring_served'), 23);
     assert.is(row(h, 'vfio_runtime_ring_lost'), 1);
@@ -162,7 +158,7 @@ test('restarts are bounded: past maxRestarts in the window the device is failed'
     for (let i = 0; i < 3; i++) {
       h.injectFault('kill');
       assert.is(await write(h.ring, DOORBELL), STATUS.WORKER_DIED, `kill ${i + 1}`);
-      await until(() => sup.state !== 'restarting', 'the supervisor to settle');
+      await until('the supervisor to settle', () => sup.state !== 'restarting');
     }
     assert.is(sup.state, 'failed');
     assert.is(sup.restarts, 2);
@@ -181,14 +177,14 @@ test('a restart whose worker fails to set up is tried again within the budget, t
   try {
     Atomics.store(bar, FAIL_SETUP / 4, 1); // the next setup fails once
     await h.worker.terminate();
-    await until(() => sup.state === 'running' && sup.restarts === 1, 'the second try');
+    await until('the second try', () => sup.state === 'running' && sup.restarts === 1);
     assert.equal(
       sup.events.map((e) => e.kind),
       ['exit', 'spawn', 'restarted'],
     );
     Atomics.store(bar, FAIL_SETUP / 4, 10); // every setup fails: the budget runs out
     await h.worker.terminate();
-    await until(() => sup.state === 'failed', 'the device to fail');
+    await until('the device to fail', () => sup.state === 'failed');
     assert.is(h.failure?.reason, 'restarts');
     // Budget 3: the first restart took two tries, the second one try, then no more.
     assert.is(row(h, 'vfio_runtime_supervisor_failures', { reason: 'spawn' }), 2);
@@ -214,7 +210,7 @@ test('100 restarts (from warm standbys), then teardown: the fds and threads of b
     c.barWrite(0, 0x10, 4, 77);
     for (let i = 1; i <= 100; i++) {
       await h.worker.terminate(); // as a crash would end it
-      await until(() => sup.restarts === i && sup.state === 'running', `restart ${i}`);
+      await until(`restart ${i}`, () => sup.restarts === i && sup.state === 'running');
     }
     assert.is(c.barRead(0, 0x10, 4), 77, 'state kept across 100 restarts');
     const ms = [...sup.recoveries].sort((a, b) => a - b);
