@@ -4,7 +4,7 @@
 // `vm` boots a Linux guest on the minimal VMM (src/vmm/) with assigned devices.
 import { API_USAGE, remoteCommand, serveApi, takeApiOptions } from '../api/cli.js';
 import { type MappedPiece, Runtime, type RuntimeDescription } from '../coordinator/runtime.js';
-import { InvalidSpecError } from '../errors.js';
+import { BootError, InvalidSpecError } from '../errors.js';
 import { listFunctions, type PciFunction } from '../platform/pci-sysfs.js';
 import { validateHost } from '../platform/validate.js';
 import {
@@ -177,6 +177,8 @@ main(process.argv.slice(2)).then(
   },
   (e: unknown) => {
     console.error(`vfio-runtime: ${e instanceof Error ? e.message : String(e)}`);
-    process.exitCode = e instanceof InvalidSpecError ? 2 : 1;
+    // Bad input (a spec, an option, the files to boot) is 2; everything else the runtime's or the
+    // host's failure, 1 (docs/user-guide.md, exit statuses).
+    process.exitCode = e instanceof InvalidSpecError || e instanceof BootError ? 2 : 1;
   },
 );
