@@ -49,6 +49,7 @@ export type {
 } from './coordinator/supervisor.js';
 export type { DeviceDescription } from './device/assigned-device.js';
 export { type FaultKind, type FaultSpec, parseFaultSpec } from './device/faults.js';
+export type { InterruptOwner, SetIrqsRequest } from './device/worker-contract.js';
 export {
   type GuestMemorySource,
   hvaSource,

@@ -19,7 +19,13 @@ import {
   releaseHang,
 } from '../device/faults.js';
 import { createDeviceMemory, type DeviceMemory } from '../device/shared-state.js';
-import type { DeviceControl, DeviceStats, DeviceWorkerData } from '../device/worker-contract.js';
+import type {
+  DeviceControl,
+  DeviceStats,
+  DeviceWorkerData,
+  InterruptOwner,
+  SetIrqsRequest,
+} from '../device/worker-contract.js';
 import { DeviceFailedError, WorkerExitedError } from '../errors.js';
 import type { IrqStatus } from '../irq/device-interrupts.js';
 import { signalEventfd } from '../irq/eventfd.js';
@@ -48,6 +54,8 @@ export interface DeviceHandleOptions {
   intxGsi?: number;
   /** Enable INTx while MSI/MSI-X are off (default true, as QEMU). */
   intx?: boolean;
+  /** 'external': a client (vfio-user) drives the interrupts through setIrqs(); see DeviceWorkerData. */
+  interrupts?: InterruptOwner;
   /** Relay mode: called (on this thread) for each interrupt the device raises on an unmasked vector. */
   onInterrupt?: (e: InterruptEvent) => void;
   /** The worker's entry (default workers/device-worker.js); tests start a synthetic device. */
@@ -280,6 +288,7 @@ export class DeviceHandle {
     };
     if (this.opts.intxGsi !== undefined) data.intxGsi = this.opts.intxGsi;
     if (this.opts.intx !== undefined) data.intx = this.opts.intx;
+    if (this.opts.interrupts) data.interrupts = this.opts.interrupts;
     if (this.opts.serve) data.serve = { ...this.opts.serve };
     if (this.#faults) data.faults = { spec: { ...this.#faults.spec }, ctl: this.#faults.ctl };
     const transfer: MessagePort[] = [];
@@ -379,6 +388,11 @@ export class DeviceHandle {
   }
   async reset(): Promise<DeviceDescription> {
     return (this.description = await this.#call(() => this.#api.reset()));
+  }
+
+  /** 'external' interrupts: VFIO_DEVICE_SET_IRQS with the client's eventfds, by the worker. */
+  setIrqs(req: SetIrqsRequest): Promise<void> {
+    return this.#call(() => this.#api.setIrqs(req));
   }
 
   /** Interrupt mode, per-vector VFIO triggers, committed routes and counters (from the worker). */

@@ -29,6 +29,25 @@ export interface DeviceWorkerData {
   serve?: RingServeTuning;
   /** Fault injection (src/device/faults.ts): what to inject and the shared control words. */
   faults?: { spec: FaultSpec; ctl: SharedArrayBuffer };
+  /**
+   * Who drives the device's interrupts: 'runtime' (default) the worker, from the MSI/MSI-X
+   * capability and table it emulates; 'external' a client that emulates them itself (a
+   * vfio-user client, as QEMU's vfio-user-pci) and asks for VFIO_DEVICE_SET_IRQS with its own
+   * eventfds through DeviceControl.setIrqs, the worker only passing them on.
+   */
+  interrupts?: InterruptOwner;
+}
+
+export type InterruptOwner = 'runtime' | 'external';
+
+/** One VFIO_DEVICE_SET_IRQS as a client asks for it: `data` its eventfds or booleans. */
+export interface SetIrqsRequest {
+  index: number;
+  start: number;
+  count: number;
+  /** VFIO_IRQ_SET_DATA_* | VFIO_IRQ_SET_ACTION_*, as the uAPI's vfio_irq_set.flags. */
+  flags: number;
+  data?: readonly number[] | readonly boolean[];
 }
 
 /**
@@ -49,6 +68,11 @@ export interface DeviceControl {
   irqStatus(): IrqStatus;
   /** Resolves once every route change so far is committed (or refused). */
   irqSettled(): Promise<void>;
+  /**
+   * 'external' interrupts only: VFIO_DEVICE_SET_IRQS as the client asked (the kernel keeps its
+   * own reference to each eventfd, so the caller may close its copies once this resolves).
+   */
+  setIrqs(req: SetIrqsRequest): void;
   /** Stop serving the ring; queued requests stay for a successor. `quiesce`: turn interrupts off first. */
   shutdown(quiesce?: boolean): Promise<void>;
 }

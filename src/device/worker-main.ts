@@ -17,7 +17,12 @@ import { AssignedDevice, type DeviceDescription } from './assigned-device.js';
 import type { ConfigHooks } from './config-space.js';
 import { faultyHandler } from './faults.js';
 import { RESTORE, restoreViews } from './shared-state.js';
-import { type DeviceControl, type DeviceWorkerData, STANDBY } from './worker-contract.js';
+import {
+  type DeviceControl,
+  type DeviceWorkerData,
+  type SetIrqsRequest,
+  STANDBY,
+} from './worker-contract.js';
 
 /** What the worker serves: an AssignedDevice, or a synthetic one in tests. */
 export interface WorkerDevice {
@@ -31,12 +36,23 @@ export interface WorkerDeps {
   open(data: DeviceWorkerData, hooks: ConfigHooks): WorkerDevice;
   /** VFIO_DEVICE_RESET (before the device is made again with its state at power-on values). */
   reset(data: DeviceWorkerData): void;
+  /** VFIO_DEVICE_SET_IRQS for a client that owns the interrupts ('external'); absent: no interrupts. */
+  setIrqs?(data: DeviceWorkerData, req: SetIrqsRequest): void;
 }
 
 const vfioDeps: WorkerDeps = {
   open: (data, hooks) =>
     new AssignedDevice({ fd: data.fd, path: data.path }, data.name, data.memory, hooks),
   reset: (data) => vfio.deviceReset({ fd: data.fd, path: data.path }),
+  setIrqs: (data, r) =>
+    vfio.deviceSetIrqs(
+      { fd: data.fd, path: data.path },
+      r.index,
+      r.start,
+      r.count,
+      r.flags,
+      r.data,
+    ),
 };
 
 /** A running worker body: its control API (also exposed on the port) and its ring server. */
@@ -54,13 +70,16 @@ export function startDeviceWorker(
   const stats = new Float64Array(data.memory.stats);
   stats[C_WORKER_STARTS]!++;
   const irq = new DeviceInterrupts(data.memory.irq, interruptOptions(data));
+  // With 'external' interrupts the client drives SET_IRQS; the emulated capability only records
+  // what the client writes (no hooks), and the worker's interrupt logic stays detached.
+  const external = data.interrupts === 'external';
 
   let device: WorkerDevice | undefined;
   let setupError: unknown;
   const open = (): WorkerDevice => {
-    const d = deps.open(data, irq.hooks);
+    const d = deps.open(data, external ? {} : irq.hooks);
     // Interrupts need a VFIO device; a synthetic one has none.
-    if (d instanceof AssignedDevice) irq.attach(d, d.restored);
+    if (d instanceof AssignedDevice && !external) irq.attach(d, d.restored);
     return d;
   };
   try {
@@ -103,6 +122,15 @@ export function startDeviceWorker(
       Atomics.store(restoreViews(data.memory.state).flags, RESTORE.INITIALIZED, 0);
       device = open();
       return device.describe();
+    },
+    setIrqs: (req) => {
+      need();
+      if (!external)
+        throw new Error(
+          `${data.name}: setIrqs is for a device whose interrupts a client drives (interrupts: 'external'); this worker drives its own`,
+        );
+      if (!deps.setIrqs) throw new Error(`${data.name}: this device has no interrupts to set`);
+      deps.setIrqs(data, req);
     },
     irqStatus: () => irq.status(),
     irqSettled: () => irq.settled(),
