@@ -79,22 +79,15 @@ export class KvmTrace {
 
 /**
  * One line naming what the trace's last events show, or undefined when they show nothing known:
- * `npf-loop-in-pf-delivery`: the last exits are all one vCPU's nested page fault at one RIP while
- * it delivered a #PF (exit_int_info valid, vector 14), each answered by KVM reinjecting the #PF;
+ * `npf-loop-in-pf-delivery`: one vCPU's last exits (at least LOOP_EXITS, to the trace's end) are
+ * all a nested page fault at one RIP and GPA while it delivered a #PF (exit_int_info valid,
+ * vector 14), each answered by KVM reinjecting the #PF; the other vCPU may go on (halting);
  * `shutdown after <exceptions>`: the exceptions KVM injected or saw last before a shutdown exit.
  */
 export function summarizeTrace(trace: string): string | undefined {
   const lines = trace.split('\n').filter((l) => l.includes('kvm_'));
-  const exits = lines.filter((l) => l.includes('kvm_exit:')).slice(-50);
-  const npf = exits.map((l) =>
-    /vcpu (\d+) reason npf rip (0x[0-9a-f]+) info1 (0x[0-9a-f]+) info2 (0x[0-9a-f]+) intr_info (0x8[0-9a-f]{3}0b0e)/.exec(
-      l,
-    ),
-  );
-  if (exits.length >= 20 && npf.every((m) => m && m[2] === npf[0]![2] && m[4] === npf[0]![4])) {
-    const m = npf[0]!;
-    return `npf-loop-in-pf-delivery vcpu ${m[1]} rip ${m[2]} gpa ${m[4]} (the last ${exits.length} exits: a nested page fault while delivering a #PF, reinjected)`;
-  }
+  const loop = npfLoop(lines.filter((l) => l.includes('kvm_exit:')).slice(-200));
+  if (loop) return loop;
   const shutdownAt = lines.findLastIndex((l) => /reason shutdown/.test(l));
   if (shutdownAt >= 0) {
     const before = lines
@@ -107,6 +100,32 @@ export function summarizeTrace(trace: string): string | undefined {
       .filter(Boolean)
       .slice(-8);
     return `shutdown after ${before.join(' ')}`;
+  }
+  return undefined;
+}
+
+/** How many of one vCPU's last exits must be the same nested page fault to call it the loop. */
+const LOOP_EXITS = 20;
+const NPF_IN_PF =
+  /vcpu (\d+) reason npf rip (0x[0-9a-f]+) info1 (0x[0-9a-f]+) info2 (0x[0-9a-f]+) intr_info (0x8[0-9a-f]{3}0b0e)/;
+
+/** The npf-loop-in-pf-delivery line for the first vCPU whose last exits are that loop. */
+function npfLoop(exits: readonly string[]): string | undefined {
+  const byVcpu = new Map<string, string[]>();
+  for (const l of exits) {
+    const v = /vcpu (\d+) reason/.exec(l)?.[1];
+    if (v !== undefined) byVcpu.set(v, [...(byVcpu.get(v) ?? []), l]);
+  }
+  for (const [vcpu, own] of byVcpu) {
+    const last = NPF_IN_PF.exec(own.at(-1) ?? '');
+    if (!last) continue;
+    let run = 0;
+    for (let i = own.length - 1; i >= 0; i--, run++) {
+      const m = NPF_IN_PF.exec(own[i]!);
+      if (!m || m[2] !== last[2] || m[4] !== last[4]) break;
+    }
+    if (run >= LOOP_EXITS)
+      return `npf-loop-in-pf-delivery vcpu ${vcpu} rip ${last[2]} gpa ${last[4]} (its last ${run} exits, of ${exits.length} read: a nested page fault while delivering a #PF, reinjected)`;
   }
   return undefined;
 }
