@@ -145,6 +145,7 @@ export const C = defineConstants('libc', {
   F_GETFD: 1,
   F_SETFD: 2,
   F_GETFL: 3,
+  F_DUPFD_CLOEXEC: 1030,
   FD_CLOEXEC: 1,
   MFD_CLOEXEC: 1,
   AF_UNIX: 1,
