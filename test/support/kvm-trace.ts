@@ -82,7 +82,9 @@ export class KvmTrace {
  * `npf-loop-in-pf-delivery`: one vCPU's last exits (at least LOOP_EXITS, to the trace's end) are
  * all a nested page fault at one RIP and GPA while it delivered a #PF (exit_int_info valid,
  * vector 14), each answered by KVM reinjecting the #PF; the other vCPU may go on (halting);
- * `shutdown after <exceptions>`: the exceptions KVM injected or saw last before a shutdown exit.
+ * `shutdown [while delivering <vector> (error <code>)] after <exceptions>`: what the vCPU was
+ * delivering when it shut down (the exit's exit_int_info), and the exceptions KVM injected or the
+ * exits it saw last before it.
  */
 export function summarizeTrace(trace: string): string | undefined {
   const lines = trace.split('\n').filter((l) => l.includes('kvm_'));
@@ -99,7 +101,7 @@ export function summarizeTrace(trace: string): string | undefined {
       )
       .filter(Boolean)
       .slice(-8);
-    return `shutdown after ${before.join(' ')}`;
+    return `shutdown${delivering(lines[shutdownAt]!)} after ${before.join(' ')}`;
   }
   return undefined;
 }
@@ -128,4 +130,22 @@ function npfLoop(exits: readonly string[]): string | undefined {
       return `npf-loop-in-pf-delivery vcpu ${vcpu} rip ${last[2]} gpa ${last[4]} (its last ${run} exits, of ${exits.length} read: a nested page fault while delivering a #PF, reinjected)`;
   }
   return undefined;
+}
+
+const VECTORS: Record<number, string> = {
+  0: '#DE',
+  6: '#UD',
+  8: '#DF',
+  13: '#GP',
+  14: '#PF',
+  18: '#MC',
+};
+
+/** ' while delivering #PF (error 0x10)' from a shutdown exit whose exit_int_info is valid, else ''. */
+function delivering(exit: string): string {
+  const m = /intr_info (0x[0-9a-f]+) error_code (0x[0-9a-f]+)/.exec(exit);
+  const info = m ? Number(m[1]) : 0;
+  if (!(info & 0x80000000)) return '';
+  const v = info & 0xff;
+  return ` while delivering ${VECTORS[v] ?? `vector ${v}`} (error ${m![2]!.replace(/^0x0+(?=.)/, '0x')})`;
 }

@@ -46,4 +46,15 @@ test('a shutdown names the exceptions before it', () => {
   assert.is(summarizeTrace(t), 'shutdown after #GP #DF');
 });
 
+test('a shutdown while delivering a #PF says so', () => {
+  const t = [
+    ' x [000] d..1. 1.1: kvm_exit: vcpu 0 reason io rip 0xffffffff916a4456 info1 0x3f80010 info2 0x0 intr_info 0x00000000 error_code 0x00000000',
+    ' x [000] d..1. 1.2: kvm_exit: vcpu 0 reason shutdown rip 0xffffffff916a4457 info1 0x0 info2 0x0 intr_info 0x80000b0e error_code 0x00000010',
+  ].join('\n');
+  assert.is(
+    summarizeTrace(t),
+    'shutdown while delivering #PF (error 0x10) after io@0xffffffff916a4456',
+  );
+});
+
 test.run();
