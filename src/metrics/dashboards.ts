@@ -57,13 +57,17 @@ const single = (title: string, expr: string, unit = 'none'): stat.PanelBuilder =
     .span(6)
     .withTarget(q(expr, title));
 
-function overview(): dashboard.DashboardBuilder {
-  return new dashboard.DashboardBuilder('vfio-runtime: overview')
-    .uid('vfio-runtime-overview')
+/** One of our dashboards: title, uid suffix, tag, refresh, the last hour, the datasource. */
+const board = (title: string, uid: string): dashboard.DashboardBuilder =>
+  new dashboard.DashboardBuilder(title)
+    .uid(`vfio-runtime-${uid}`)
     .tags(['vfio-runtime'])
     .refresh('30s')
     .time({ from: 'now-1h', to: 'now' })
-    .withVariable(datasource())
+    .withVariable(datasource());
+
+function overview(): dashboard.DashboardBuilder {
+  return board('vfio-runtime: overview', 'overview')
     .withRow(new dashboard.RowBuilder('Health'))
     .withPanel(single('Devices', 'count(vfio_runtime_device_info)'))
     .withPanel(single('Workers up', 'sum(vfio_runtime_worker_up)'))
@@ -111,12 +115,7 @@ function overview(): dashboard.DashboardBuilder {
 
 function device(): dashboard.DashboardBuilder {
   const sel = 'device=~"$device"';
-  return new dashboard.DashboardBuilder('vfio-runtime: device')
-    .uid('vfio-runtime-device')
-    .tags(['vfio-runtime'])
-    .refresh('30s')
-    .time({ from: 'now-1h', to: 'now' })
-    .withVariable(datasource())
+  return board('vfio-runtime: device', 'device')
     .withVariable(labelVar('device', 'vfio_runtime_device_info'))
     .withVariable(labelVar('bar', `vfio_runtime_ring_request_duration_seconds_bucket{${sel}}`))
     .withRow(new dashboard.RowBuilder('MMIO'))
@@ -253,12 +252,7 @@ function device(): dashboard.DashboardBuilder {
 
 function dma(): dashboard.DashboardBuilder {
   const sel = 'context=~"$context"';
-  return new dashboard.DashboardBuilder('vfio-runtime: DMA')
-    .uid('vfio-runtime-dma')
-    .tags(['vfio-runtime'])
-    .refresh('30s')
-    .time({ from: 'now-1h', to: 'now' })
-    .withVariable(datasource())
+  return board('vfio-runtime: DMA', 'dma')
     .withVariable(labelVar('context', 'vfio_runtime_dma_mappings'))
     .withPanel(
       series('Mapped guest memory', 'bytes', [
@@ -307,12 +301,7 @@ function dma(): dashboard.DashboardBuilder {
 /** The VMM (`vfio-runtime vm`) and its HTTP API: vCPU exits by reason, API requests by route. */
 function vm(): dashboard.DashboardBuilder {
   const sel = 'vcpu=~"$vcpu"';
-  return new dashboard.DashboardBuilder('vfio-runtime: VM and API')
-    .uid('vfio-runtime-vm')
-    .tags(['vfio-runtime'])
-    .refresh('30s')
-    .time({ from: 'now-1h', to: 'now' })
-    .withVariable(datasource())
+  return board('vfio-runtime: VM and API', 'vm')
     .withVariable(labelVar('vcpu', 'vfio_runtime_vm_exits_total'))
     .withRow(new dashboard.RowBuilder('vCPU exits'))
     .withPanel(
