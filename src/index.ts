@@ -7,7 +7,8 @@
 //   supervision and fault options; guest memory (MemfdRegion, memory sources), owned fds, fd
 //   passing and eventfds; the GsiRouter; the ring client and its status constants for vCPU
 //   threads; logging and the metrics endpoint (Runtime.registerMetrics puts the families on a
-//   registry); PCI functions in sysfs and host checks; the vIOMMU types.
+//   registry; registerApiMetrics and registerVmMetrics the API's and the VMM's); PCI functions
+//   in sysfs and host checks; the vIOMMU types.
 
 export { recvFds, sendFds, socketPair } from './control/fd-passing.js';
 export type { AddCheckOptions } from './coordinator/add-check.js';
@@ -78,6 +79,7 @@ export {
   silentLogger,
 } from './log.js';
 export { MemfdRegion } from './memory/memfd-region.js';
+export { registerApiMetrics, registerVmMetrics, type VmMetricsSource } from './metrics/hosts.js';
 export {
   isLoopback,
   type MetricsListen,

@@ -3,7 +3,7 @@
 //   {"error": {"status", "code", "message", "hint"?, ...fields}}
 // where code is the VFR_ERR_* code (VFR_ERR_HTTP for what the API refuses itself) and the
 // message names what was wrong and the fix.
-import { ApiError } from '../index.js';
+import { ApiError, type ApiRoute } from '../index.js';
 import { errorBody } from './error-body.js';
 import type { ApiHandler, ApiRequest, ApiResponse } from './server.js';
 
@@ -45,7 +45,8 @@ export function jsonBody(req: ApiRequest): Record<string, unknown> {
 
 type Route = (host: ApiHost, req: ApiRequest) => Promise<ApiResponse>;
 
-const ROUTES: Record<string, { method: string; fn: Route }> = {
+/** Every route but `none` (API_ROUTES, src/metrics/schema.ts, lists them for the metrics). */
+const ROUTES: Record<Exclude<ApiRoute, 'none'>, { method: string; fn: Route }> = {
   'vm.add-device': { method: 'PUT', fn: (h, r) => h.addDevice(jsonBody(r), r) },
   'vm.remove-device': { method: 'PUT', fn: (h, r) => h.removeDevice(jsonBody(r)) },
   'vm.removal': {
@@ -60,30 +61,39 @@ const ROUTES: Record<string, { method: string; fn: Route }> = {
   'vm.counters': { method: 'GET', fn: async (h) => ({ status: 200, body: h.counters() }) },
 };
 
+const isRoute = (name: string): name is keyof typeof ROUTES => Object.hasOwn(ROUTES, name);
+
 /** The handler for an ApiServer: route, call the host, turn errors into statuses. */
 export function apiHandler(host: ApiHost): ApiHandler {
   return async (req) => {
-    try {
-      const name = req.path.startsWith(API_PREFIX) ? req.path.slice(API_PREFIX.length) : '';
-      const route = Object.hasOwn(ROUTES, name) ? ROUTES[name] : undefined;
-      if (!route)
-        throw new ApiError(
-          404,
-          `no route ${req.method} ${req.path.slice(0, 100)}; routes: ${Object.entries(ROUTES)
-            .map(([n, r]) => `${r.method} ${API_PREFIX}${n}`)
-            .join(', ')}`,
-        );
-      if (req.method !== route.method)
-        throw new ApiError(405, `${req.path} takes ${route.method}, not ${req.method}`);
-      if (route.method === 'GET' && req.fds.length)
-        throw new ApiError(
-          400,
-          `${req.path} takes no fds; ${req.fds.length} were attached (closed)`,
-        );
-      return await route.fn(host, req);
-    } catch (e) {
-      const body = errorBody(e);
-      return { status: body.error.status, body };
-    }
+    const name = req.path.startsWith(API_PREFIX) ? req.path.slice(API_PREFIX.length) : '';
+    const known = isRoute(name) ? name : undefined;
+    return { ...(await answer(host, req, known)), route: known ?? 'none' };
   };
+}
+
+/** The answer of route `name` (undefined: no such route, 404) or of the error it threw. */
+async function answer(
+  host: ApiHost,
+  req: ApiRequest,
+  name: keyof typeof ROUTES | undefined,
+): Promise<ApiResponse> {
+  try {
+    const route = name ? ROUTES[name] : undefined;
+    if (!route)
+      throw new ApiError(
+        404,
+        `no route ${req.method} ${req.path.slice(0, 100)}; routes: ${Object.entries(ROUTES)
+          .map(([n, r]) => `${r.method} ${API_PREFIX}${n}`)
+          .join(', ')}`,
+      );
+    if (req.method !== route.method)
+      throw new ApiError(405, `${req.path} takes ${route.method}, not ${req.method}`);
+    if (route.method === 'GET' && req.fds.length)
+      throw new ApiError(400, `${req.path} takes no fds; ${req.fds.length} were attached (closed)`);
+    return await route.fn(host, req);
+  } catch (e) {
+    const body = errorBody(e);
+    return { status: body.error.status, body };
+  }
 }

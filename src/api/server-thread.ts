@@ -19,9 +19,9 @@ import { errnoNumber } from '../../native/errno.js';
 import { decode, encode } from '../../native/layout.js';
 import { addressOf, C, cmsghdr, errno, iovec, msghdr, pollfd, raw } from '../../native/libc.js';
 import { SOCK, sock } from '../../native/socket.js';
-import { ERR } from '../threads.js';
+import { API_STAT, apiStatusIndex, ERR } from '../threads.js';
 import { formatResponse, isHeadError, parseHead } from './http.js';
-import { API_STAT, type ServerThreadData, type ToMain, type ToThread } from './thread-protocol.js';
+import type { ServerThreadData, ToMain, ToThread } from './thread-protocol.js';
 
 interface Conn {
   id: number;
@@ -141,7 +141,6 @@ class ServerThread {
       this.#conns.set(c.id, c);
       this.#stats[API_STAT.OPEN] = this.#conns.size;
       if (this.#conns.size > this.#d.maxConnections) {
-        this.#stats[API_STAT.REFUSED_FULL]!++;
         this.#reject(
           c,
           503,
@@ -233,9 +232,9 @@ class ServerThread {
     this.#d.port.postMessage(m);
   }
 
-  /** Refuse what this thread can tell is wrong (size, syntax, flood): answer and close. */
+  /** Refuse what this thread can tell is wrong (size, syntax, flood): answer, close, count. */
   #reject(c: Conn, status: number, message: string): void {
-    this.#stats[API_STAT.REJECTED]!++;
+    this.#stats[API_STAT.REJECTED + apiStatusIndex(status)]!++;
     for (const f of c.fds.splice(0)) raw.close(f);
     c.waiting = false;
     this.#send(
@@ -278,7 +277,6 @@ class ServerThread {
       if (c.out) {
         if (now - c.lastActive >= this.#d.headTimeoutMs) this.#close(c);
       } else if (c.started && now - c.started >= this.#d.headTimeoutMs) {
-        this.#stats[API_STAT.HEAD_TIMEOUTS]!++;
         this.#reject(
           c,
           408,

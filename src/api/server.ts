@@ -6,12 +6,23 @@
 // server closes the rest once the answer is sent.
 import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { MessageChannel, Worker } from 'node:worker_threads';
+import type { Registry } from 'prom-client';
 import { C, check, raw } from '../../native/libc.js';
 import { boundPort, SOCK, sock, sockaddrLoopback, sockaddrUn } from '../../native/socket.js';
-import { createEventfd, type OwnedFd, signalEventfd } from '../index.js';
+import {
+  API_STAT,
+  API_STATUSES,
+  type ApiRoute,
+  apiRequestSlot,
+  apiStatusIndex,
+  createEventfd,
+  type OwnedFd,
+  registerApiMetrics,
+  signalEventfd,
+} from '../index.js';
 import { INTERNAL_CODE } from './error-body.js';
 import { DEFAULT_LIMITS, formatResponse, type HttpLimits } from './http.js';
-import { API_STAT, type ServerThreadData, type ToMain, type ToThread } from './thread-protocol.js';
+import type { ServerThreadData, ToMain, ToThread } from './thread-protocol.js';
 
 /** The fds attached to one request, by arrival order. take() hands one over; the rest are closed. */
 export class ReceivedFds {
@@ -52,6 +63,8 @@ export interface ApiRequest {
 export interface ApiResponse {
   status: number;
   body?: unknown;
+  /** The route that answered (routes.ts), counted with the status; none if not given. */
+  route?: ApiRoute;
 }
 export type ApiHandler = (req: ApiRequest) => Promise<ApiResponse>;
 
@@ -107,7 +120,7 @@ export class ApiServer {
     this.address = address;
     this.tcp = opts.tcpPort !== undefined;
     this.#wake = createEventfd();
-    const stats = new SharedArrayBuffer(API_STAT.WORDS * 8);
+    const stats = new SharedArrayBuffer(API_STAT.WORDS * Float64Array.BYTES_PER_ELEMENT);
     this.#stats = new Float64Array(stats);
     const { port1, port2 } = new MessageChannel();
     this.#port = port1;
@@ -174,16 +187,27 @@ export class ApiServer {
 
   stats(): ApiServerStats {
     const s = this.#stats;
+    const rejected = (status: number): number => s[API_STAT.REJECTED + apiStatusIndex(status)]!;
+    let allRejected = 0;
+    for (let i = 0; i < API_STATUSES.length; i++) allRejected += s[API_STAT.REJECTED + i]!;
     return {
       accepted: s[API_STAT.ACCEPTED]!,
-      refusedFull: s[API_STAT.REFUSED_FULL]!,
+      refusedFull: rejected(503),
       requests: s[API_STAT.REQUESTS]!,
-      rejected: s[API_STAT.REJECTED]!,
-      headTimeouts: s[API_STAT.HEAD_TIMEOUTS]!,
+      rejected: allRejected,
+      headTimeouts: rejected(408),
       idleClosed: s[API_STAT.IDLE_CLOSED]!,
       fdsReceived: s[API_STAT.FDS_RECEIVED]!,
       open: s[API_STAT.OPEN]!,
     };
+  }
+
+  /**
+   * Export the API's counters on a prom-client registry (docs/metrics.md, "The HTTP API"):
+   * connections, requests by route and status, rejections by status, fds; read when scraped.
+   */
+  registerMetrics(registry: Registry): void {
+    registerApiMetrics(registry, this.#stats);
   }
 
   async #serve(m: ToMain): Promise<void> {
@@ -207,6 +231,7 @@ export class ApiServer {
     } finally {
       fds.closeRest();
     }
+    this.#stats[apiRequestSlot(res.route ?? 'none', res.status)]!++;
     this.#reply({
       type: 'response',
       conn: m.conn,

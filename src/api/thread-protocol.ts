@@ -1,5 +1,5 @@
 // What the API's socket thread (server-thread.ts) and the main thread (server.ts) exchange: the
-// thread's start data, its counters' layout, and the messages each way.
+// thread's start data and the messages each way (its counters' layout is API_STAT, schema.ts).
 import type { MessagePort } from 'node:worker_threads';
 import type { HttpLimits } from './http.js';
 
@@ -12,22 +12,12 @@ export interface ServerThreadData {
   headTimeoutMs: number;
   idleTimeoutMs: number;
   maxFds: number;
-  /** API counters (Float64Array, API_STAT), this thread the only writer. */
+  /**
+   * The API's counters (Float64Array, API_STAT: declared in src/metrics/schema.ts's API_STATS):
+   * this thread writes all but the routes' rows, which the main thread writes.
+   */
   stats: SharedArrayBuffer;
 }
-
-/** The socket thread's counters. */
-export const API_STAT = {
-  ACCEPTED: 0,
-  REFUSED_FULL: 1,
-  REQUESTS: 2,
-  REJECTED: 3,
-  HEAD_TIMEOUTS: 4,
-  IDLE_CLOSED: 5,
-  FDS_RECEIVED: 6,
-  OPEN: 7,
-  WORDS: 8,
-} as const;
 
 export type ToMain = {
   type: 'request';

@@ -121,9 +121,9 @@ async function run(argv: string[], json: boolean): Promise<number> {
   const rt = await Runtime.start(spec, { logger: log });
   let api: ReturnType<typeof serveApi> | undefined;
   try {
-    const metrics = await startCliMetrics(obs, rt, log);
-    printRuntime(rt.describe(), json);
     api = apiOpts ? serveApi(rt, apiOpts) : undefined;
+    const metrics = await startCliMetrics(obs, rt, log, api ? [api.server] : []);
+    printRuntime(rt.describe(), json);
     if (api) console.error(`run: API on ${api.server.address}`);
     if (!argv.includes('--once')) {
       await new Promise<void>((resolve) => {

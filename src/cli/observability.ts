@@ -2,6 +2,7 @@
 // Prometheus endpoint, loopback unless --metrics-allow-remote), --log-level <level> (pino JSON
 // lines on stderr, one per lifecycle event). Taken out of the argument list before the
 // commands look for unknown arguments.
+import type { Registry } from 'prom-client';
 import type { Runtime } from '../coordinator/runtime.js';
 import { InvalidSpecError } from '../errors.js';
 import { createLogger, type RuntimeLogger } from '../log.js';
@@ -57,16 +58,23 @@ export function takeObservabilityArgs(rest: string[]): ObservabilityArgs {
 
 export const cliLogger = (a: ObservabilityArgs): RuntimeLogger => createLogger(a.logLevel);
 
-/** Start the metrics endpoint for `runtime` if asked; logs where it listens. */
+/**
+ * Start the metrics endpoint for `runtime` if asked; logs where it listens. `also` registers
+ * the families of what runs on it (the API server's, the VM's).
+ */
 export async function startCliMetrics(
   a: ObservabilityArgs,
   runtime: Runtime,
   log: RuntimeLogger,
+  also: readonly { registerMetrics(registry: Registry): void }[] = [],
 ): Promise<MetricsServer | undefined> {
   if (a.metricsListen === undefined) return undefined;
   const server = await startMetricsServer(
     a.metricsListen,
-    (r) => runtime.registerMetrics(r, { process: true }),
+    (r) => {
+      runtime.registerMetrics(r, { process: true });
+      for (const x of also) x.registerMetrics(r);
+    },
     { allowRemote: a.allowRemote },
   );
   log.info({ event: 'metrics_listening', url: server.url }, 'serving metrics');

@@ -92,7 +92,10 @@ export async function vmCommand(argv: string[]): Promise<number> {
   process.once('SIGTERM', stop);
   let r: VmResult;
   try {
-    const metrics = await startCliMetrics(obs, vm.runtime, logger);
+    const metrics = await startCliMetrics(obs, vm.runtime, logger, [
+      vm,
+      ...(api ? [api.server] : []),
+    ]);
     try {
       r = await vm.run();
     } finally {

@@ -8,7 +8,7 @@
 import type { Registry } from 'prom-client';
 import type { DmaStats } from '../dma/dma-stats.js';
 import { Family, type FamilyType, type Labels, registerFamily, type Sample } from './family.js';
-import { type CounterMemory, readCounters } from './read-counters.js';
+import { type CounterMemory, type CounterRow, readCounters } from './read-counters.js';
 import { readRing } from './ring-metrics.js';
 import { type CounterType, IRQ_COUNTERS, STATS } from './schema.js';
 
@@ -52,7 +52,7 @@ export interface MetricsSource {
 /** Worker states reported by vfio_runtime_worker_state (DeviceHandleState); another is added as seen. */
 const STATES = ['starting', 'running', 'exited', 'stopped'];
 
-type Snapshot = Map<string, Sample[]>;
+export type Snapshot = Map<string, Sample[]>;
 
 /** The exported name of a declared counter row: counters get _total. */
 const exported = (name: string, type: CounterType): string =>
@@ -110,19 +110,30 @@ const OWN: Record<string, [FamilyType, string]> = {
   ],
 };
 
-/** Every family the exporter declares (schema rows included), name → type. */
-export function declaredFamilies(): Map<string, { type: FamilyType; help: string }> {
+/** The families of declared counters (exported names: counters get _total), name → type, help. */
+export function familiesOf(
+  decls: readonly { name: string; help: string; type: CounterType }[],
+): Map<string, { type: FamilyType; help: string }> {
   const out = new Map<string, { type: FamilyType; help: string }>();
-  for (const d of [...STATS, ...IRQ_COUNTERS] as readonly {
-    name: string;
-    help: string;
-    type: CounterType;
-  }[]) {
+  for (const d of decls) {
     const n = exported(d.name, d.type);
     if (!out.has(n)) out.set(n, { type: d.type, help: d.help });
   }
+  return out;
+}
+
+/** Every family the exporter declares (schema rows included), name → type. */
+export function declaredFamilies(): Map<string, { type: FamilyType; help: string }> {
+  const out = familiesOf([...STATS, ...IRQ_COUNTERS]);
   for (const [n, [type, help]] of Object.entries(OWN)) out.set(n, { type, help });
   return out;
+}
+
+/** Rows read by a declaration (readDeclared's) as a snapshot of samples by exported name. */
+export function rowsSnapshot(rows: readonly CounterRow[]): Snapshot {
+  const s: Snapshot = new Map();
+  for (const r of rows) push(s, exported(r.name, r.type), { labels: r.labels, value: r.value });
+  return s;
 }
 
 /** The series names a family's samples carry (a histogram's _bucket, _sum, _count). */
@@ -201,14 +212,18 @@ export function snapshot(source: MetricsSource): Snapshot {
 }
 
 /**
- * Register every runtime family on `registry`. One scrape reads the source once: the first
- * family's get() takes a snapshot, the rest of that scrape reuse it.
+ * Register `families` on `registry`, their samples from `take()`. One scrape reads once: the
+ * first family's get() takes a snapshot, the rest of that scrape reuse it.
  */
-export function registerRuntimeMetrics(registry: Registry, source: MetricsSource): void {
+export function registerSnapshot(
+  registry: Registry,
+  families: Map<string, { type: FamilyType; help: string }>,
+  take: () => Snapshot,
+): void {
   let cached: Snapshot | undefined;
   const current = (): Snapshot => {
     if (!cached) {
-      cached = snapshot(source);
+      cached = take();
       // Registry.metrics() calls every family's get() in one synchronous loop: the snapshot
       // lives until that loop ends, so the next scrape (even in this macrotask) reads afresh.
       queueMicrotask(() => {
@@ -217,6 +232,11 @@ export function registerRuntimeMetrics(registry: Registry, source: MetricsSource
     }
     return cached;
   };
-  for (const [name, { type, help }] of declaredFamilies())
+  for (const [name, { type, help }] of families)
     registerFamily(registry, new Family(name, help, type, () => current().get(name) ?? []));
+}
+
+/** Register every runtime family on `registry` (read from `source` once per scrape). */
+export function registerRuntimeMetrics(registry: Registry, source: MetricsSource): void {
+  registerSnapshot(registry, declaredFamilies(), () => snapshot(source));
 }

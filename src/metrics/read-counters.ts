@@ -3,12 +3,15 @@
 // Runs on any thread at scrape time; plain loads (the worker's counters are single-writer).
 import { IRQ, irqViews, SRC, sourceOf } from '../irq/irq-state.js';
 import {
+  API_STATS,
   type CounterDecl,
   type CounterType,
   STATS as DECLARED,
   IRQ_COUNTERS,
   STATS_SLOTS,
   type StatKey,
+  VCPU_STAT,
+  VCPU_STATS,
 } from './schema.js';
 
 const STATS: readonly CounterDecl[] = DECLARED;
@@ -28,26 +31,41 @@ export interface CounterMemory {
   irq: SharedArrayBuffer;
 }
 
-/** Every declared counter as rows; per-source interrupt rows only for sources that counted. */
-export function readCounters(memory: CounterMemory): CounterRow[] {
+/**
+ * The rows of one table declared as `decls`, read from `view` at `base`. An array's label value
+ * is the index, the declaration's `values[i]`, or `valuesOf(decl)[i]` when given (an undefined
+ * value: no row, e.g. an empty PCI slot).
+ */
+export function readDeclared(
+  decls: readonly CounterDecl[],
+  view: Float64Array,
+  base = 0,
+  labels: Record<string, string> = {},
+  valuesOf?: (d: CounterDecl) => readonly (string | undefined)[] | undefined,
+): CounterRow[] {
   const rows: CounterRow[] = [];
-  const s = statsView(memory.stats);
-  let slot = 0;
-  for (const d of STATS) {
+  let slot = base;
+  for (const d of decls) {
     const n = d.count ?? 1;
+    const values = valuesOf?.(d) ?? d.values;
     for (let i = 0; i < n; i++) {
-      const labels = d.indexLabel ? { ...d.labels, [d.indexLabel]: String(i) } : { ...d.labels };
-      rows.push({
-        name: d.name,
-        help: d.help,
-        type: d.type,
-        unit: d.unit,
-        labels,
-        value: s[slot + i]!,
-      });
+      const own = { ...labels, ...d.labels };
+      if (d.indexLabel) {
+        const v = values ? values[i] : String(i);
+        if (v === undefined || v === '') continue;
+        own[d.indexLabel] = v;
+      }
+      const value = view[slot + i]! * (d.scale ?? 1);
+      rows.push({ name: d.name, help: d.help, type: d.type, unit: d.unit, labels: own, value });
     }
     slot += n;
   }
+  return rows;
+}
+
+/** Every declared counter as rows; per-source interrupt rows only for sources that counted. */
+export function readCounters(memory: CounterMemory): CounterRow[] {
+  const rows = readDeclared(STATS, statsView(memory.stats));
   const v = irqViews(memory.irq);
   for (const d of IRQ_COUNTERS) {
     const row = { name: d.name, help: d.help, type: d.type, unit: d.unit };
@@ -91,4 +109,25 @@ function statsView(stats: SharedArrayBuffer): Float64Array {
       `stats buffer of ${stats.byteLength} bytes is smaller than the schema's ${STATS_SLOTS} slots (allocate it with createDeviceMemory)`,
     );
   return new Float64Array(stats, 0, STATS_SLOTS);
+}
+
+/** The HTTP API's counters (API_STATS) as rows. */
+export function readApiCounters(stats: Float64Array): CounterRow[] {
+  return readDeclared(API_STATS, stats);
+}
+
+/**
+ * The VMM's counters (VCPU_STATS) as rows, one set per vCPU (label vcpu); `devices` names the
+ * port in each PCI slot index (empty: no device there, no row).
+ */
+export function readVcpuCounters(
+  stats: Float64Array,
+  cpus: number,
+  devices: readonly string[],
+): CounterRow[] {
+  const slots = (d: CounterDecl) => (d.indexLabel === 'device' ? devices : undefined);
+  const rows: CounterRow[] = [];
+  for (let c = 0; c < cpus; c++)
+    rows.push(...readDeclared(VCPU_STATS, stats, c * VCPU_STAT.WORDS, { vcpu: String(c) }, slots));
+  return rows;
 }

@@ -32,12 +32,34 @@ export interface CounterDecl {
     | 'heartbeats'
     | 'faults'
     | 'failures'
-    | 'states';
+    | 'states'
+    | 'connections'
+    | 'fds'
+    | 'exits';
   /** Fixed labels of this slot (e.g. op="cfg_read"). */
   readonly labels: Readonly<Record<string, string>>;
   readonly count?: number;
   /** An array's label, whose value is the slot's index within the array (e.g. bar="0".."5"). */
   readonly indexLabel?: string;
+  /** An array's label values by index, where they are names (e.g. reason="io"), not the index. */
+  readonly values?: readonly string[];
+  /** Multiplies the stored value on export (ms slots exported in seconds). */
+  readonly scale?: number;
+}
+
+/** A declared table's slots: each key's first slot, and WORDS, the table's length. */
+export type Slots<K extends string> = { readonly [k in K]: number } & { readonly WORDS: number };
+
+/** The slots of a table declared as `decls`, in declaration order (an array takes `count`). */
+export function slotsOf<const D extends readonly CounterDecl[]>(decls: D): Slots<D[number]['key']> {
+  const out: Record<string, number> = {};
+  let n = 0;
+  for (const d of decls) {
+    out[d.key] = n;
+    n += d.count ?? 1;
+  }
+  out.WORDS = n;
+  return out as Slots<D[number]['key']>;
 }
 
 const req = <K extends string>(key: K, op: string): CounterDecl & { key: K } => ({
@@ -277,14 +299,9 @@ type KeyOf<D> = D extends { key: infer K extends string; count: 6 }
 export type StatKey = KeyOf<(typeof STATS)[number]>;
 
 /** Slot of each declared key (an array's first slot). */
-const SLOT: Record<string, number> = {};
-let slots = 0;
-for (const d of STATS as readonly CounterDecl[]) {
-  SLOT[d.key] = slots;
-  slots += d.count ?? 1;
-}
+const SLOT: Record<string, number> = slotsOf(STATS);
 /** Float64 slots in a device's stats buffer. */
-export const STATS_SLOTS = slots;
+export const STATS_SLOTS = SLOT.WORDS!;
 
 function at(key: string): number {
   const s = SLOT[key];
@@ -427,3 +444,241 @@ export const IRQ_COUNTERS: readonly IrqCounterDecl[] = [
     source: { word: 'POLLER_ERRORS' },
   },
 ];
+
+// The counters of the hosts built on the runtime's front door, declared here as well so that
+// Prometheus gets them by the same declarations (read-counters.ts reads every table): the HTTP
+// API's (src/api/) and the reference VMM's vCPUs' (src/vmm/). Each slot has one writer.
+
+/** The API's routes (route label; `none`: a path no route serves), as routes.ts serves them. */
+export const API_ROUTES = [
+  'vm.add-device',
+  'vm.remove-device',
+  'vm.removal',
+  'vm.info',
+  'vm.counters',
+  'none',
+] as const;
+export type ApiRoute = (typeof API_ROUTES)[number];
+
+/** The HTTP statuses the API answers with (status label); any other is counted as `other`. */
+export const API_STATUSES = [
+  '200',
+  '202',
+  '400',
+  '404',
+  '405',
+  '408',
+  '409',
+  '411',
+  '413',
+  '422',
+  '431',
+  '500',
+  '501',
+  '502',
+  '503',
+  '505',
+  'other',
+] as const;
+
+/** The index of `status` in API_STATUSES (an array's offset; `other` if not listed). */
+export function apiStatusIndex(status: number): number {
+  const i = (API_STATUSES as readonly string[]).indexOf(String(status));
+  return i < 0 ? API_STATUSES.length - 1 : i;
+}
+
+const apiTotal = <K extends string>(
+  key: K,
+  name: string,
+  help: string,
+  unit: CounterDecl['unit'],
+): CounterDecl & { key: K } => ({ key, name, help, type: 'counter', unit, labels: {} });
+const byStatus = { count: API_STATUSES.length, indexLabel: 'status', values: API_STATUSES };
+const apiRoute = <R extends ApiRoute>(route: R): CounterDecl & { key: `ROUTE_${R}` } => ({
+  key: `ROUTE_${route}`,
+  name: 'vfio_runtime_api_requests',
+  help: 'Requests the API answered, by route (none: no such route) and HTTP status',
+  type: 'counter',
+  unit: 'requests',
+  labels: { route },
+  ...byStatus,
+});
+
+/**
+ * The API's counters (a Float64Array): the socket thread (server-thread.ts) writes all but the
+ * routes' rows, which the main thread (server.ts) writes when it answers a request.
+ */
+export const API_STATS = [
+  apiTotal(
+    'ACCEPTED',
+    'vfio_runtime_api_connections_accepted',
+    'Connections the API accepted',
+    'connections',
+  ),
+  {
+    key: 'OPEN',
+    name: 'vfio_runtime_api_connections_open',
+    help: 'Connections open now',
+    type: 'gauge',
+    unit: 'connections',
+    labels: {},
+  },
+  apiTotal(
+    'IDLE_CLOSED',
+    'vfio_runtime_api_connections_idle_closed',
+    'Keep-alive connections closed after their idle timeout',
+    'connections',
+  ),
+  apiTotal(
+    'REQUESTS',
+    'vfio_runtime_api_requests_received',
+    'Complete requests the socket thread passed on to be answered (answered: vfio_runtime_api_requests_total)',
+    'requests',
+  ),
+  {
+    ...apiTotal(
+      'REJECTED',
+      'vfio_runtime_api_requests_rejected',
+      'Requests the socket thread refused itself, by HTTP status (malformed or too big, too many fds, 408 not whole in time, 503 over the connection cap)',
+      'requests',
+    ),
+    ...byStatus,
+  },
+  apiTotal(
+    'FDS_RECEIVED',
+    'vfio_runtime_api_fds_received',
+    'File descriptors received with requests (SCM_RIGHTS)',
+    'fds',
+  ),
+  apiRoute('vm.add-device'),
+  apiRoute('vm.remove-device'),
+  apiRoute('vm.removal'),
+  apiRoute('vm.info'),
+  apiRoute('vm.counters'),
+  apiRoute('none'),
+] as const satisfies readonly CounterDecl[];
+
+/** The API's slots; a by-status array's slot is its key's plus apiStatusIndex(status). */
+export const API_STAT = slotsOf(API_STATS);
+
+/** The slot counting an answer of `route` with `status`. */
+export const apiRequestSlot = (route: ApiRoute, status: number): number =>
+  API_STAT[`ROUTE_${route}`] + apiStatusIndex(status);
+
+/** PCI slots of the reference VMM's bus 0 (the vCPU rows count BAR accesses per slot). */
+export const VM_PCI_SLOTS = 16;
+
+const vcpuTotal = <K extends string>(
+  key: K,
+  name: string,
+  help: string,
+  unit: CounterDecl['unit'] = 'requests',
+): CounterDecl & { key: K } => ({ key, name, help, type: 'counter', unit, labels: {} });
+
+const exit = <K extends string>(key: K, reason: string): CounterDecl & { key: K } => ({
+  key,
+  name: 'vfio_runtime_vm_exits',
+  help: 'vCPU exits by KVM exit reason (intr: KVM_RUN ended by a signal, as the VMM kicks)',
+  type: 'counter',
+  unit: 'exits',
+  labels: { reason },
+});
+const unhandled = <K extends string>(key: K, space: string): CounterDecl & { key: K } => ({
+  ...vcpuTotal(
+    key,
+    'vfio_runtime_vm_unhandled_accesses',
+    'Port and MMIO accesses no emulated device or BAR answers (reads all ones, writes dropped)',
+  ),
+  labels: { space },
+});
+
+/** A vCPU's row of the VMM's stats (a Float64Array, one row per vCPU, its vCPU the writer). */
+export const VCPU_STATS = [
+  exit('EXIT_IO', 'io'),
+  exit('EXIT_MMIO', 'mmio'),
+  exit('EXIT_HLT', 'hlt'),
+  exit('EXIT_INTR', 'intr'),
+  exit('EXIT_SHUTDOWN', 'shutdown'),
+  exit('EXIT_SYSTEM_EVENT', 'system_event'),
+  exit('EXIT_FAIL_ENTRY', 'fail_entry'),
+  exit('EXIT_INTERNAL_ERROR', 'internal_error'),
+  exit('EXIT_OTHER', 'other'),
+  vcpuTotal(
+    'CONFIG',
+    'vfio_runtime_vm_pci_config_accesses',
+    'PCI config-space accesses through ports 0xcfc-0xcff (conf1)',
+  ),
+  vcpuTotal('UART', 'vfio_runtime_vm_uart_accesses', "Accesses to the 8250 UART's ports"),
+  unhandled('UNKNOWN_PIO', 'pio'),
+  unhandled('UNKNOWN_MMIO', 'mmio'),
+  vcpuTotal(
+    'REFUSED',
+    'vfio_runtime_vm_device_refusals',
+    'Device accesses the device refused (an error status: a read gives all ones, a write is dropped); lost and failed ones included',
+  ),
+  vcpuTotal(
+    'LOST',
+    'vfio_runtime_vm_device_lost_accesses',
+    'Refused device accesses a dying worker had taken (WORKER_DIED: effect unknown)',
+  ),
+  vcpuTotal(
+    'FAILED',
+    'vfio_runtime_vm_failed_device_accesses',
+    'Refused device accesses to a failed device (DEVICE_FAILED)',
+  ),
+  {
+    ...vcpuTotal(
+      'DEVICE',
+      'vfio_runtime_vm_bar_accesses',
+      "Trapped BAR accesses the vCPUs sent to a device's ring, by device",
+    ),
+    count: VM_PCI_SLOTS,
+    indexLabel: 'device',
+  },
+  vcpuTotal(
+    'SAMPLED',
+    'vfio_runtime_vm_sampled_exits',
+    'Exits whose handling was timed (one in SAMPLE_EVERY)',
+    'exits',
+  ),
+  {
+    ...vcpuTotal(
+      'EXIT_MS',
+      'vfio_runtime_vm_sampled_exit_handling_seconds',
+      'User-space time the timed exits took, from KVM_RUN returning to the next call',
+      'seconds',
+    ),
+    scale: 1e-3,
+  },
+  {
+    ...vcpuTotal(
+      'RING_MS',
+      'vfio_runtime_vm_sampled_ring_wait_seconds',
+      "Of the timed exits' time, the part waiting on device rings",
+      'seconds',
+    ),
+    scale: 1e-3,
+  },
+  {
+    key: 'BUSY',
+    name: 'vfio_runtime_vm_vcpu_busy',
+    help: 'The vCPU is handling an exit (1) or in KVM_RUN (0); 1 for long: its exit handling hangs',
+    type: 'gauge',
+    unit: 'states',
+    labels: {},
+  },
+] as const satisfies readonly CounterDecl[];
+
+const VCPU_COUNTED = slotsOf(VCPU_STATS);
+/**
+ * A vCPU row's layout: the declared slots (DEVICE is an array: add the PCI slot index),
+ * then two words not exported, the last exit's reason (KVM's number) and port or address.
+ */
+export const VCPU_STAT = {
+  ...VCPU_COUNTED,
+  LAST_REASON: VCPU_COUNTED.WORDS,
+  LAST_ADDR: VCPU_COUNTED.WORDS + 1,
+  WORDS: VCPU_COUNTED.WORDS + 2,
+} as const;
+/** The declared slots of a vCPU row (the rest of its WORDS are not counters). */
+export const VCPU_COUNTED_WORDS = VCPU_COUNTED.WORDS;

@@ -2,6 +2,7 @@
 // registers, the PCI address latch, the PCI BAR map the vCPUs dispatch by, the BAR fast path's
 // slot table, and the per-vCPU exit counters. Word indexes are constants so the exit path reads
 // them without lookups.
+import { VCPU_STAT, VM_PCI_SLOTS } from '../threads.js';
 
 /** Control words (Int32Array). */
 export const CTL = {
@@ -51,7 +52,7 @@ export const END_NAMES: Record<number, EndKind> = {
 };
 
 /** At most this many assigned devices (bus 0 slots 1..N) and 6 BARs each. */
-export const MAX_DEVICES = 16;
+export const MAX_DEVICES = VM_PCI_SLOTS;
 export const BARS = 6;
 /**
  * BAR map (Float64Array, one row per device BAR): base, size, kind (0 none, 1 memory, 2 I/O),
@@ -74,40 +75,15 @@ export const SLOT_NONE = -1;
 export const slotRow = (device: number, bar: number, area: number): number =>
   ((device * BARS + bar) * MAX_AREAS + area) * SLOT.WORDS;
 
-/** Per-vCPU counters (Float64Array rows; one writer each: its vCPU). */
-export const STAT = {
-  EXITS: 0,
-  IO: 1,
-  MMIO: 2,
-  HLT: 3,
-  INTR: 4,
-  CONFIG: 5,
-  UART: 6,
-  UNKNOWN_PIO: 7,
-  UNKNOWN_MMIO: 8,
-  REFUSED: 9,
-  /**
-   * Timing is sampled: one exit in SAMPLE_EVERY is timed (its handling in user space, from
-   * KVM_RUN's return to the next call, and the part spent waiting on device rings); the
-   * clock is not free under the lab's TCG. SAMPLED counts the timed exits.
-   */
-  EXIT_MS: 10,
-  RING_MS: 11,
-  SAMPLED: 15,
-  /** What the vCPU is doing, for a VM that stops making progress: 1 while it handles an exit. */
-  BUSY: 12,
-  LAST_REASON: 13,
-  LAST_ADDR: 14,
-  DEVICE: 16, // then per device: BAR accesses, MAX_DEVICES of them
-  /**
-   * Device accesses whose worker died while handling them (WORKER_DIED: read as all ones, a
-   * write dropped, its effect unknown) and accesses to a failed device (DEVICE_FAILED), both
-   * also counted in REFUSED.
-   */
-  LOST: 16 + MAX_DEVICES,
-  FAILED: 17 + MAX_DEVICES,
-  WORDS: 18 + MAX_DEVICES,
-} as const;
+/**
+ * Per-vCPU counters (Float64Array rows; one writer each: its vCPU), declared in
+ * src/metrics/schema.ts (VCPU_STATS) so the metrics read them by name. DEVICE is an array of
+ * BAR accesses per PCI slot index; REFUSED counts every access a device refused, LOST (its
+ * worker died with it: WORKER_DIED) and FAILED (a failed device: DEVICE_FAILED) are also in it.
+ * EXIT_MS, RING_MS and SAMPLED time one exit in SAMPLE_EVERY (the clock is not free under the
+ * lab's TCG). BUSY, LAST_REASON, LAST_ADDR: what the vCPU is doing, for a VM that stops.
+ */
+export const STAT = VCPU_STAT;
 
 export const SAMPLE_EVERY = 16;
 

@@ -1,7 +1,9 @@
-// The VMM's exit counters, summed over the vCPUs' rows of the shared stats buffer.
+// The VMM's exit counters, summed over the vCPUs' rows of the shared stats buffer (the row's
+// layout, STAT, is declared in src/metrics/schema.ts; Vm.registerMetrics exports it per vCPU).
 import { STAT } from './shared.js';
 
 export interface VmStats {
+  /** KVM_RUN returns with an exit to handle (every reason but intr, which is `interrupted`). */
   exits: number;
   io: number;
   mmio: number;
@@ -9,7 +11,7 @@ export interface VmStats {
   config: number;
   uart: number;
   hlt: number;
-  /** KVM_RUN interrupted by a signal (our kicks). */
+  /** KVM_RUN interrupted by a signal (our kicks): exit reason intr. */
   interrupted: number;
   unknownPio: number;
   unknownMmio: number;
@@ -33,27 +35,45 @@ export interface VmStats {
   vcpus: { busy: boolean; lastReason: number; lastAddr: string }[];
 }
 
+/** The exit rows `exits` sums (intr is not an exit to handle: the VMM's kick). */
+const EXIT_KEYS = [
+  'EXIT_IO',
+  'EXIT_MMIO',
+  'EXIT_HLT',
+  'EXIT_SHUTDOWN',
+  'EXIT_SYSTEM_EVENT',
+  'EXIT_FAIL_ENTRY',
+  'EXIT_INTERNAL_ERROR',
+  'EXIT_OTHER',
+] as const;
+
+/** Zero the BAR accesses of PCI slot index `i` on every vCPU row (a device plugged there). */
+export function resetSlotCounts(s: Float64Array, cpus: number, i: number): void {
+  for (let c = 0; c < cpus; c++) s[c * STAT.WORDS + STAT.DEVICE + i] = 0;
+}
+
 export function collectStats(s: Float64Array, cpus: number, devices: readonly string[]): VmStats {
   const sum = (k: number): number => {
     let t = 0;
     for (let i = 0; i < cpus; i++) t += s[i * STAT.WORDS + k]!;
     return t;
   };
+  const exits = EXIT_KEYS.reduce((n, k) => n + sum(STAT[k]), 0);
   return {
-    exits: sum(STAT.EXITS),
-    io: sum(STAT.IO),
-    mmio: sum(STAT.MMIO),
+    exits,
+    io: sum(STAT.EXIT_IO),
+    mmio: sum(STAT.EXIT_MMIO),
     config: sum(STAT.CONFIG),
     uart: sum(STAT.UART),
-    hlt: sum(STAT.HLT),
-    interrupted: sum(STAT.INTR),
+    hlt: sum(STAT.EXIT_HLT),
+    interrupted: sum(STAT.EXIT_INTR),
     unknownPio: sum(STAT.UNKNOWN_PIO),
     unknownMmio: sum(STAT.UNKNOWN_MMIO),
     refused: sum(STAT.REFUSED),
     lost: sum(STAT.LOST),
     failed: sum(STAT.FAILED),
     bar: Object.fromEntries(devices.map((d, i) => [d, sum(STAT.DEVICE + i)])),
-    ...timing(sum(STAT.EXITS), sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
+    ...timing(exits, sum(STAT.SAMPLED), sum(STAT.EXIT_MS), sum(STAT.RING_MS)),
     vcpus: Array.from({ length: cpus }, (_, i) => {
       const r = i * STAT.WORDS;
       const lastAddr = `0x${s[r + STAT.LAST_ADDR]!.toString(16)}`;

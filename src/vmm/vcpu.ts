@@ -165,7 +165,7 @@ class Vcpu {
   #interrupted(): boolean {
     const e = errno();
     if (e === EINTR || e === EAGAIN) {
-      this.#stats[this.#s + STAT.INTR]!++;
+      this.#stats[this.#s + STAT.EXIT_INTR]!++;
       return true;
     }
     this.#fail(`KVM_RUN: ${errnoName(e)}`);
@@ -177,7 +177,6 @@ class Vcpu {
     const run = this.#run,
       stats = this.#stats,
       s = this.#s;
-    stats[s + STAT.EXITS]!++;
     if (Atomics.load(this.#ctl, CTL.PCI_GEN) !== this.#pciGen) this.#replug();
     const reason = run.getUint32(O.reason, true);
     stats[s + STAT.BUSY] = 1;
@@ -196,26 +195,31 @@ class Vcpu {
         this.#mmio();
         return true;
       case K.KVM_EXIT_HLT:
-        stats[s + STAT.HLT]!++;
+        stats[s + STAT.EXIT_HLT]!++;
         return true;
       case K.KVM_EXIT_INTR:
-        stats[s + STAT.INTR]!++;
+        stats[s + STAT.EXIT_INTR]!++;
         return true;
       case K.KVM_EXIT_SHUTDOWN:
+        stats[s + STAT.EXIT_SHUTDOWN]!++;
         endVm(this.#ctl, END.SHUTDOWN, 0);
         return true;
       case K.KVM_EXIT_SYSTEM_EVENT:
+        stats[s + STAT.EXIT_SYSTEM_EVENT]!++;
         this.#systemEvent();
         return true;
       case K.KVM_EXIT_FAIL_ENTRY:
+        stats[s + STAT.EXIT_FAIL_ENTRY]!++;
         return this.#fail(
           `KVM_EXIT_FAIL_ENTRY, hardware reason 0x${run.getBigUint64(O.exitWord, true).toString(16)}`,
         );
       case K.KVM_EXIT_INTERNAL_ERROR:
+        stats[s + STAT.EXIT_INTERNAL_ERROR]!++;
         return this.#fail(
           `KVM_EXIT_INTERNAL_ERROR, suberror ${run.getUint32(O.exitWord, true)}${this.#internalData()}`,
         );
       default:
+        stats[s + STAT.EXIT_OTHER]!++;
         return this.#fail(`unexpected KVM exit reason ${reason}`);
     }
   }
@@ -230,7 +234,7 @@ class Vcpu {
     const run = this.#run,
       page = this.#page,
       dev = this.#dev;
-    this.#stats[this.#s + STAT.IO]!++;
+    this.#stats[this.#s + STAT.EXIT_IO]!++;
     const size = run.getUint8(O.ioSize),
       port = run.getUint16(O.ioPort, true),
       count = run.getUint32(O.ioCount, true);
@@ -258,7 +262,7 @@ class Vcpu {
     const run = this.#run,
       page = this.#page,
       dev = this.#dev;
-    this.#stats[this.#s + STAT.MMIO]!++;
+    this.#stats[this.#s + STAT.EXIT_MMIO]!++;
     const addr = this.#mmioAddr();
     const len = run.getUint32(O.mmioLen, true),
       write = run.getUint8(O.mmioWrite) !== 0;

@@ -12,6 +12,7 @@ import {
 import { PciBus } from './pci-bus.js';
 import { placeDevice } from './pci-firmware.js';
 import { BAR, BARS, CTL, MAX_AREAS, MAX_DEVICES, SLOT, STAT, slotRow } from './shared.js';
+import { resetSlotCounts } from './stats.js';
 import { pciPin, type VmParts } from './vm-parts.js';
 
 /** What the HTTP API (src/api/) does to the VM's devices. */
@@ -75,6 +76,8 @@ function plug(p: VmParts, d: RuntimeDevice): Record<string, unknown> {
   const clients: (RingClient | undefined)[] = [];
   clients[i] = c;
   new PciBus(p.ctl, bars, clients, new Float64Array(STAT.WORDS), 0).refresh(i);
+  // The slot's BAR access counts are this device's from now on (the metrics label them so).
+  resetSlotCounts(new Float64Array(p.shared.stats), p.cpus, i);
   p.deviceNames[i] = d.port;
   publish(p, i, d.handle.ring);
   const guestBdf = `0000:00:${placed.slot.toString(16).padStart(2, '0')}.0`;

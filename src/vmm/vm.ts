@@ -5,6 +5,7 @@
 // The steps live beside it, as Firecracker's builder.rs and Vmm: vm-build.ts builds,
 // vm-hotplug.ts is the HTTP API's hot-plug, vm-run.ts runs and closes; VmParts (vm-parts.ts) is
 // what they share.
+import type { Registry } from 'prom-client';
 import type {
   DeviceHooks,
   DeviceSpec,
@@ -17,6 +18,7 @@ import type {
   RuntimeLogger,
   SupervisorOptions,
 } from '../index.js';
+import { registerVmMetrics } from '../index.js';
 import type { BarSlots } from './bar-slots.js';
 import { BootError } from './bzimage.js';
 import type { CpuModel, PvFeatures } from './cpuid.js';
@@ -182,6 +184,20 @@ export class Vm {
   /** Exit counters summed over the vCPUs (live while running). */
   stats(): VmStats {
     return this.#p.stats();
+  }
+
+  /**
+   * Export the VMM's per-vCPU counters on a prom-client registry (docs/metrics.md, "The VMM"):
+   * exits by reason, config, UART and unhandled accesses, refusals, BAR accesses by device, the
+   * sampled exit timing; read when scraped. The runtime's are `vm.runtime.registerMetrics`.
+   */
+  registerMetrics(registry: Registry): void {
+    const p = this.#p;
+    registerVmMetrics(registry, {
+      stats: new Float64Array(p.shared.stats),
+      cpus: p.cpus,
+      devices: () => p.deviceNames,
+    });
   }
 
   /** Stop the guest if it runs, then stop the devices, unmap guest memory and close every fd. */

@@ -1,6 +1,6 @@
 // A metrics source over synthetic devices (the real DeviceHandle, ring and shared memory; a
 // synthetic worker instead of VFIO) and a fake DMA backend with real DmaStats: what the
-// exporter's unit tests and the scrape-time bench read.
+// exporter's unit tests and the scrape-time bench read; `sample` reads a value out of the text.
 import { DeviceHandle } from '../../src/coordinator/device-handle.js';
 import { DmaStats } from '../../src/dma/dma-stats.js';
 import type { MetricsBackend, MetricsDevice, MetricsSource } from '../../src/metrics/exporter.js';
@@ -47,4 +47,14 @@ export async function metricsFixture(n: number): Promise<Fixture> {
       for (const h of handles) await h.shutdown();
     },
   };
+}
+
+/** The value of the sample `name{labels}` in a text exposition (labels matched as a subset). */
+export function sample(text: string, name: string, labels: Record<string, string> = {}): number {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
+    const want = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
+    if (want) return Number(line.slice(line.lastIndexOf(' ') + 1));
+  }
+  return Number.NaN;
 }

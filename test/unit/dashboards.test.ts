@@ -1,6 +1,7 @@
 // Dashboards as code: the checked-in dashboards/*.json are what src/metrics/dashboards.ts
 // generates (`npm run dashboards` rewrites them), every PromQL expression in them parses with
-// Prometheus's own parser, and every metric it reads is one the runtime declares.
+// Prometheus's own parser, and every metric it reads is one the runtime, the API or the VMM
+// declares.
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Registry } from 'prom-client';
@@ -13,18 +14,30 @@ import {
   substituteVariables,
 } from '../../src/metrics/dashboards.js';
 import { registerRuntimeMetrics, seriesNames } from '../../src/metrics/exporter.js';
+import { registerApiMetrics, registerVmMetrics } from '../../src/metrics/hosts.js';
 import { registerNestingMetrics } from '../../src/metrics/nesting.js';
 import { registerProcessMetrics } from '../../src/metrics/process.js';
 import { checkPromql } from '../../src/metrics/promql-names.js';
 
 const DIR = fileURLToPath(new URL('../../../dashboards/', import.meta.url));
 
-/** Every series name the runtime's /metrics can carry (histograms: _bucket, _sum, _count). */
+/** The dashboards' files under dashboards/ (the VMM's in vm/). */
+const dashboardFiles = (): string[] =>
+  readdirSync(DIR, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.json'))
+    .sort();
+
+/**
+ * Every series name the runtime's /metrics can carry (histograms: _bucket, _sum, _count), the
+ * API's and the VMM's included.
+ */
 export function exportedSeriesNames(): Set<string> {
   const r = new Registry();
   registerRuntimeMetrics(r, { devices: () => [], backends: () => [] });
   registerNestingMetrics(r, () => []);
   registerProcessMetrics(r);
+  registerApiMetrics(r, new Float64Array(0));
+  registerVmMetrics(r, { stats: new Float64Array(0), cpus: 0, devices: () => [] });
   const out = new Set<string>();
   for (const m of r.getMetricsAsArray() as unknown as { name: string; type: string }[])
     for (const n of seriesNames(m.name, m.type === 'histogram' ? 'histogram' : 'gauge')) out.add(n);
@@ -33,13 +46,7 @@ export function exportedSeriesNames(): Set<string> {
 
 test('dashboards/*.json are what the code generates (npm run dashboards)', () => {
   const built = buildDashboards();
-  assert.equal(
-    readdirSync(DIR)
-      .filter((f) => f.endsWith('.json'))
-      .sort(),
-    Object.keys(built).sort(),
-    'one file per dashboard',
-  );
+  assert.equal(dashboardFiles(), Object.keys(built).sort(), 'one file per dashboard');
   for (const [file, d] of Object.entries(built))
     assert.ok(
       readFileSync(`${DIR}${file}`, 'utf8') === dashboardJson(d),
@@ -50,7 +57,7 @@ test('dashboards/*.json are what the code generates (npm run dashboards)', () =>
 test('every dashboard expression parses and reads only exported metrics', () => {
   const known = exportedSeriesNames();
   let n = 0;
-  for (const file of readdirSync(DIR).filter((f) => f.endsWith('.json'))) {
+  for (const file of dashboardFiles()) {
     const exprs = dashboardExprs(JSON.parse(readFileSync(`${DIR}${file}`, 'utf8')));
     assert.ok(exprs.length > 0, `${file} has queries`);
     for (const e of exprs) {

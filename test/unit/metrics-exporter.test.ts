@@ -11,7 +11,7 @@ import { irqViews, SRC } from '../../src/irq/irq-state.js';
 import { declaredFamilies, registerRuntimeMetrics } from '../../src/metrics/exporter.js';
 import { C_BAR_READS, C_CFG_READ, errorSlot, STATS_SLOTS } from '../../src/metrics/schema.js';
 import { LAT_SAMPLE_MASK, OP, STATUS } from '../../src/ring/protocol.js';
-import { metricsFixture } from '../support/metrics-fixture.js';
+import { metricsFixture, sample } from '../support/metrics-fixture.js';
 
 const PROMTOOL = '/usr/bin/promtool';
 
@@ -22,16 +22,6 @@ async function served(h: { counters(): { name: string; value: number }[] }, n: n
     await new Promise((r) => setTimeout(r, 1));
   }
   throw new Error(`the ring server did not count ${n} requests in 5 s`);
-}
-
-/** The value of the sample `name{labels}` in a text exposition (labels matched as a subset). */
-export function sample(text: string, name: string, labels: Record<string, string> = {}): number {
-  for (const line of text.split('\n')) {
-    if (!line.startsWith(`${name}{`) && !line.startsWith(`${name} `)) continue;
-    const want = Object.entries(labels).every(([k, v]) => line.includes(`${k}="${v}"`));
-    if (want) return Number(line.slice(line.lastIndexOf(' ') + 1));
-  }
-  return Number.NaN;
 }
 
 test('exporter: schema rows, ring latency, worker and DMA metrics; promtool accepts the text', async () => {
